@@ -1,0 +1,2 @@
+// Filesystem semantics (inodes, directories, files) over the engine; no FUSE here.
+export * from './pfs';

@@ -1,0 +1,146 @@
+// hammer2_blockref_t: the 128-byte pointer every tree is made of.
+//   00 type  01 methods  02 copyid  03 keybits  04 vradix  05 flags  06 leaf_count(16)
+//   08 key   10 mirror_tid  18 modify_tid  20 data_off  28 update_tid
+//   30 embed[16] (dirent head or stats)   40 check[64]
+import { BLOCKREF_BYTES, BrefType, OFF_MASK_RADIX, decCheck, decComp } from './constants';
+
+export interface Blockref {
+  type: number;
+  methods: number;
+  copyid: number;
+  keybits: number;
+  vradix: number;
+  flags: number;
+  leafCount: number;
+  key: bigint;
+  mirrorTid: bigint;
+  modifyTid: bigint;
+  dataOff: bigint;
+  updateTid: bigint;
+  /** 16 bytes: dirent head for DIRENT, data_count/inode_count stats otherwise. */
+  embed: Buffer;
+  /** 64 bytes of check code (or freemap hints). */
+  check: Buffer;
+}
+
+export function emptyBlockref(): Blockref {
+  return {
+    type: BrefType.EMPTY,
+    methods: 0,
+    copyid: 0,
+    keybits: 0,
+    vradix: 0,
+    flags: 0,
+    leafCount: 0,
+    key: 0n,
+    mirrorTid: 0n,
+    modifyTid: 0n,
+    dataOff: 0n,
+    updateTid: 0n,
+    embed: Buffer.alloc(16),
+    check: Buffer.alloc(64),
+  };
+}
+
+export function decodeBlockref(buf: Buffer, off: number): Blockref {
+  return {
+    type: buf[off],
+    methods: buf[off + 1],
+    copyid: buf[off + 2],
+    keybits: buf[off + 3],
+    vradix: buf[off + 4],
+    flags: buf[off + 5],
+    leafCount: buf.readUInt16LE(off + 6),
+    key: buf.readBigUInt64LE(off + 8),
+    mirrorTid: buf.readBigUInt64LE(off + 0x10),
+    modifyTid: buf.readBigUInt64LE(off + 0x18),
+    dataOff: buf.readBigUInt64LE(off + 0x20),
+    updateTid: buf.readBigUInt64LE(off + 0x28),
+    embed: Buffer.from(buf.subarray(off + 0x30, off + 0x40)),
+    check: Buffer.from(buf.subarray(off + 0x40, off + 0x80)),
+  };
+}
+
+export function encodeBlockref(b: Blockref, buf: Buffer, off: number): void {
+  buf[off] = b.type;
+  buf[off + 1] = b.methods;
+  buf[off + 2] = b.copyid;
+  buf[off + 3] = b.keybits;
+  buf[off + 4] = b.vradix;
+  buf[off + 5] = b.flags;
+  buf.writeUInt16LE(b.leafCount, off + 6);
+  buf.writeBigUInt64LE(b.key, off + 8);
+  buf.writeBigUInt64LE(b.mirrorTid, off + 0x10);
+  buf.writeBigUInt64LE(b.modifyTid, off + 0x18);
+  buf.writeBigUInt64LE(b.dataOff, off + 0x20);
+  buf.writeBigUInt64LE(b.updateTid, off + 0x28);
+  b.embed.copy(buf, off + 0x30, 0, 16);
+  b.check.copy(buf, off + 0x40, 0, 64);
+}
+
+/** Decode `count` consecutive blockrefs (a blockset or an indirect block). */
+export function decodeBlockrefArray(buf: Buffer, off: number, count: number): Blockref[] {
+  const out: Blockref[] = new Array(count);
+  for (let i = 0; i < count; i++) out[i] = decodeBlockref(buf, off + i * BLOCKREF_BYTES);
+  return out;
+}
+
+/** Physical size in bytes encoded in data_off's low 6 bits (0 = no media). */
+export function brefBytes(b: Blockref): number {
+  const radix = Number(b.dataOff & OFF_MASK_RADIX);
+  return radix === 0 ? 0 : 2 ** radix;
+}
+
+export function brefRadix(b: Blockref): number {
+  return Number(b.dataOff & OFF_MASK_RADIX);
+}
+
+/** Media offset (logical, across volumes) of the block. */
+export function brefOffset(b: Blockref): bigint {
+  return b.dataOff & ~OFF_MASK_RADIX;
+}
+
+export const brefCheck = (b: Blockref): number => decCheck(b.methods);
+export const brefComp = (b: Blockref): number => decComp(b.methods);
+
+/** Last key covered by a bref: key | (2^keybits - 1). */
+export function brefKeyEnd(b: Blockref): bigint {
+  if (b.keybits >= 64) return 0xffffffffffffffffn;
+  return b.key + (1n << BigInt(b.keybits)) - 1n;
+}
+
+export const BREF_TYPE_NAMES: Record<number, string> = {
+  0: 'empty',
+  1: 'inode',
+  2: 'indirect',
+  3: 'data',
+  4: 'dirent',
+  5: 'freemap_node',
+  6: 'freemap_leaf',
+  7: 'invalid',
+  254: 'freemap',
+  255: 'volume',
+};
+
+/** Dirent head inside bref.embed. */
+export interface DirentHead {
+  inum: bigint;
+  namlen: number;
+  type: number;
+}
+
+export function direntHead(b: Blockref): DirentHead {
+  return { inum: b.embed.readBigUInt64LE(0), namlen: b.embed.readUInt16LE(8), type: b.embed[10] };
+}
+
+export function setDirentHead(b: Blockref, h: DirentHead): void {
+  b.embed.fill(0);
+  b.embed.writeBigUInt64LE(h.inum, 0);
+  b.embed.writeUInt16LE(h.namlen, 8);
+  b.embed[10] = h.type;
+}
+
+/** Statistics in bref.embed for INODE and INDIRECT brefs. */
+export function brefStats(b: Blockref): { dataCount: bigint; inodeCount: bigint } {
+  return { dataCount: b.embed.readBigUInt64LE(0), inodeCount: b.embed.readBigUInt64LE(8) };
+}

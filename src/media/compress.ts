@@ -1,0 +1,85 @@
+// Data-block compression (bref.methods low nibble): decoding into a logical
+// buffer, and encoding the way the reference keeps results (power-of-two
+// physical sizes, only when they save space).
+import { deflateSync, inflateSync } from 'node:zlib';
+import { CompMethod } from './constants';
+import { CorruptCompressedData, lz4DecodeHammer2, lz4EncodeHammer2 } from './lz4';
+
+export { CorruptCompressedData };
+
+/**
+ * Decode a physical data block into `out` (the logical buffer, usually
+ * 64 KiB). Uncompressed data is copied; short physical blocks and
+ * decompressed output shorter than `out` are zero-filled.
+ */
+export function decodeData(comp: number, phys: Uint8Array, out: Uint8Array): void {
+  switch (comp & 15) {
+    case CompMethod.NONE:
+    case CompMethod.AUTOZERO: {
+      // AUTOZERO stores non-zero blocks uncompressed; all-zero ones have no media.
+      const n = Math.min(phys.length, out.length);
+      out.set(phys.subarray(0, n), 0);
+      if (n < out.length) out.fill(0, n);
+      return;
+    }
+    case CompMethod.LZ4:
+      lz4DecodeHammer2(phys, out);
+      return;
+    case CompMethod.ZLIB: {
+      let r: Buffer;
+      try {
+        // The reference inflates a zlib stream (header + adler32) from the physical block.
+        r = inflateSync(phys, { maxOutputLength: out.length, finishFlush: 2 /* Z_SYNC_FLUSH */ });
+      } catch (e) {
+        throw new CorruptCompressedData(`zlib: ${(e as Error).message}`);
+      }
+      out.set(r.subarray(0, out.length), 0);
+      if (r.length < out.length) out.fill(0, r.length);
+      return;
+    }
+    default:
+      throw new CorruptCompressedData(`unknown compression method ${comp & 15}`);
+  }
+}
+
+/** True if every byte is zero (word-at-a-time). */
+export function isAllZero(b: Uint8Array): boolean {
+  const n8 = b.length & ~7;
+  if ((b.byteOffset & 7) === 0) {
+    const w = new BigUint64Array(b.buffer, b.byteOffset, n8 >>> 3);
+    for (let i = 0; i < w.length; i++) if (w[i] !== 0n) return false;
+  } else {
+    for (let i = 0; i < n8; i++) if (b[i] !== 0) return false;
+  }
+  for (let i = n8; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+export const COMP_NAMES: Record<number, string> = { 0: 'none', 1: 'autozero', 2: 'lz4', 3: 'zlib' };
+
+/**
+ * Try to compress a logical block of `pblksize` bytes. Returns the bytes to
+ * store (already padded to a power-of-two size >= 1 KiB) or null when the
+ * reference would store the block uncompressed.
+ */
+export function encodeData(comp: number, level: number, data: Uint8Array): Buffer | null {
+  const algo = comp & 15;
+  const pblksize = data.length;
+  // The reference gives compression at most half the block (minus the length word).
+  let c: Buffer | null = null;
+  if (algo === CompMethod.LZ4) {
+    c = lz4EncodeHammer2(data, pblksize / 2);
+  } else if (algo === CompMethod.ZLIB) {
+    const z = deflateSync(data, { level: level > 0 ? Math.min(level, 9) : 6 });
+    c = z.length <= pblksize / 2 - 4 ? z : null;
+  } else {
+    return null;
+  }
+  if (!c) return null;
+  let size = 1024;
+  while (size < c.length) size <<= 1;
+  if (size >= pblksize) return null;
+  const out = Buffer.alloc(size);
+  c.copy(out, 0);
+  return out;
+}

@@ -1,0 +1,138 @@
+// One backing file or block device, opened by path, with its size and an
+// optional exclusive lock. All I/O is positional and synchronous: the FUSE
+// daemon serves one request at a time on its JS thread and the image lives on
+// another filesystem, so a pread costs less than a trip through the threadpool.
+import * as fs from 'node:fs';
+import { nativeShim } from './native';
+
+export class DeviceError extends Error {
+  constructor(msg: string, readonly code: string = 'EIO') {
+    super(msg);
+  }
+}
+
+export class Device {
+  readonly size: number;
+  readonly isBlockDevice: boolean;
+  private closed = false;
+
+  private constructor(readonly path: string, readonly fd: number, readonly writable: boolean) {
+    const st = fs.fstatSync(fd);
+    this.isBlockDevice = st.isBlockDevice();
+    if (this.isBlockDevice) this.size = blockDeviceSize(fd, st, path);
+    else if (st.isFile()) this.size = st.size;
+    else throw new DeviceError(`${path}: not a regular file or block device`, 'EINVAL');
+  }
+
+  static open(path: string, opts: { writable: boolean; lock?: boolean }): Device {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, opts.writable ? 'r+' : 'r');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new DeviceError(`${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`, err.code ?? 'EIO');
+    }
+    let dev: Device;
+    try {
+      dev = new Device(path, fd, opts.writable);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    if (opts.lock) {
+      try {
+        dev.lock(opts.writable);
+      } catch (e) {
+        fs.closeSync(fd);
+        throw e;
+      }
+    }
+    return dev;
+  }
+
+  /** Exclusive lock for writers, shared for readers, so two writers never share an image. */
+  private lock(exclusive: boolean): void {
+    const shim = nativeShim();
+    if (!shim) return; // warned once by nativeShim()
+    const r = shim.flock(this.fd, exclusive);
+    if (r !== 0) {
+      throw new DeviceError(
+        `${this.path}: image is in use by another process (${exclusive ? 'exclusive' : 'shared'} lock refused)`,
+        'EBUSY',
+      );
+    }
+  }
+
+  /** Read exactly `len` bytes at `pos`; bytes past the end of the device read as zeros. */
+  read(pos: number, len: number, out: Buffer = Buffer.allocUnsafe(len), outOff = 0): Buffer {
+    if (pos < 0 || !Number.isSafeInteger(pos)) throw new DeviceError(`${this.path}: bad offset ${pos}`);
+    let done = 0;
+    while (done < len) {
+      if (pos + done >= this.size) {
+        out.fill(0, outOff + done, outOff + len);
+        break;
+      }
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, out, outOff + done, len - done, pos + done);
+      } catch (e) {
+        throw new DeviceError(`${this.path}: read error at ${pos + done}: ${(e as Error).message}`);
+      }
+      if (n === 0) {
+        out.fill(0, outOff + done, outOff + len);
+        break;
+      }
+      done += n;
+    }
+    return out;
+  }
+
+  write(pos: number, buf: Uint8Array): void {
+    if (!this.writable) throw new DeviceError(`${this.path}: opened read-only`, 'EROFS');
+    if (pos < 0 || pos + buf.length > this.size) {
+      throw new DeviceError(`${this.path}: write at ${pos}+${buf.length} outside device of ${this.size} bytes`);
+    }
+    let done = 0;
+    while (done < buf.length) {
+      try {
+        done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        throw new DeviceError(`${this.path}: write error at ${pos + done}: ${err.message}`, err.code ?? 'EIO');
+      }
+    }
+  }
+
+  sync(): void {
+    try {
+      fs.fsyncSync(this.fd);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new DeviceError(`${this.path}: fsync failed: ${err.message}`, err.code ?? 'EIO');
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+  }
+}
+
+function blockDeviceSize(fd: number, st: fs.Stats, path: string): number {
+  const shim = nativeShim();
+  if (shim) {
+    const n = shim.blockDeviceSize(fd);
+    if (n >= 0) return n;
+  }
+  // Without the shim, sysfs knows the size of every block device in 512-byte sectors.
+  const major = Math.floor(st.rdev / 256) & 0xfff;
+  const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+  try {
+    const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim());
+    if (Number.isSafeInteger(sectors)) return sectors * 512;
+  } catch {
+    /* fall through */
+  }
+  throw new DeviceError(`${path}: cannot determine block device size (native shim unavailable and no sysfs entry)`);
+}

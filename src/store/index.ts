@@ -1,0 +1,4 @@
+// The block store: devices, volumes and header selection. Knows offsets, not trees.
+export * from './device';
+export * from './volumes';
+export * from './native';

@@ -1,0 +1,37 @@
+// Loader for native-shim/: the few system calls Node lacks (flock, the size
+// of a block device). Everything works without it except locking, and we say so once.
+import * as path from 'node:path';
+
+export interface NativeShim {
+  /** flock(LOCK_EX or LOCK_SH | LOCK_NB); 0 on success, errno otherwise. */
+  flock(fd: number, exclusive: boolean): number;
+  /** BLKGETSIZE64; -errno on failure. */
+  blockDeviceSize(fd: number): number;
+}
+
+let loaded: NativeShim | null | undefined;
+
+export function nativeShim(): NativeShim | null {
+  if (loaded !== undefined) return loaded;
+  const candidates = [
+    path.join(__dirname, '..', '..', '..', 'native-shim', 'build', 'Release', 'hammer2_shim.node'),
+    path.join(__dirname, '..', '..', 'native-shim', 'build', 'Release', 'hammer2_shim.node'),
+  ];
+  for (const c of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      loaded = require(c) as NativeShim;
+      return loaded;
+    } catch {
+      /* try next */
+    }
+  }
+  loaded = null;
+  if (!process.env.HAMMER2_QUIET_SHIM) {
+    process.stderr.write(
+      'hammer2fs: native shim not built (run `npm run build:shim`); image files still work, ' +
+        'but images are not locked against concurrent writers\n',
+    );
+  }
+  return loaded;
+}

@@ -1,0 +1,192 @@
+// The set of devices that make up one HAMMER2 filesystem (version 2 allows
+// up to 64, given as "a:b:c"), the mapping of logical media offsets onto
+// them, and the choice of volume header.
+import {
+  checkVolumeHeader,
+  decodeVolumeHeader,
+  HAMMER2_UUID_STRING,
+  MAX_VOLUMES,
+  NUM_VOLHDRS,
+  uuidToString,
+  VOL_VERSION_MULTI_VOLUMES,
+  VOLUME_BYTES,
+  VolumeHeader,
+  ZONE_BYTES,
+} from '../media';
+import { Device, DeviceError } from './device';
+
+export class MountError extends Error {}
+
+export interface HeaderCandidate {
+  /** Zone index 0..3: the header lives at zone * 2 GiB. */
+  zone: number;
+  ok: boolean;
+  reason?: string;
+  header?: VolumeHeader;
+}
+
+export interface Volume {
+  id: number;
+  dev: Device;
+  /** Logical offset of the volume's first byte. */
+  offset: number;
+  size: number;
+  header: VolumeHeader;
+}
+
+/** Read every header slot that fits on a device and validate each. */
+export function readHeaderCandidates(dev: Device): HeaderCandidate[] {
+  const out: HeaderCandidate[] = [];
+  for (let zone = 0; zone < NUM_VOLHDRS; zone++) {
+    const pos = zone * ZONE_BYTES;
+    if (pos + VOLUME_BYTES > dev.size) break;
+    let raw: Buffer;
+    try {
+      raw = dev.read(pos, VOLUME_BYTES);
+    } catch (e) {
+      out.push({ zone, ok: false, reason: (e as Error).message });
+      continue;
+    }
+    const chk = checkVolumeHeader(raw);
+    if (!chk.ok) out.push({ zone, ok: false, reason: chk.reason });
+    else out.push({ zone, ok: true, header: decodeVolumeHeader(raw) });
+  }
+  return out;
+}
+
+/** The valid candidate with the highest mirror_tid (ties: the lowest zone, as the reference). */
+export function bestHeader(c: HeaderCandidate[]): HeaderCandidate | undefined {
+  let best: HeaderCandidate | undefined;
+  for (const h of c) if (h.ok && (!best || h.header!.mirrorTid > best.header!.mirrorTid)) best = h;
+  return best;
+}
+
+export class VolumeSet {
+  /** Volumes sorted by id; volumes[0] is the root volume. */
+  readonly volumes: Volume[];
+  /** Header candidates of the root volume. */
+  readonly candidates: HeaderCandidate[];
+  /** The header in force (the best, unless a zone was forced). */
+  readonly header: VolumeHeader;
+  readonly headerZone: number;
+
+  private constructor(volumes: Volume[], candidates: HeaderCandidate[], chosen: HeaderCandidate) {
+    this.volumes = volumes;
+    this.candidates = candidates;
+    this.header = chosen.header!;
+    this.headerZone = chosen.zone;
+  }
+
+  /**
+   * Open "img" or "img1:img2:...". `zone` forces a specific header slot
+   * (fsck's rollback uses it); by default the best valid one is used.
+   */
+  static open(spec: string, opts: { writable: boolean; lock?: boolean; zone?: number }): VolumeSet {
+    const paths = spec.split(':').filter((p) => p.length > 0);
+    if (paths.length === 0) throw new MountError('no device given');
+    if (paths.length > MAX_VOLUMES) throw new MountError(`too many volumes (${paths.length} > ${MAX_VOLUMES})`);
+    const devs: Device[] = [];
+    try {
+      for (const p of paths) devs.push(Device.open(p, { writable: opts.writable, lock: opts.lock }));
+      return VolumeSet.assemble(devs, opts.zone);
+    } catch (e) {
+      for (const d of devs) d.close();
+      if (e instanceof DeviceError) throw new MountError(e.message);
+      throw e;
+    }
+  }
+
+  private static assemble(devs: Device[], forceZone?: number): VolumeSet {
+    const vols: { dev: Device; cands: HeaderCandidate[]; best: HeaderCandidate }[] = [];
+    for (const dev of devs) {
+      if (dev.size < VOLUME_BYTES) throw new MountError(`${dev.path}: too small to hold a HAMMER2 volume (${dev.size} bytes)`);
+      const cands = readHeaderCandidates(dev);
+      const best = bestHeader(cands);
+      if (!best) {
+        const why = cands.map((c) => `#${c.zone}: ${c.reason}`).join('; ');
+        throw new MountError(`${dev.path}: not a HAMMER2 volume (no valid volume header: ${why})`);
+      }
+      vols.push({ dev, cands, best });
+    }
+    const root = vols.find((v) => v.best.header!.voluId === 0);
+    if (!root) throw new MountError('no root volume (volume id 0) among the devices given');
+    let chosen = root.best;
+    if (forceZone !== undefined) {
+      const c = root.cands.find((x) => x.zone === forceZone);
+      if (!c || !c.ok) throw new MountError(`volume header #${forceZone} is not valid`);
+      chosen = c;
+    }
+    const rh = chosen.header!;
+    if (uuidToString(rh.fstype) !== HAMMER2_UUID_STRING) {
+      throw new MountError(`${root.dev.path}: fstype ${uuidToString(rh.fstype)} is not HAMMER2`);
+    }
+    if (rh.version < 1 || rh.version > 2) {
+      throw new MountError(`${root.dev.path}: unsupported volume version ${rh.version}`);
+    }
+    const volumes: Volume[] = [];
+    for (const v of vols) {
+      const h = v === root ? rh : v.best.header!;
+      if (h.voluId >= MAX_VOLUMES) throw new MountError(`${v.dev.path}: bad volume id ${h.voluId}`);
+      if (v !== root && !h.fsid.equals(rh.fsid)) throw new MountError(`${v.dev.path}: belongs to another filesystem`);
+      const offset = rh.version >= VOL_VERSION_MULTI_VOLUMES ? h.voluLoff[h.voluId] : 0n;
+      const size = h.voluSize;
+      if (offset > BigInt(Number.MAX_SAFE_INTEGER) || size > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw new MountError(`${v.dev.path}: volume offset/size out of range`);
+      }
+      if (Number(size) > v.dev.size) {
+        throw new MountError(`${v.dev.path}: volume size ${size} exceeds the device (${v.dev.size} bytes); image truncated?`);
+      }
+      if (volumes.some((x) => x.id === h.voluId)) throw new MountError(`${v.dev.path}: duplicate volume id ${h.voluId}`);
+      volumes.push({ id: h.voluId, dev: v.dev, offset: Number(offset), size: Number(size), header: h });
+    }
+    volumes.sort((a, b) => a.id - b.id);
+    const nvol = rh.version >= VOL_VERSION_MULTI_VOLUMES ? Math.max(rh.nvolumes, 1) : 1;
+    if (volumes.length !== nvol) {
+      throw new MountError(`filesystem has ${nvol} volume(s), ${volumes.length} given (use img1:img2:... for all of them)`);
+    }
+    for (let i = 1; i < volumes.length; i++) {
+      if (volumes[i].offset !== volumes[i - 1].offset + volumes[i - 1].size) {
+        throw new MountError(`${volumes[i].dev.path}: inconsistent volume offset`);
+      }
+    }
+    return new VolumeSet(volumes, root.cands, chosen);
+  }
+
+  /** Total logical size: the sum of the volumes. */
+  get totalSize(): number {
+    const last = this.volumes[this.volumes.length - 1];
+    return last.offset + last.size;
+  }
+
+  private volumeFor(loff: number, len: number): Volume {
+    for (const v of this.volumes) {
+      if (loff >= v.offset && loff + len <= v.offset + v.size) return v;
+    }
+    throw new DeviceError(`media offset 0x${loff.toString(16)}+${len} is outside every volume`);
+  }
+
+  read(loff: number, len: number, out?: Buffer, outOff?: number): Buffer {
+    const v = this.volumeFor(loff, len);
+    return v.dev.read(loff - v.offset, len, out, outOff);
+  }
+
+  write(loff: number, buf: Uint8Array): void {
+    const v = this.volumeFor(loff, buf.length);
+    v.dev.write(loff - v.offset, buf);
+  }
+
+  /** Write a volume header copy into a zone of a given volume. */
+  writeHeader(volumeId: number, zone: number, raw: Buffer): void {
+    const v = this.volumes.find((x) => x.id === volumeId);
+    if (!v) throw new DeviceError(`no volume ${volumeId}`);
+    v.dev.write(zone * ZONE_BYTES, raw);
+  }
+
+  sync(): void {
+    for (const v of this.volumes) v.dev.sync();
+  }
+
+  close(): void {
+    for (const v of this.volumes) v.dev.close();
+  }
+}
