@@ -2,6 +2,7 @@
 // shaped like one, a value out of range. Each maps to EIO for the caller.
 
 export class MediaError extends Error {
+  override name = 'MediaError';
   readonly errno = 'EIO';
   constructor(
     msg: string,
@@ -13,6 +14,7 @@ export class MediaError extends Error {
 }
 
 export class FsError extends Error {
+  override name = 'FsError';
   constructor(
     readonly errno: string,
     msg?: string,

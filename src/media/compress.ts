@@ -5,7 +5,7 @@ import { deflateSync, inflateSync } from 'node:zlib';
 import { CompMethod } from './constants';
 import { CorruptCompressedData, lz4DecodeHammer2, lz4EncodeHammer2 } from './lz4';
 
-export { CorruptCompressedData };
+
 
 /**
  * Decode a physical data block into `out` (the logical buffer, usually

@@ -4,6 +4,7 @@ export * from './constants';
 export * from './crc32c';
 export * from './check';
 export * from './compress';
+export * from './lz4';
 export * from './blockref';
 export * from './volume';
 export * from './inode';

@@ -3,7 +3,9 @@
 // buffer and never reads or writes out of bounds, whatever the input.
 import { compress as lz4wasmCompress } from 'lz4-wasm-nodejs';
 
-export class CorruptCompressedData extends Error {}
+export class CorruptCompressedData extends Error {
+  override name = 'CorruptCompressedData';
+}
 
 /**
  * Decode one raw LZ4 block src[start,end) into dst[0..). Returns the number

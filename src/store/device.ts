@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { nativeShim } from './native';
 
 export class DeviceError extends Error {
+  override name = 'DeviceError';
   constructor(msg: string, readonly code: string = 'EIO') {
     super(msg);
   }

@@ -15,7 +15,9 @@ import {
 } from '../media';
 import { Device, DeviceError } from './device';
 
-export class MountError extends Error {}
+export class MountError extends Error {
+  override name = 'MountError';
+}
 
 export interface HeaderCandidate {
   /** Zone index 0..3: the header lives at zone * 2 GiB. */

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "hammer2_shim",
+      "sources": ["hammer2_shim.c"],
+      "cflags": ["-O2", "-Wall"]
+    }
+  ]
+}
