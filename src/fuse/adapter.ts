@@ -1,7 +1,7 @@
 // FUSE operations (fuse-native, path based) on top of the fs layer. This
 // layer only translates: paths to inodes, attributes to stat, errors to errno.
 import Fuse from 'fuse-native';
-import { Attr, Inode, Pfs } from '../fs';
+import { Attr, Inode, Pfs, typeToIfmt } from '../fs';
 import { errno, toErrno } from './errno';
 
 type Cb = (...args: any[]) => void;
@@ -13,6 +13,15 @@ export interface AdapterOptions {
 }
 
 const usToMs = (us: bigint): number => Number(us / 1000n);
+
+/** File-type bits for a directory entry's d_type (0: unknown, the kernel asks). */
+function direntIfmt(type: number): number {
+  try {
+    return typeToIfmt(type);
+  } catch {
+    return 0;
+  }
+}
 
 export function toStat(a: Attr): Record<string, unknown> {
   return {
@@ -85,10 +94,12 @@ export function readOnlyOps(pfs: Pfs, opts: AdapterOptions): Record<string, Cb> 
         const dir = pfs.resolve(path);
         const entries = pfs.readdir(dir);
         const names = ['.', '..'];
-        const stats: Record<string, unknown>[] = [toStat(pfs.attr(dir)), {}];
+        // glibc's readdir() hides entries whose d_ino is 0, so ".." needs a real number.
+        const parent = dir.inum === 1n || dir.data.meta.iparent === 0n ? 1n : dir.data.meta.iparent;
+        const stats: Record<string, unknown>[] = [toStat(pfs.attr(dir)), { ino: Number(parent), mode: 0o040000 }];
         for (const e of entries) {
           names.push(e.name.toString('utf8'));
-          stats.push({ ino: Number(e.inum), mode: 0 });
+          stats.push({ ino: Number(e.inum), mode: direntIfmt(e.type) });
         }
         cb(0, names, stats);
       });
@@ -130,9 +141,10 @@ export function readOnlyOps(pfs: Pfs, opts: AdapterOptions): Record<string, Cb> 
           blocks: Math.floor(s.total / bsize),
           bfree: Math.floor(s.free / bsize),
           bavail: Math.floor(s.free / bsize),
-          files: s.files,
-          ffree: Math.max(0, Math.floor(s.free / 1024)),
-          favail: Math.max(0, Math.floor(s.free / 1024)),
+          // Inodes are allocated from free space (1 KiB each): files = used + possible.
+          files: s.files + Math.floor(s.free / 1024),
+          ffree: Math.floor(s.free / 1024),
+          favail: Math.floor(s.free / 1024),
           fsid: 0,
           flag: 1 /* ST_RDONLY */,
           namemax: 255,
