@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The main job, from a fresh machine: install what is needed, build, format
+# images/default.img if it does not exist, and mount its DATA PFS.
+#   bash scripts/setup.sh [IMAGE] [MOUNTPOINT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+img=${1:-$repo/images/default.img}
+mnt=${2:-$repo/mnt/default}
+
+bash scripts/ensure-deps.sh
+
+if [ ! -e "$img" ]; then
+  mkdir -p "$(dirname "$img")"
+  echo "Formatting $img (8 GiB, sparse: it takes only the space its data needs)..."
+  node dist/src/cli/newfs_hammer2.js -s 8G "$img"
+fi
+
+mkdir -p "$mnt"
+if grep -qs " $mnt " /proc/mounts; then
+  echo "$mnt is already mounted."
+else
+  node dist/src/cli/mount_hammer2.js "$img@DATA" "$mnt"
+fi
+cat <<MSG
+
+hammer2fs: the DATA PFS of $img is mounted at
+    $mnt
+Unmount with:
+    fusermount -u $mnt
+MSG
