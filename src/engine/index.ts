@@ -4,3 +4,4 @@ export * from './cache';
 export * from './blocks';
 export * from './tree';
 export * from './hammer2';
+export * from './apply';

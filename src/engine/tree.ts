@@ -18,12 +18,12 @@ export type LeafVisitor = (b: Blockref) => boolean | void;
  * Visit, in key order, every leaf bref whose key range intersects [beg, end].
  * Returns true if the visitor stopped the walk.
  */
-export function scanRange(r: BlockReader, set: readonly Blockref[], beg: bigint, end: bigint, visit: LeafVisitor): boolean {
+export function scanRange(r: Pick<BlockReader, 'readBlockrefs'>, set: readonly Blockref[], beg: bigint, end: bigint, visit: LeafVisitor): boolean {
   return walk(r, set, beg, end, visit, 0, 0n, KEY_MAX, 65);
 }
 
 function walk(
-  r: BlockReader,
+  r: Pick<BlockReader, 'readBlockrefs'>,
   set: readonly Blockref[],
   beg: bigint,
   end: bigint,
@@ -62,7 +62,7 @@ function walk(
 }
 
 /** Find the leaf covering `key` exactly (key within its range), or null. */
-export function lookupKey(r: BlockReader, set: readonly Blockref[], key: bigint): Blockref | null {
+export function lookupKey(r: Pick<BlockReader, 'readBlockrefs'>, set: readonly Blockref[], key: bigint): Blockref | null {
   let found: Blockref | null = null;
   scanRange(r, set, key, key, (b) => {
     found = b;

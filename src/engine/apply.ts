@@ -1,0 +1,228 @@
+// Copy-on-write tree updates in one pass. A flush hands each tree the sorted
+// leaf changes it accumulated; this rewrites only the blocktables on the paths
+// to those leaves and returns the root blocktable. Clean subtrees are never
+// read. Blocktables come out sorted by key and packed (empties at the end),
+// the order the reference's lookups expect.
+//
+// When a blocktable overflows, entries are grouped under new indirect blocks
+// whose key ranges are aligned radix slices: keybits = (smallest child
+// keybits) + log2(entries per indirect block), widened until the groups fit.
+// Indirect blocks left empty by deletions disappear.
+import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, KEY_MAX } from '../media';
+import { BlockReader } from './blocks';
+import { hex, MediaError } from './errors';
+
+/** Replace/insert a leaf (bref) or delete the leaf at `key` (null). */
+export interface LeafUpdate {
+  key: bigint;
+  bref: Blockref | null;
+}
+
+export interface TreeContext {
+  reader: Pick<BlockReader, 'readBlockrefs'>;
+  /** Bytes of a new indirect block created under a parent at `depth` (0 = the root blocktable). */
+  indirectBytes(depth: number): number;
+  /**
+   * Write a new indirect block holding `table` (length = its capacity) and
+   * return its bref (type, key, keybits filled in here; data_off, check,
+   * tids and stats by the writer).
+   */
+  writeIndirect(key: bigint, keybits: number, table: Blockref[]): Blockref;
+}
+
+const isNode = (b: Blockref) => b.type === BrefType.INDIRECT || b.type === BrefType.FREEMAP_NODE;
+const cmpKey = (a: Blockref, b: Blockref) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+function log2(n: number): number {
+  let r = 0;
+  while (1 << (r + 1) <= n) r++;
+  return r;
+}
+
+export interface ApplyOptions {
+  /** Drop every leaf whose key is >= this (file truncation); straddling leaves are the caller's. */
+  truncateFrom?: bigint;
+}
+
+/**
+ * Apply `updates` (sorted by key, unique keys) to a blocktable of `capacity`
+ * slots covering keys [lo, hi]. Returns the new non-empty entries (sorted,
+ * at most `capacity`), writing new indirect blocks through `ctx` as needed.
+ */
+export function applyUpdates(
+  ctx: TreeContext,
+  table: readonly Blockref[],
+  capacity: number,
+  updates: readonly LeafUpdate[],
+  opts: ApplyOptions = {},
+  depth = 0,
+  lo = 0n,
+  hi = KEY_MAX,
+): Blockref[] {
+  if (depth > 64) throw new MediaError('tree too deep while applying updates');
+  const from = opts.truncateFrom;
+  const entries: Blockref[] = [];
+  for (const b of table) {
+    if (b.type === BrefType.EMPTY) continue;
+    if (from !== undefined && b.key >= from) continue; // whole subtree beyond EOF
+    entries.push(b);
+  }
+  entries.sort(cmpKey);
+
+  // Route each update to the indirect child that covers it, or to this level.
+  const routed = new Map<Blockref, LeafUpdate[]>();
+  const here: LeafUpdate[] = [];
+  let ei = 0;
+  for (const u of updates) {
+    while (ei < entries.length && brefKeyEnd(entries[ei]) < u.key) ei++;
+    const e = entries[ei];
+    if (e && isNode(e) && e.key <= u.key) {
+      let list = routed.get(e);
+      if (!list) routed.set(e, (list = []));
+      list.push(u);
+    } else {
+      here.push(u);
+    }
+  }
+
+  const out: Blockref[] = [];
+  for (const e of entries) {
+    const list = routed.get(e);
+    const cut = from !== undefined && isNode(e) && brefKeyEnd(e) >= from;
+    if (!list && !cut) {
+      out.push(e);
+      continue;
+    }
+    const childTable = ctx.reader.readBlockrefs(e);
+    const childCap = brefBytes(e) / BLOCKREF_BYTES;
+    const sub = applyUpdates(ctx, childTable, childCap, list ?? [], opts, depth + 1, e.key, brefKeyEnd(e));
+    if (sub.length === 0) continue; // emptied: the indirect block goes away
+    out.push(ctx.writeIndirect(e.key, e.keybits, padTable(sub, childCap)));
+  }
+
+  // Leaf-level changes at this level.
+  if (here.length) {
+    const byKey = new Map<bigint, number>();
+    for (let i = 0; i < out.length; i++) byKey.set(out[i].key, i);
+    const drop = new Set<number>();
+    for (const u of here) {
+      const i = byKey.get(u.key);
+      if (u.bref) {
+        if (u.bref.key !== u.key) throw new Error(`update key ${hex(u.key)} != bref key ${hex(u.bref.key)}`);
+        if (u.bref.key < lo || brefKeyEnd(u.bref) > hi) {
+          throw new Error(`leaf ${hex(u.key)}/${u.bref.keybits} outside blocktable range`);
+        }
+        if (i !== undefined) {
+          out[i] = u.bref;
+          drop.delete(i);
+        } else {
+          byKey.set(u.key, out.length);
+          out.push(u.bref);
+        }
+      } else if (i !== undefined && !isNode(out[i])) {
+        drop.add(i);
+      }
+    }
+    if (drop.size) {
+      const kept = out.filter((_, i) => !drop.has(i));
+      out.length = 0;
+      out.push(...kept);
+    }
+  }
+  out.sort(cmpKey);
+  for (let i = 1; i < out.length; i++) {
+    if (brefKeyEnd(out[i - 1]) >= out[i].key) {
+      throw new MediaError(`overlapping blockrefs ${hex(out[i - 1].key)} and ${hex(out[i].key)} in one blocktable`);
+    }
+  }
+  if (out.length <= capacity) return out;
+  return regroup(ctx, out, capacity, depth, lo, hi);
+}
+
+/** Group entries under new indirect blocks until at most `capacity` remain. */
+function regroup(ctx: TreeContext, entries: Blockref[], capacity: number, depth: number, lo: bigint, hi: bigint): Blockref[] {
+  const indBytes = ctx.indirectBytes(depth);
+  const indCap = indBytes / BLOCKREF_BYTES;
+  const radix = log2(indCap);
+  let minKb = 64;
+  for (const e of entries) minKb = Math.min(minKb, e.keybits);
+  // The parent's range bounds how wide a child may be (it must be narrower).
+  const parentBits = hi - lo === KEY_MAX ? 64 : log2Big(hi - lo + 1n);
+  let bits = Math.min(minKb + radix, parentBits - 1);
+  for (;;) {
+    const groups = groupBy(entries, bits);
+    if (groups.length <= capacity || bits >= parentBits - 1) {
+      if (groups.length > capacity) throw new MediaError('cannot fit blocktable entries under indirect blocks');
+      const out: Blockref[] = [];
+      for (const g of groups) {
+        if (g.members.length === 1) {
+          out.push(g.members[0]);
+          continue;
+        }
+        const key = g.prefix << BigInt(bits);
+        const sub = g.members.length <= indCap ? g.members : regroup(ctx, g.members, indCap, depth + 1, key, key + (1n << BigInt(bits)) - 1n);
+        out.push(ctx.writeIndirect(key, bits, padTable(sub, indCap)));
+      }
+      return out;
+    }
+    bits = Math.min(bits + radix, parentBits - 1);
+  }
+}
+
+interface Group {
+  prefix: bigint;
+  members: Blockref[];
+}
+
+/** Entries wider than `bits` stand alone; the rest group by key >> bits (input is sorted). */
+function groupBy(entries: Blockref[], bits: number): Group[] {
+  const out: Group[] = [];
+  const sh = BigInt(bits);
+  for (const e of entries) {
+    if (e.keybits >= bits) {
+      out.push({ prefix: -1n, members: [e] });
+      continue;
+    }
+    const p = e.key >> sh;
+    const last = out[out.length - 1];
+    if (last && last.prefix === p) last.members.push(e);
+    else out.push({ prefix: p, members: [e] });
+  }
+  return out;
+}
+
+function log2Big(n: bigint): number {
+  let r = 0;
+  while (n > 1n) {
+    n >>= 1n;
+    r++;
+  }
+  return r;
+}
+
+/** A blocktable of exactly `capacity` entries: the given ones sorted, then empties. */
+export function padTable(entries: Blockref[], capacity: number): Blockref[] {
+  if (entries.length > capacity) throw new Error('blocktable overflow');
+  const t = entries.slice().sort(cmpKey);
+  while (t.length < capacity) t.push(emptyRef());
+  return t;
+}
+
+/** Padding entries are only ever encoded, never mutated: share one. */
+const EMPTY_REF: Blockref = Object.freeze({
+  type: BrefType.EMPTY,
+  methods: 0,
+  copyid: 0,
+  keybits: 0,
+  vradix: 0,
+  flags: 0,
+  leafCount: 0,
+  key: 0n,
+  mirrorTid: 0n,
+  modifyTid: 0n,
+  dataOff: 0n,
+  updateTid: 0n,
+  embed: Buffer.alloc(16),
+  check: Buffer.alloc(64),
+}) as Blockref;
+const emptyRef = (): Blockref => EMPTY_REF;
