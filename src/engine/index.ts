@@ -5,3 +5,5 @@ export * from './blocks';
 export * from './tree';
 export * from './hammer2';
 export * from './apply';
+export * from './writer';
+export * from './freemap';

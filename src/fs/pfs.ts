@@ -1,37 +1,40 @@
-// Filesystem semantics of one PFS, read side: inodes by number, directory
-// lookup and listing, file and symlink contents, attributes.
+// Filesystem semantics of one PFS: inodes by number, directories, file and
+// symlink contents, attributes — and, on a writable mount, every change to
+// them, held in memory until the next flush turns it into new blocks.
 //
 // Layout reminder: a PFS's inodes all live in the PFS root inode's block tree,
 // keyed by inode number (< 2^63); the root directory's entries share that tree
 // with hash keys (bit 63 set). Other directories hold only their entries.
+//
+// A Node is an inode as the filesystem sees it now: its committed version
+// (what the last flush wrote) plus pending changes (metadata, data blocks,
+// directory entries). Clean nodes are rebuilt from media on demand.
 import {
   Blockref,
+  brefStats,
   BrefType,
   decodeInode,
   direntHead,
   dirhash,
   DIRHASH_LOMASK,
   DIRHASH_VISIBLE,
+  EMBEDDED_BYTES,
+  INODE_START,
   inodeBlockset,
   InodeData,
   KEY_MAX,
+  NAME_MAX,
   ObjType,
   OPFLAG_DIRECTDATA,
   PBUFSIZE,
   uuidToXid,
-  EMBEDDED_BYTES,
-  brefStats,
+  xidToUuid,
+  INODE_VERSION_ONE,
+  BREF_FLAG_PFSROOT,
 } from '../media';
-import { BlockReader, FsError, hex, LruCache, MediaError, PfsEntry, scanRange, lookupKey } from '../engine';
+import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, scanRange } from '../engine';
 
 export const ROOT_INUM = 1n;
-
-export interface Inode {
-  inum: bigint;
-  /** The bref that points at the inode block (for the root: the super-root's). */
-  bref: Blockref;
-  data: InodeData;
-}
 
 export interface DirEntry {
   name: Buffer;
@@ -40,6 +43,30 @@ export interface DirEntry {
   type: number;
   key: bigint;
 }
+
+export interface Node {
+  inum: bigint;
+  /** Committed bref (for the root: the super-root's); null if created since the last flush. */
+  bref: Blockref | null;
+  /** Committed inode; null if created since the last flush. */
+  disk: InodeData | null;
+  /** Current inode: the committed one while clean, a private copy once changed. */
+  data: InodeData;
+  dirty: boolean;
+  /** Pending logical 64 KiB file blocks by offset. */
+  blocks?: Map<bigint, Buffer>;
+  /** Committed file data at keys >= this is gone (64 KiB aligned). */
+  truncFrom?: bigint;
+  /** Pending directory entries by key; null deletes the committed entry. */
+  dirents?: Map<bigint, DirEntry | null>;
+  /** Removed from the inode index at the next flush. */
+  deleted?: boolean;
+  /** Open handles (an unlinked inode lives until the last one closes). */
+  opens: number;
+}
+
+/** Kept for readers of the read-only API. */
+export type Inode = Node;
 
 export interface Attr {
   ino: number;
@@ -73,79 +100,184 @@ export function typeToIfmt(t: number): number {
   return m;
 }
 
-/** Linux makedev() for the FUSE st_rdev. */
+export function ifmtToType(mode: number): number {
+  const f = mode & 0o170000;
+  for (const [t, m] of Object.entries(S_IFMT)) if (m === f) return Number(t);
+  throw new FsError('EINVAL', `unsupported file type ${f.toString(8)}`);
+}
+
+/** Linux makedev() for the FUSE st_rdev, and back. */
 export const makedev = (maj: number, min: number): number =>
   ((maj & 0xfff) << 8) | (min & 0xff) | ((min & ~0xff) << 12);
+export const devMajor = (dev: number): number => (dev >>> 8) & 0xfff;
+export const devMinor = (dev: number): number => (dev & 0xff) | ((dev >>> 12) & 0xfff00);
 
 const MAX_FILE_SIZE = 2n ** 63n - 1n;
+const LBLOCK = BigInt(PBUFSIZE);
+const LINK_MAX = 0xffffffffn;
+const isDir = (n: Node) => n.data.meta.type === ObjType.DIRECTORY;
+
+export function cloneInode(d: InodeData): InodeData {
+  const raw = Buffer.from(d.raw);
+  const c = decodeInode(raw);
+  // decodeInode re-reads from raw: carry over fields changed in memory but not yet encoded.
+  c.meta = { ...d.meta, uid: Buffer.from(d.meta.uid), gid: Buffer.from(d.meta.gid), pfsClid: Buffer.from(d.meta.pfsClid), pfsFsid: Buffer.from(d.meta.pfsFsid) };
+  c.filename = Buffer.from(d.filename);
+  c.u = Buffer.from(d.u);
+  return c;
+}
+
+export interface Credentials {
+  uid: number;
+  gid: number;
+}
+
+export interface SetAttr {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: bigint;
+  atime?: bigint;
+  mtime?: bigint;
+  ctime?: bigint;
+}
 
 export class Pfs {
-  readonly root: Inode;
-  private inodeCache = new LruCache<bigint, Inode>(16 * 1024 * 1024);
+  readonly root: Node;
+  /** Nodes with pending changes or open handles (strongly held). */
+  readonly live = new Map<bigint, Node>();
+  private clean = new LruCache<bigint, Node>(16 * 1024 * 1024);
+  private nextInum: bigint;
+  /** Inodes removed since the last flush (their index entries go at the flush). */
+  readonly removed = new Set<bigint>();
+  /** Bytes of pending file data, for flush pacing. */
+  pendingBytes = 0;
+  /** Set by the filesystem when a change needs flushing. */
+  onDirty: () => void = () => {};
 
   constructor(
     readonly reader: BlockReader,
-    readonly entry: PfsEntry,
+    public entry: PfsEntry,
+    readonly writable = false,
   ) {
-    this.root = { inum: ROOT_INUM, bref: entry.bref, data: entry.inode };
+    this.root = { inum: ROOT_INUM, bref: entry.bref, disk: entry.inode, data: entry.inode, dirty: false, opens: 0 };
     this.validate(this.root);
+    const next = entry.inode.meta.pfsInum + 1n;
+    this.nextInum = next < BigInt(INODE_START) ? BigInt(INODE_START) : next;
   }
 
   get name(): string {
     return this.entry.name;
   }
 
-  private get irootSet(): Blockref[] {
-    return inodeBlockset(this.root.data);
+  /** Whether anything awaits a flush. */
+  get dirty(): boolean {
+    return this.root.dirty || this.removed.size > 0 || [...this.live.values()].some((n) => n.dirty);
   }
 
-  private validate(ip: Inode): void {
+  // ---------------------------------------------------------------- inodes
+
+  private validate(ip: Node): void {
     const m = ip.data.meta;
-    if (S_IFMT[m.type] === undefined) throw new MediaError(`inode ${ip.inum} has unknown type ${m.type}`, ip.bref.dataOff);
-    if (m.size > MAX_FILE_SIZE) throw new MediaError(`inode ${ip.inum} has absurd size ${m.size}`, ip.bref.dataOff);
+    const at = ip.bref?.dataOff;
+    if (S_IFMT[m.type] === undefined) throw new MediaError(`inode ${ip.inum} has unknown type ${m.type}`, at);
+    if (m.size > MAX_FILE_SIZE) throw new MediaError(`inode ${ip.inum} has absurd size ${m.size}`, at);
     if (m.opFlags & OPFLAG_DIRECTDATA && m.size > BigInt(EMBEDDED_BYTES)) {
-      throw new MediaError(`inode ${ip.inum} claims ${m.size} bytes of embedded data`, ip.bref.dataOff);
+      throw new MediaError(`inode ${ip.inum} claims ${m.size} bytes of embedded data`, at);
     }
   }
 
+  /** The committed inode tree (inode index + root entries) of this PFS. */
+  private committedRootSet(): Blockref[] {
+    return this.root.disk ? inodeBlockset(this.root.disk) : [];
+  }
+
   /** Load an inode by number. Throws FsError(ENOENT) if absent, MediaError if corrupt. */
-  getInode(inum: bigint): Inode {
+  getInode(inum: bigint): Node {
     if (inum === ROOT_INUM) return this.root;
-    const hit = this.inodeCache.get(inum);
+    const live = this.live.get(inum);
+    if (live) {
+      if (live.deleted) throw new FsError('ENOENT', `inode ${inum} was removed`);
+      return live;
+    }
+    if (this.removed.has(inum)) throw new FsError('ENOENT', `inode ${inum} was removed`);
+    const hit = this.clean.get(inum);
     if (hit) return hit;
     if (inum >= DIRHASH_VISIBLE) throw new FsError('ENOENT', `inode ${inum} out of range`);
-    const b = lookupKey(this.reader, this.irootSet, inum);
-    if (!b || b.key !== inum || b.type !== BrefType.INODE) throw new FsError('ENOENT', `no inode ${inum}`);
+    const b = lookupKey(this.reader, this.committedRootSet(), inum);
+    if (!b || b.key !== inum || b.type !== BrefType.INODE) throw new MediaError(`inode ${inum} is missing from the inode index`);
     const data = decodeInode(this.reader.readPhysical(b));
     if (data.meta.inum !== inum) {
       throw new MediaError(`inode block at ${hex(b.dataOff)} holds inode ${data.meta.inum}, expected ${inum}`, b.dataOff);
     }
-    const ip: Inode = { inum, bref: b, data };
+    const ip: Node = { inum, bref: b, disk: data, data, dirty: false, opens: 0 };
     this.validate(ip);
-    this.inodeCache.set(inum, ip, 1200);
+    this.clean.set(inum, ip, 1400);
     return ip;
   }
 
-  /** Find `name` in directory `dir`. Hash collisions are resolved by comparing names. */
-  lookup(dir: Inode, name: Buffer): DirEntry | null {
-    if (dir.data.meta.type !== ObjType.DIRECTORY) throw new FsError('ENOTDIR');
-    const key = dirhash(name);
-    let found: DirEntry | null = null;
-    scanRange(this.reader, inodeBlockset(dir.data), key, key | DIRHASH_LOMASK, (b) => {
-      const e = this.entryOf(b);
-      if (e && e.name.equals(name)) {
-        found = e;
-        return true;
+  /** Make a node's inode private and mark it changed. */
+  private touch(n: Node): InodeData {
+    if (!this.writable) throw new FsError('EROFS');
+    if (!n.dirty) {
+      if (n.data === n.disk) n.data = cloneInode(n.data);
+      n.dirty = true;
+      if (n !== this.root) {
+        this.live.set(n.inum, n);
+        this.clean.delete(n.inum);
       }
-    });
-    return found;
+      this.onDirty();
+    }
+    return n.data;
+  }
+
+  /** After a flush: the node's current state is now the committed one. */
+  committed(n: Node, bref: Blockref | null): void {
+    n.bref = bref;
+    n.disk = n.data;
+    n.dirty = false;
+    n.blocks = undefined;
+    n.truncFrom = undefined;
+    n.dirents = undefined;
+    if (n !== this.root && n.opens === 0) {
+      this.live.delete(n.inum);
+      if (!n.deleted) this.clean.set(n.inum, n, 1400);
+    }
+  }
+
+  /** Drop a removed inode whose removal has been flushed. */
+  forget(inum: bigint): void {
+    this.removed.delete(inum);
+    const n = this.live.get(inum);
+    if (n && n.opens === 0) this.live.delete(inum);
+    this.clean.delete(inum);
+  }
+
+  allocInum(): bigint {
+    const n = this.nextInum;
+    this.nextInum += 1n;
+    return n;
+  }
+
+  /** The value the PFS root records as its inode allocator (the next number to hand out). */
+  get inumAllocator(): bigint {
+    return this.nextInum;
+  }
+
+  // ------------------------------------------------------------- directories
+
+  /** Committed directory tree of a directory node. */
+  private committedSet(n: Node): Blockref[] {
+    if (n === this.root) return this.committedRootSet();
+    if (!n.disk || n.disk.meta.opFlags & OPFLAG_DIRECTDATA) return [];
+    return inodeBlockset(n.disk);
   }
 
   /** Decode a directory-tree leaf as an entry; null for leaves that are not entries. */
   private entryOf(b: Blockref): DirEntry | null {
     if (b.type === BrefType.DIRENT) {
       const h = direntHead(b);
-      if (h.namlen === 0 || h.namlen > 255) throw new MediaError(`dirent ${hex(b.key)} has name length ${h.namlen}`, b.dataOff);
+      if (h.namlen === 0 || h.namlen > NAME_MAX) throw new MediaError(`dirent ${hex(b.key)} has name length ${h.namlen}`, b.dataOff);
       let name: Buffer;
       if (h.namlen <= 64) {
         name = Buffer.from(b.check.subarray(0, h.namlen));
@@ -167,29 +299,111 @@ export class Pfs {
     return null;
   }
 
+  /** Find `name` in directory `dir`. Hash collisions are resolved by comparing names. */
+  lookup(dir: Node, name: Buffer): DirEntry | null {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
+    const key = dirhash(name);
+    const end = key | DIRHASH_LOMASK;
+    const pend = dir.dirents;
+    if (pend) {
+      for (const [k, e] of pend) if (e && k >= key && k <= end && e.name.equals(name)) return e;
+    }
+    let found: DirEntry | null = null;
+    scanRange(this.reader, this.committedSet(dir), key, end, (b) => {
+      if (pend?.has(b.key)) return;
+      const e = this.entryOf(b);
+      if (e && e.name.equals(name)) {
+        found = e;
+        return true;
+      }
+    });
+    return found;
+  }
+
   /** Every entry of a directory, in hash order (without "." and ".."). */
-  readdir(dir: Inode): DirEntry[] {
-    if (dir.data.meta.type !== ObjType.DIRECTORY) throw new FsError('ENOTDIR');
+  readdir(dir: Node): DirEntry[] {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
     const out: DirEntry[] = [];
-    scanRange(this.reader, inodeBlockset(dir.data), DIRHASH_VISIBLE, KEY_MAX, (b) => {
+    const pend = dir.dirents;
+    scanRange(this.reader, this.committedSet(dir), DIRHASH_VISIBLE, KEY_MAX, (b) => {
+      if (pend?.has(b.key)) return;
       const e = this.entryOf(b);
       if (e) out.push(e);
     });
+    if (pend && pend.size) {
+      for (const e of pend.values()) if (e) out.push(e);
+      out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
     return out;
   }
 
+  /** True if a directory has no entries. */
+  isEmptyDir(dir: Node): boolean {
+    const pend = dir.dirents;
+    if (pend) for (const e of pend.values()) if (e) return false;
+    let any = false;
+    scanRange(this.reader, this.committedSet(dir), DIRHASH_VISIBLE, KEY_MAX, (b) => {
+      if (pend?.has(b.key)) return;
+      if (this.entryOf(b)) {
+        any = true;
+        return true;
+      }
+    });
+    return !any;
+  }
+
+  /** A free directory key for `name`: its hash, or the next unused one in the collision range. */
+  private freeKey(dir: Node, name: Buffer): bigint {
+    const base = dirhash(name);
+    const used = new Set<bigint>();
+    scanRange(this.reader, this.committedSet(dir), base, base | DIRHASH_LOMASK, (b) => {
+      used.add(b.key);
+    });
+    const pend = dir.dirents;
+    for (let k = base; k <= (base | DIRHASH_LOMASK); k++) {
+      const p = pend?.get(k);
+      if (p) continue; // pending entry
+      if (p === null) return k; // committed entry deleted: its key is free again
+      if (!used.has(k)) return k;
+    }
+    throw new FsError('ENOSPC', 'too many names with the same hash in one directory');
+  }
+
+  private addEntry(dir: Node, name: Buffer, inum: bigint, type: number): void {
+    this.touch(dir);
+    const key = this.freeKey(dir, name);
+    (dir.dirents ??= new Map()).set(key, { name: Buffer.from(name), inum, type, key });
+  }
+
+  private removeEntry(dir: Node, e: DirEntry): void {
+    this.touch(dir);
+    (dir.dirents ??= new Map()).set(e.key, null);
+    // A pending entry that never reached media needs no deletion record.
+    if (!this.committedHasKey(dir, e.key)) dir.dirents.delete(e.key);
+  }
+
+  private committedHasKey(dir: Node, key: bigint): boolean {
+    let has = false;
+    scanRange(this.reader, this.committedSet(dir), key, key, (b) => {
+      if (b.key === key) has = true;
+      return true;
+    });
+    return has;
+  }
+
   /** Resolve a PFS-absolute path ("/a/b"), without following symlinks. */
-  resolve(path: string): Inode {
+  resolve(path: string): Node {
     let ip = this.root;
     for (const comp of path.split('/')) {
       if (comp === '' || comp === '.') continue;
       if (comp === '..') {
         const p = ip.data.meta.iparent;
-        ip = p === 0n ? this.root : this.getInode(p);
+        ip = p === 0n || p === ROOT_INUM ? this.root : this.getInode(p);
         continue;
       }
       const name = Buffer.from(comp, 'utf8');
-      if (name.length > 255) throw new FsError('ENAMETOOLONG');
+      if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
       const e = this.lookup(ip, name);
       if (!e) throw new FsError('ENOENT');
       ip = this.getInode(e.inum);
@@ -197,29 +411,37 @@ export class Pfs {
     return ip;
   }
 
-  /** Read up to `len` bytes at `pos` from a file or symlink; short only at EOF. */
-  read(ip: Inode, pos: number, len: number): Buffer {
-    const m = ip.data.meta;
-    if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
-    const size = Number(m.size);
-    if (pos >= size || len <= 0) return Buffer.alloc(0);
-    const n = Math.min(len, size - pos);
-    const out = Buffer.alloc(n);
-    if (m.opFlags & OPFLAG_DIRECTDATA) {
-      ip.data.u.copy(out, 0, pos, pos + n);
-      return out;
+  // -------------------------------------------------------------- file data
+
+  /** Committed file tree of a node (empty for embedded data or new inodes). */
+  committedFileSet(n: Node): Blockref[] {
+    if (!n.disk || n.disk.meta.opFlags & OPFLAG_DIRECTDATA) return [];
+    return inodeBlockset(n.disk);
+  }
+
+  /** Read committed data of logical block `lbase` into out (64 KiB). */
+  private readCommittedBlock(n: Node, lbase: bigint, out: Buffer): void {
+    out.fill(0);
+    if (n.truncFrom !== undefined && lbase >= n.truncFrom) return;
+    const disk = n.disk;
+    if (!disk) return;
+    if (disk.meta.opFlags & OPFLAG_DIRECTDATA) {
+      if (lbase === 0n) disk.u.copy(out, 0, 0, Math.min(EMBEDDED_BYTES, Number(disk.meta.size)));
+      return;
     }
-    const end = pos + n; // exclusive
+    this.readRange(n, this.committedFileSet(n), Number(lbase), out.subarray(0, PBUFSIZE));
+  }
+
+  /** Fill `out` with committed data from [pos, pos+out.length) of a block tree. */
+  private readRange(n: Node, set: Blockref[], pos: number, out: Buffer): void {
+    const end = pos + out.length;
     let scratch: Buffer | null = null;
-    scanRange(this.reader, inodeBlockset(ip.data), BigInt(pos), BigInt(end - 1), (b) => {
-      if (b.type !== BrefType.DATA) {
-        throw new MediaError(`inode ${ip.inum}: ${b.type} blockref among file data`, b.dataOff);
-      }
-      if (b.keybits < 10 || b.keybits > 16) {
-        throw new MediaError(`inode ${ip.inum}: data block with keybits ${b.keybits}`, b.dataOff);
-      }
+    scanRange(this.reader, set, BigInt(pos), BigInt(end - 1), (b) => {
+      if (b.type !== BrefType.DATA) throw new MediaError(`inode ${n.inum}: ${b.type} blockref among file data`, b.dataOff);
+      if (b.keybits < 10 || b.keybits > 16) throw new MediaError(`inode ${n.inum}: data block with keybits ${b.keybits}`, b.dataOff);
       const lsize = 1 << b.keybits;
       const lbase = Number(b.key);
+      if (n.truncFrom !== undefined && b.key >= n.truncFrom) return;
       const from = Math.max(pos, lbase);
       const to = Math.min(end, lbase + lsize);
       if (from === lbase && to === lbase + lsize) {
@@ -231,21 +453,368 @@ export class Pfs {
         s.copy(out, from - pos, from - lbase, to - lbase);
       }
     });
+  }
+
+  /** Read up to `len` bytes at `pos` from a file or symlink; short only at EOF. */
+  read(n: Node, pos: number, len: number): Buffer {
+    const m = n.data.meta;
+    if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
+    const size = Number(m.size);
+    if (pos >= size || len <= 0) return Buffer.alloc(0);
+    const cnt = Math.min(len, size - pos);
+    const out = Buffer.alloc(cnt);
+    if (m.opFlags & OPFLAG_DIRECTDATA) {
+      n.data.u.copy(out, 0, pos, pos + cnt);
+      return out;
+    }
+    const end = pos + cnt;
+    if (!n.blocks?.size && n.disk === n.data) {
+      this.readRange(n, this.committedFileSet(n), pos, out);
+      return out;
+    }
+    // Mixed: pending blocks override committed ones, 64 KiB at a time.
+    let tmp: Buffer | null = null;
+    for (let lb = Math.floor(pos / PBUFSIZE) * PBUFSIZE; lb < end; lb += PBUFSIZE) {
+      const from = Math.max(pos, lb);
+      const to = Math.min(end, lb + PBUFSIZE);
+      const pend = n.blocks?.get(BigInt(lb));
+      if (pend) {
+        pend.copy(out, from - pos, from - lb, to - lb);
+      } else {
+        tmp ??= Buffer.alloc(PBUFSIZE);
+        this.readCommittedBlock(n, BigInt(lb), tmp);
+        tmp.copy(out, from - pos, from - lb, to - lb);
+      }
+    }
     return out;
   }
 
-  readlink(ip: Inode): Buffer {
-    if (ip.data.meta.type !== ObjType.SOFTLINK) throw new FsError('EINVAL');
-    return this.read(ip, 0, Number(ip.data.meta.size));
+  readlink(n: Node): Buffer {
+    if (n.data.meta.type !== ObjType.SOFTLINK) throw new FsError('EINVAL');
+    return this.read(n, 0, Number(n.data.meta.size));
   }
 
-  attr(ip: Inode): Attr {
-    const m = ip.data.meta;
-    const dataCount = ip.inum === ROOT_INUM ? 0n : brefStats(ip.bref).dataCount;
-    let bytes = Number(dataCount);
-    if (m.opFlags & OPFLAG_DIRECTDATA || bytes === 0) bytes = 0;
+  /** The pending 64 KiB buffer for block `lbase`, created from committed data. */
+  private blockFor(n: Node, lbase: bigint): Buffer {
+    const map = (n.blocks ??= new Map());
+    let b = map.get(lbase);
+    if (!b) {
+      b = Buffer.alloc(PBUFSIZE);
+      this.readCommittedBlock(n, lbase, b);
+      map.set(lbase, b);
+      this.pendingBytes += PBUFSIZE;
+    }
+    return b;
+  }
+
+  /** Move embedded data into block 0 once a file outgrows the inode. */
+  private undirect(n: Node): void {
+    const d = n.data;
+    if (!(d.meta.opFlags & OPFLAG_DIRECTDATA)) return;
+    const size = Number(d.meta.size);
+    const b0 = Buffer.alloc(PBUFSIZE);
+    d.u.copy(b0, 0, 0, Math.min(size, EMBEDDED_BYTES));
+    d.meta.opFlags &= ~OPFLAG_DIRECTDATA;
+    d.u.fill(0);
+    (n.blocks ??= new Map()).set(0n, b0);
+    this.pendingBytes += PBUFSIZE;
+  }
+
+  /** Write `buf` at `pos`. */
+  write(n: Node, pos: number, buf: Uint8Array, now: bigint): number {
+    const m = n.data.meta;
+    if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
+    if (m.type !== ObjType.REGFILE && m.type !== ObjType.SOFTLINK) throw new FsError('EINVAL');
+    const end = BigInt(pos) + BigInt(buf.length);
+    if (end > MAX_FILE_SIZE) throw new FsError('EFBIG');
+    if (buf.length === 0) return 0;
+    const d = this.touch(n);
+    if (d.meta.opFlags & OPFLAG_DIRECTDATA && end <= BigInt(EMBEDDED_BYTES)) {
+      d.u.set(buf, pos);
+    } else {
+      this.undirect(n);
+      let done = 0;
+      while (done < buf.length) {
+        const p = BigInt(pos + done);
+        const lbase = p - (p % LBLOCK);
+        const off = Number(p - lbase);
+        const cnt = Math.min(PBUFSIZE - off, buf.length - done);
+        let blk = n.blocks?.get(lbase);
+        if (!blk) {
+          if (off === 0 && cnt === PBUFSIZE) {
+            blk = Buffer.allocUnsafe(PBUFSIZE);
+            (n.blocks ??= new Map()).set(lbase, blk);
+            this.pendingBytes += PBUFSIZE;
+          } else {
+            blk = this.blockFor(n, lbase);
+          }
+        }
+        blk.set(buf.subarray(done, done + cnt), off);
+        done += cnt;
+      }
+    }
+    if (end > d.meta.size) d.meta.size = end;
+    d.meta.mtime = now;
+    d.meta.ctime = now;
+    return buf.length;
+  }
+
+  /** Change the size: zero what is cut, drop blocks beyond EOF. */
+  truncate(n: Node, size: bigint, now: bigint): void {
+    const m = n.data.meta;
+    if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
+    if (m.type !== ObjType.REGFILE) throw new FsError('EINVAL');
+    if (size < 0n) throw new FsError('EINVAL');
+    if (size > MAX_FILE_SIZE) throw new FsError('EFBIG');
+    const d = this.touch(n);
+    const old = d.meta.size;
+    d.meta.mtime = now;
+    d.meta.ctime = now;
+    if (size === old) return;
+    if (d.meta.opFlags & OPFLAG_DIRECTDATA) {
+      if (size <= BigInt(EMBEDDED_BYTES)) {
+        if (size < old) d.u.fill(0, Number(size));
+        d.meta.size = size;
+        return;
+      }
+      this.undirect(n);
+    }
+    if (size < old) {
+      // Keep the block holding the new EOF, zeroed past it; everything after goes.
+      const keepTo = size === 0n ? 0n : ((size + LBLOCK - 1n) / LBLOCK) * LBLOCK;
+      const partial = size % LBLOCK;
+      if (partial !== 0n) {
+        const lbase = size - partial;
+        const blk = this.blockFor(n, lbase);
+        blk.fill(0, Number(partial));
+      }
+      if (n.blocks) {
+        for (const k of [...n.blocks.keys()]) {
+          if (k >= keepTo) {
+            n.blocks.delete(k);
+            this.pendingBytes -= PBUFSIZE;
+          }
+        }
+      }
+      if (n.truncFrom === undefined || keepTo < n.truncFrom) n.truncFrom = keepTo;
+    }
+    d.meta.size = size;
+  }
+
+  // ------------------------------------------------------------ namespace
+
+  private checkName(name: Buffer): void {
+    if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
+    if (name.length === 0 || name.includes(0) || name.includes(0x2f)) throw new FsError('EINVAL');
+    if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) {
+      throw new FsError('EEXIST');
+    }
+  }
+
+  /** A new inode in `dir` (file, directory, symlink, fifo, socket or device). */
+  create(
+    dir: Node,
+    name: Buffer,
+    type: number,
+    mode: number,
+    cred: Credentials,
+    now: bigint,
+    opts: { rdev?: number; gid?: number } = {},
+  ): Node {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    this.checkName(name);
+    if (dir.data.meta.nlinks === 0n) throw new FsError('ENOENT');
+    if (this.lookup(dir, name)) throw new FsError('EEXIST');
+    if (type === ObjType.DIRECTORY && dir.data.meta.nlinks >= LINK_MAX) throw new FsError('EMLINK');
+    const inum = this.allocInum();
+    const pm = dir.data.meta;
+    const raw = Buffer.alloc(1024);
+    const data = decodeInode(raw);
+    const m = data.meta;
+    m.version = INODE_VERSION_ONE;
+    m.type = type;
+    m.mode = mode & 0o7777;
+    m.inum = inum;
+    m.size = 0n;
+    m.nlinks = type === ObjType.DIRECTORY ? 2n : 1n;
+    m.iparent = dir.inum;
+    m.compAlgo = pm.compAlgo;
+    m.checkAlgo = pm.checkAlgo;
+    m.ctime = m.mtime = m.atime = m.btime = now;
+    m.uid = xidToUuid(cred.uid);
+    m.gid = xidToUuid(opts.gid ?? cred.gid);
+    if (type === ObjType.CDEV || type === ObjType.BDEV) {
+      m.rmajor = devMajor(opts.rdev ?? 0);
+      m.rminor = devMinor(opts.rdev ?? 0);
+    }
+    if (type === ObjType.REGFILE || type === ObjType.SOFTLINK) m.opFlags |= OPFLAG_DIRECTDATA;
+    // Inodes in the index are named by their number, as the reference names them.
+    data.filename = Buffer.from(`0x${inum.toString(16).padStart(16, '0')}`);
+    m.nameLen = data.filename.length;
+    m.nameKey = inum;
+    const n: Node = { inum, bref: null, disk: null, data, dirty: true, opens: 0 };
+    this.live.set(inum, n);
+    this.onDirty();
+    this.addEntry(dir, name, inum, type);
+    const dm = this.touch(dir).meta;
+    if (type === ObjType.DIRECTORY && dm.nlinks !== 1n) dm.nlinks += 1n;
+    dm.mtime = now;
+    dm.ctime = now;
+    return n;
+  }
+
+  symlink(dir: Node, name: Buffer, target: Buffer, cred: Credentials, now: bigint): Node {
+    if (target.length === 0) throw new FsError('ENOENT');
+    if (target.length > 4095) throw new FsError('ENAMETOOLONG');
+    const n = this.create(dir, name, ObjType.SOFTLINK, 0o777, cred, now);
+    this.write(n, 0, target, now);
+    return n;
+  }
+
+  link(n: Node, dir: Node, name: Buffer, now: bigint): void {
+    if (isDir(n)) throw new FsError('EPERM');
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    this.checkName(name);
+    if (this.lookup(dir, name)) throw new FsError('EEXIST');
+    if (n.data.meta.nlinks >= LINK_MAX) throw new FsError('EMLINK');
+    if (n.data.meta.nlinks === 0n) throw new FsError('ENOENT');
+    this.addEntry(dir, name, n.inum, n.data.meta.type);
+    const m = this.touch(n).meta;
+    m.nlinks += 1n;
+    m.ctime = now;
+    const dm = this.touch(dir).meta;
+    dm.mtime = now;
+    dm.ctime = now;
+  }
+
+  /** Remove a name; the inode goes when its last link and last open handle are gone. */
+  unlink(dir: Node, name: Buffer, now: bigint, wantDir = false): void {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    const e = this.lookup(dir, name);
+    if (!e) throw new FsError('ENOENT');
+    const n = this.getInode(e.inum);
+    if (wantDir) {
+      if (!isDir(n)) throw new FsError('ENOTDIR');
+      if (!this.isEmptyDir(n)) throw new FsError('ENOTEMPTY');
+    } else if (isDir(n)) {
+      throw new FsError('EISDIR');
+    }
+    this.removeEntry(dir, e);
+    const dm = this.touch(dir).meta;
+    dm.mtime = now;
+    dm.ctime = now;
+    if (isDir(n) && dm.nlinks !== 1n && dm.nlinks > 2n) dm.nlinks -= 1n;
+    this.dropLink(n, now);
+  }
+
+  private dropLink(n: Node, now: bigint): void {
+    const m = this.touch(n).meta;
+    if (isDir(n)) m.nlinks = 0n;
+    else if (m.nlinks > 0n) m.nlinks -= 1n;
+    m.ctime = now;
+    if (m.nlinks === 0n) {
+      n.deleted = true;
+      // An open inode stays (as an orphan with no links) until its last close.
+      if (n.opens === 0) this.removed.add(n.inum);
+      // Data of a removed, closed inode is never flushed.
+      if (n.blocks && n.opens === 0) {
+        this.pendingBytes -= n.blocks.size * PBUFSIZE;
+        n.blocks = undefined;
+      }
+    }
+  }
+
+  /** Is `anc` an ancestor of (or the same as) `n`? Walks iparent links. */
+  private isAncestor(anc: Node, n: Node): boolean {
+    let cur: Node = n;
+    for (let i = 0; i < 100000; i++) {
+      if (cur.inum === anc.inum) return true;
+      if (cur === this.root) return false;
+      const p = cur.data.meta.iparent;
+      if (p === 0n || p === ROOT_INUM) return anc === this.root;
+      cur = this.getInode(p);
+    }
+    throw new MediaError('directory parent chain does not reach the root');
+  }
+
+  rename(sdir: Node, sname: Buffer, ddir: Node, dname: Buffer, now: bigint): void {
+    if (!isDir(sdir) || !isDir(ddir)) throw new FsError('ENOTDIR');
+    this.checkName(dname);
+    const se = this.lookup(sdir, sname);
+    if (!se) throw new FsError('ENOENT');
+    const n = this.getInode(se.inum);
+    const de = this.lookup(ddir, dname);
+    if (de && de.inum === se.inum) return; // same file: POSIX says do nothing
+    if (isDir(n) && this.isAncestor(n, ddir)) throw new FsError('EINVAL');
+    if (de) {
+      const t = this.getInode(de.inum);
+      if (isDir(n) && !isDir(t)) throw new FsError('ENOTDIR');
+      if (!isDir(n) && isDir(t)) throw new FsError('EISDIR');
+      if (isDir(t) && !this.isEmptyDir(t)) throw new FsError('ENOTEMPTY');
+      this.removeEntry(ddir, de);
+      if (isDir(t)) {
+        const dm = this.touch(ddir).meta;
+        if (dm.nlinks !== 1n && dm.nlinks > 2n) dm.nlinks -= 1n;
+      }
+      this.dropLink(t, now);
+    }
+    this.removeEntry(sdir, se);
+    this.addEntry(ddir, dname, n.inum, n.data.meta.type);
+    const m = this.touch(n).meta;
+    m.ctime = now;
+    if (isDir(n) && sdir !== ddir) {
+      m.iparent = ddir.inum;
+      const sm = this.touch(sdir).meta;
+      if (sm.nlinks !== 1n && sm.nlinks > 2n) sm.nlinks -= 1n;
+      const dm = this.touch(ddir).meta;
+      if (dm.nlinks !== 1n) dm.nlinks += 1n;
+    }
+    for (const d of [sdir, ddir]) {
+      const dm = this.touch(d).meta;
+      dm.mtime = now;
+      dm.ctime = now;
+    }
+  }
+
+  setattr(n: Node, a: SetAttr, now: bigint): void {
+    if (a.size !== undefined) this.truncate(n, a.size, now);
+    const m = this.touch(n).meta;
+    if (a.mode !== undefined) m.mode = a.mode & 0o7777;
+    if (a.uid !== undefined) m.uid = xidToUuid(a.uid);
+    if (a.gid !== undefined) m.gid = xidToUuid(a.gid);
+    if (a.atime !== undefined) m.atime = a.atime;
+    if (a.mtime !== undefined) m.mtime = a.mtime;
+    m.ctime = a.ctime ?? now;
+  }
+
+  open(n: Node): void {
+    n.opens++;
+    if (n !== this.root) this.live.set(n.inum, n);
+  }
+
+  /** Last close of an unlinked inode lets it go. */
+  release(n: Node): void {
+    if (n.opens > 0) n.opens--;
+    if (n.opens === 0 && n.deleted && n !== this.root) {
+      this.removed.add(n.inum);
+      this.onDirty();
+      return;
+    }
+    if (n.opens === 0 && n !== this.root && !n.dirty && !n.deleted) {
+      this.live.delete(n.inum);
+      this.clean.set(n.inum, n, 1400);
+    }
+  }
+
+  attr(n: Node): Attr {
+    const m = n.data.meta;
+    let bytes = 0;
+    if (!(m.opFlags & OPFLAG_DIRECTDATA)) {
+      if (n.bref && n !== this.root) bytes = Number(brefStats(n.bref).dataCount);
+      if (n.blocks?.size) bytes += n.blocks.size * PBUFSIZE;
+    }
     return {
-      ino: Number(ip.inum),
+      ino: Number(n.inum),
       mode: typeToIfmt(m.type) | (m.mode & 0o7777),
       nlink: Number(m.nlinks),
       uid: uuidToXid(m.uid),
@@ -258,5 +827,10 @@ export class Pfs {
       ctime: m.ctime,
       btime: m.btime,
     };
+  }
+
+  /** Is the PFS root flagged in its super-root bref? */
+  get isPfsRootBref(): boolean {
+    return !!(this.entry.bref.flags & BREF_FLAG_PFSROOT);
   }
 }

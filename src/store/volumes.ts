@@ -70,7 +70,8 @@ export class VolumeSet {
   readonly candidates: HeaderCandidate[];
   /** The header in force (the best, unless a zone was forced). */
   readonly header: VolumeHeader;
-  readonly headerZone: number;
+  /** Zone of the header in force; the next commit writes the zone after it. */
+  headerZone: number;
 
   private constructor(volumes: Volume[], candidates: HeaderCandidate[], chosen: HeaderCandidate) {
     this.volumes = volumes;

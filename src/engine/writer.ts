@@ -1,0 +1,164 @@
+// Writing new blocks for a flush: allocate media, compress data blocks the
+// way the reference does, compute check codes, write, and return the bref
+// that points at the result.
+import {
+  ALLOC_MIN,
+  BLOCKREF_BYTES,
+  Blockref,
+  BREF_FLAG_PFSROOT,
+  BrefType,
+  CheckMethod,
+  CompMethod,
+  computeCheck,
+  emptyBlockref,
+  encMethods,
+  encodeBlockref,
+  encodeData,
+  isAllZero,
+  PBUFSIZE,
+} from '../media';
+import { VolumeSet } from '../store';
+import { BlockReader } from './blocks';
+import { FsError } from './errors';
+
+/** Media allocation, implemented over the freemap. */
+export interface Allocator {
+  /** Reserve `bytes` (a power of two, 1 KiB..64 KiB) for a block of `type`; returns the media offset. ENOSPC when full. */
+  alloc(bytes: number, type: number): number;
+  /** Bytes still free. */
+  freeBytes(): number;
+}
+
+const radixOf = (bytes: number): number => {
+  let r = 0;
+  while (1 << r < bytes) r++;
+  if (1 << r !== bytes || r < 10 || r > 16) throw new Error(`bad block size ${bytes}`);
+  return r;
+};
+
+/**
+ * hammer2_calc_physical(): a file's logical blocks are 64 KiB; the block
+ * holding EOF is cut to the smallest power of two (>= 1 KiB) covering it.
+ */
+export function physicalSize(fileSize: bigint, lbase: bigint): number {
+  if (lbase + BigInt(PBUFSIZE) <= fileSize) return PBUFSIZE;
+  if (lbase >= fileSize) return 0;
+  const eof = Number(fileSize - lbase);
+  let p = PBUFSIZE;
+  while (p >= eof && p >= ALLOC_MIN) p >>= 1;
+  return p << 1;
+}
+
+export class BlockWriter {
+  /** Transaction id stamped into every bref written (the flush's mirror_tid). */
+  tid = 0n;
+  bytesWritten = 0;
+  blocksWritten = 0;
+
+  constructor(
+    readonly vols: VolumeSet,
+    readonly reader: BlockReader,
+    readonly alloc: Allocator,
+  ) {}
+
+  private place(bytes: number, type: number, content: Uint8Array): bigint {
+    const off = this.alloc.alloc(bytes, type);
+    const dataOff = BigInt(off) | BigInt(radixOf(bytes));
+    this.reader.invalidate(dataOff);
+    this.vols.write(off, content);
+    this.bytesWritten += bytes;
+    this.blocksWritten++;
+    return dataOff;
+  }
+
+  private stamp(b: Blockref): void {
+    b.mirrorTid = this.tid;
+    b.modifyTid = this.tid;
+  }
+
+  /**
+   * Write one logical file block (`data` holds pblksize bytes, already cut
+   * to the physical size). Returns null when the block becomes a hole
+   * (all zeros under autozero/lz4/zlib with a check method, as the reference).
+   */
+  writeData(lbase: bigint, data: Buffer, compAlgo: number, checkAlgo: number): Blockref | null {
+    const algo = compAlgo & 15;
+    const level = (compAlgo >> 4) & 15;
+    if (algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE && isAllZero(data)) return null;
+    let stored: Buffer = data;
+    let comp: number = CompMethod.NONE;
+    if (algo === CompMethod.LZ4 || algo === CompMethod.ZLIB) {
+      const c = encodeData(algo, level, data);
+      if (c) {
+        stored = c;
+        comp = algo;
+      }
+    }
+    const b = emptyBlockref();
+    b.type = BrefType.DATA;
+    b.key = lbase;
+    b.keybits = 16;
+    b.methods = encMethods(checkAlgo, comp);
+    computeCheck(checkAlgo, stored, b.check);
+    b.dataOff = this.place(stored.length, BrefType.DATA, stored);
+    this.stamp(b);
+    return b;
+  }
+
+  /** Write a metadata block (inode, indirect table, long dirent name) with check `checkAlgo`. */
+  writeMeta(type: number, key: bigint, keybits: number, content: Buffer, checkAlgo: number, compBits = 0): Blockref {
+    const b = emptyBlockref();
+    b.type = type;
+    b.key = key;
+    b.keybits = keybits;
+    b.methods = encMethods(checkAlgo, compBits);
+    computeCheck(checkAlgo, content, b.check);
+    b.dataOff = this.place(content.length, type, content);
+    this.stamp(b);
+    return b;
+  }
+
+  /** Serialise a blocktable into a new indirect block. */
+  writeIndirect(key: bigint, keybits: number, table: Blockref[], checkAlgo: number): Blockref {
+    const buf = Buffer.alloc(table.length * BLOCKREF_BYTES);
+    for (let i = 0; i < table.length; i++) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
+    const b = this.writeMeta(BrefType.INDIRECT, key, keybits, buf, checkAlgo);
+    rollupStats(b, table);
+    return b;
+  }
+}
+
+/**
+ * A parent bref's statistics summarise its subtree, as the reference keeps
+ * them: data_count is the physical bytes of every block below (data,
+ * indirect, inode and long-name blocks), inode_count the inodes below. A
+ * PFS root counts what is under it but not itself (the super-root's totals
+ * equal the sum of its PFSs). leaf_count is a heuristic (capped at 65535).
+ */
+export function rollupStats(parent: Blockref, table: readonly Blockref[]): void {
+  let data = 0n;
+  let inodes = 0n;
+  let leaves = 0;
+  for (const c of table) {
+    if (c.type === BrefType.EMPTY) continue;
+    const bytes = (c.dataOff & 0x3fn) === 0n ? 0n : 1n << (c.dataOff & 0x3fn);
+    if (c.type === BrefType.INDIRECT) {
+      data += bytes + c.embed.readBigUInt64LE(0);
+      inodes += c.embed.readBigUInt64LE(8);
+      leaves += c.leafCount;
+    } else if (c.type === BrefType.INODE) {
+      const self = c.flags & BREF_FLAG_PFSROOT ? 0n : 1n;
+      data += self * bytes + c.embed.readBigUInt64LE(0);
+      inodes += self + c.embed.readBigUInt64LE(8);
+      leaves += 1;
+    } else {
+      data += bytes;
+      leaves += 1;
+    }
+  }
+  parent.embed.writeBigUInt64LE(data, 0);
+  parent.embed.writeBigUInt64LE(inodes, 8);
+  parent.leafCount = Math.min(leaves, 65535);
+}
+
+export { FsError };

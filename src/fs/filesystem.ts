@@ -1,0 +1,184 @@
+// A mounted HAMMER2 filesystem: the device, its PFSs, and the flush that
+// commits every pending change as one copy-on-write transaction:
+//   1. new data, directory, inode and index blocks of every dirty PFS
+//   2. the super-root pointing at the new PFS roots
+//   3. the freemap recording every block allocated
+//   4. fsync, then the volume header in the next slot of the rotation, fsync.
+// Until step 4 completes the previous header still describes an intact tree,
+// so a crash at any moment leaves the last completed flush.
+import {
+  applyUpdates,
+  BlockWriter,
+  FsError,
+  Hammer2Device,
+  LeafUpdate,
+  MediaError,
+  OpenOptions,
+  padTable,
+  rollupStats,
+  TreeContext,
+} from '../engine';
+import { Allocator } from '../engine/writer';
+import {
+  Blockref,
+  BrefType,
+  decodeInode,
+  encodeInode,
+  encodeVolumeHeader,
+  IND_BYTES_MIN,
+  IND_BYTES_NOM,
+  inodeBlockset,
+  InodeData,
+  SET_COUNT,
+  setInodeBlockset,
+  ZONE_BYTES,
+  ZONE_SEG,
+} from '../media';
+import { flushPfs } from './flush';
+import { Pfs } from './pfs';
+
+export interface FlushStats {
+  tid: bigint;
+  blocks: number;
+  bytes: number;
+  ms: number;
+}
+
+export interface FilesystemOptions extends OpenOptions {
+  /** Builds the allocator for a writable mount (the freemap). */
+  allocator?: (dev: Hammer2Device) => Allocator & FreemapCommit;
+}
+
+/** What the freemap must do at each commit. */
+export interface FreemapCommit {
+  /** Write the freemap state for transaction `tid`; returns the new freemap blockset and free bytes. */
+  commit(tid: bigint): { freemap: Blockref[]; free: bigint };
+  /** Forget uncommitted allocations (after a failed flush). */
+  rollback(): void;
+}
+
+export class Hammer2Fs {
+  private pfsByName = new Map<string, Pfs>();
+  private writer: BlockWriter | null = null;
+  private allocator: (Allocator & FreemapCommit) | null = null;
+  /** Set when a flush failed part way: the mount refuses further writes. */
+  failed: Error | null = null;
+  lastFlush: FlushStats | null = null;
+  onDirty: () => void = () => {};
+
+  private constructor(
+    readonly dev: Hammer2Device,
+    readonly writable: boolean,
+  ) {}
+
+  static async open(spec: string, opts: FilesystemOptions = {}): Promise<Hammer2Fs> {
+    const dev = await Hammer2Device.open(spec, opts);
+    const fs = new Hammer2Fs(dev, !!opts.writable);
+    if (opts.writable) {
+      if (!opts.allocator) throw new Error('a writable mount needs an allocator');
+      fs.allocator = opts.allocator(dev);
+      fs.writer = new BlockWriter(dev.vols, dev.reader, fs.allocator);
+    }
+    return fs;
+  }
+
+  /** The PFS with this label (one instance per label). */
+  pfs(label: string): Pfs | undefined {
+    let p = this.pfsByName.get(label);
+    if (p) return p;
+    const entry = this.dev.findPfs(label);
+    if (!entry) return undefined;
+    p = new Pfs(this.dev.reader, entry, this.writable);
+    p.onDirty = () => this.onDirty();
+    this.pfsByName.set(label, p);
+    return p;
+  }
+
+  get dirty(): boolean {
+    for (const p of this.pfsByName.values()) if (p.dirty) return true;
+    return false;
+  }
+
+  get pendingBytes(): number {
+    let n = 0;
+    for (const p of this.pfsByName.values()) n += p.pendingBytes;
+    return n;
+  }
+
+  /** Free bytes as statfs reports them. */
+  freeBytes(): number {
+    return this.allocator ? this.allocator.freeBytes() : Number(this.dev.header.allocatorFree);
+  }
+
+  /** Commit everything pending. No-op when clean. */
+  flush(): FlushStats | null {
+    if (!this.writable || !this.writer || !this.allocator) return null;
+    if (this.failed) throw new FsError('EIO', `an earlier flush failed: ${this.failed.message}`);
+    if (!this.dirty) return null;
+    const t0 = Date.now();
+    const w = this.writer;
+    const hdr = this.dev.header;
+    const tid = hdr.mirrorTid + 1n;
+    w.tid = tid;
+    const b0 = w.blocksWritten;
+    const y0 = w.bytesWritten;
+    try {
+      const srootUpdates: LeafUpdate[] = [];
+      for (const p of this.pfsByName.values()) {
+        const b = flushPfs(p, w);
+        if (b) srootUpdates.push({ key: b.key, bref: b });
+      }
+      srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      const sroot = this.writeSuperRoot(w, srootUpdates);
+      const fm = this.allocator.commit(tid);
+      hdr.sroot = [sroot, ...hdr.sroot.slice(1)];
+      hdr.freemap = fm.freemap;
+      hdr.mirrorTid = tid;
+      hdr.freemapTid = tid;
+      hdr.allocatorFree = fm.free;
+      this.dev.vols.sync();
+      this.writeHeader();
+      this.dev.vols.sync();
+    } catch (e) {
+      // The on-media state is still the previous commit; memory is not.
+      this.failed = e as Error;
+      this.allocator.rollback();
+      throw e instanceof FsError || e instanceof MediaError ? e : new FsError('EIO', (e as Error).message);
+    }
+    this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
+    return this.lastFlush;
+  }
+
+  private writeSuperRoot(w: BlockWriter, updates: LeafUpdate[]): Blockref {
+    const { bref, inode } = this.dev.superRoot();
+    const data: InodeData = decodeInode(Buffer.from(inode.raw));
+    const ctx: TreeContext = {
+      reader: this.dev.reader,
+      indirectBytes: (d) => (d === 0 ? IND_BYTES_MIN : IND_BYTES_NOM),
+      writeIndirect: (key, keybits, table) => w.writeIndirect(key, keybits, table, data.meta.checkAlgo & 15),
+    };
+    const table = padTable(applyUpdates(ctx, inodeBlockset(inode), SET_COUNT, updates), SET_COUNT);
+    setInodeBlockset(data, table);
+    const nb = w.writeMeta(BrefType.INODE, bref.key, bref.keybits, encodeInode(data), bref.methods >> 4, bref.methods & 15);
+    nb.flags = bref.flags;
+    rollupStats(nb, table);
+    return nb;
+  }
+
+  /** Write the header into the slot after the one it was read from (rotation over the zones that fit). */
+  private writeHeader(): void {
+    const vs = this.dev.vols;
+    const hdr = this.dev.header;
+    const root = vs.volumes[0];
+    // Usable zones: j < 4 with j * 2 GiB + 4 MiB inside the volume (the reference's rule).
+    let slots = 0;
+    while (slots < 4 && slots * ZONE_BYTES + ZONE_SEG <= root.size) slots++;
+    const next = (vs.headerZone + 1) % Math.max(1, slots);
+    vs.writeHeader(0, next, encodeVolumeHeader(hdr));
+    vs.headerZone = next;
+  }
+
+  close(): void {
+    this.dev.close();
+  }
+}

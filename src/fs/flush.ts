@@ -1,0 +1,137 @@
+// Turning one PFS's pending changes into new blocks: file data, directory
+// entries, inodes, the inode index, and finally the PFS root inode, whose new
+// bref the caller hangs into the super-root. Children are written before the
+// blocktables that point at them, so nothing written refers to unwritten media.
+import { applyUpdates, BlockWriter, LeafUpdate, padTable, rollupStats, TreeContext } from '../engine';
+import {
+  inodeBlockset,
+  Blockref,
+  BREF_FLAG_PFSROOT,
+  BrefType,
+  decCheck,
+  decComp,
+  emptyBlockref,
+  encMethods,
+  encodeInode,
+  IND_BYTES_MIN,
+  IND_BYTES_NOM,
+  InodeData,
+  ObjType,
+  OPFLAG_DIRECTDATA,
+  SET_COUNT,
+  setDirentHead,
+  setInodeBlockset,
+  ALLOC_MIN,
+} from '../media';
+import { physicalSize } from '../engine/writer';
+import { cloneInode, DirEntry, Node, Pfs, ROOT_INUM } from './pfs';
+
+const cmp = (a: LeafUpdate, b: LeafUpdate) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+function treeContext(pfs: Pfs, w: BlockWriter, owner: InodeData): TreeContext {
+  const check = decCheck(owner.meta.checkAlgo) || owner.meta.checkAlgo;
+  const isDir = owner.meta.type === ObjType.DIRECTORY;
+  return {
+    reader: pfs.reader,
+    // The reference's first level under a directory inode is 4 KiB (32 entries), 16 KiB elsewhere.
+    indirectBytes: (depth) => (depth === 0 && isDir ? IND_BYTES_MIN : IND_BYTES_NOM),
+    writeIndirect: (key, keybits, table) => w.writeIndirect(key, keybits, table, check & 15),
+  };
+}
+
+/** A DIRENT bref: short names live in the check area, long ones in a block of their own. */
+function direntBref(w: BlockWriter, e: DirEntry, dir: InodeData): Blockref {
+  const check = dir.meta.checkAlgo & 15;
+  const comp = dir.meta.compAlgo & 15;
+  let b: Blockref;
+  if (e.name.length <= 64) {
+    b = emptyBlockref();
+    b.type = BrefType.DIRENT;
+    b.key = e.key;
+    b.methods = encMethods(check, comp);
+    e.name.copy(b.check, 0);
+    b.mirrorTid = w.tid;
+    b.modifyTid = w.tid;
+  } else {
+    const blk = Buffer.alloc(ALLOC_MIN);
+    e.name.copy(blk, 0);
+    b = w.writeMeta(BrefType.DIRENT, e.key, 0, blk, check, comp);
+  }
+  setDirentHead(b, { inum: e.inum, namlen: e.name.length, type: e.type });
+  return b;
+}
+
+/** Content updates (file blocks or directory entries) of one node. */
+function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdate[]; truncateFrom?: bigint } {
+  const m = n.data.meta;
+  const updates: LeafUpdate[] = [];
+  if (n.dirents) {
+    for (const [key, e] of n.dirents) updates.push({ key, bref: e ? direntBref(w, e, n.data) : null });
+  }
+  if (n.blocks) {
+    const comp = m.compAlgo;
+    const check = m.checkAlgo & 15;
+    for (const [lbase, buf] of n.blocks) {
+      const psize = physicalSize(m.size, lbase);
+      if (psize === 0) {
+        updates.push({ key: lbase, bref: null });
+        continue;
+      }
+      const b = w.writeData(lbase, buf.subarray(0, psize), comp, check);
+      updates.push({ key: lbase, bref: b });
+    }
+  }
+  updates.sort(cmp);
+  return { updates, truncateFrom: n.truncFrom };
+}
+
+/** Rebuild a node's blockset from its committed one plus its updates. Returns the new table. */
+function rebuildBlockset(pfs: Pfs, w: BlockWriter, n: Node, extra: LeafUpdate[] = []): Blockref[] {
+  const { updates, truncateFrom } = contentUpdates(pfs, w, n);
+  if (n.data.meta.opFlags & OPFLAG_DIRECTDATA) return [];
+  const all = extra.length ? [...updates, ...extra].sort(cmp) : updates;
+  if (!all.length && truncateFrom === undefined) return inodeBlockset(n.data);
+  const table = applyUpdates(treeContext(pfs, w, n.data), pfs.committedFileSet(n), SET_COUNT, all, { truncateFrom });
+  const padded = padTable(table, SET_COUNT);
+  setInodeBlockset(n.data, padded);
+  return padded;
+}
+
+function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
+  const m = data.meta;
+  const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), m.checkAlgo & 15, decComp(m.compAlgo));
+  b.flags = flags;
+  rollupStats(b, m.opFlags & OPFLAG_DIRECTDATA ? [] : table);
+  return b;
+}
+
+/**
+ * Flush one PFS. Returns the PFS root's new bref (for the super-root), or
+ * null if nothing changed.
+ */
+export function flushPfs(pfs: Pfs, w: BlockWriter): Blockref | null {
+  if (!pfs.dirty) return null;
+  const index: LeafUpdate[] = [];
+  for (const n of [...pfs.live.values()]) {
+    if (!n.dirty || n.inum === ROOT_INUM) continue;
+    if (n.deleted && n.opens === 0) continue; // its index entry goes below
+    const table = rebuildBlockset(pfs, w, n);
+    const b = writeInode(w, n.data, n.inum, table);
+    index.push({ key: n.inum, bref: b });
+    pfs.committed(n, b);
+  }
+  for (const inum of [...pfs.removed]) {
+    const n = pfs.live.get(inum);
+    if (!n || n.bref !== null) index.push({ key: inum, bref: null });
+    pfs.forget(inum);
+  }
+  index.sort(cmp);
+  const root = pfs.root;
+  if (root.data === root.disk) root.data = cloneInode(root.data);
+  root.data.meta.pfsInum = pfs.inumAllocator;
+  const table = rebuildBlockset(pfs, w, root, index);
+  const b = writeInode(w, root.data, pfs.entry.bref.key, table, pfs.entry.bref.flags | BREF_FLAG_PFSROOT);
+  pfs.committed(root, b);
+  pfs.entry = { ...pfs.entry, bref: b, inode: root.data };
+  return b;
+}
