@@ -251,6 +251,12 @@ export class FreemapAllocator implements Allocator {
     return -1;
   }
 
+  /** Whether a commit has freemap changes to write. */
+  get dirty(): boolean {
+    for (const l of this.leaves.values()) if (l.dirty) return true;
+    return false;
+  }
+
   private markDirty(leaf: Leaf): void {
     leaf.dirty = true;
   }
@@ -280,6 +286,73 @@ export class FreemapAllocator implements Allocator {
       this.setPairs(leaf, n, b, 1, 3);
     }
     leaf.dirty = true;
+  }
+
+  /** Every leaf that exists, committed or new, loaded. */
+  private allLeaves(): Leaf[] {
+    const walk = (set: readonly Blockref[]) => {
+      for (const b of set) {
+        if (b.type === BrefType.FREEMAP_NODE) walk(this.reader.readBlockrefs(b));
+        else if (b.type === BrefType.FREEMAP_LEAF) this.leafFor(Number(b.key));
+      }
+    };
+    walk(this.hdr.freemap);
+    return [...this.leaves.values()];
+  }
+
+  /**
+   * Bulkfree's second half: every allocated 16 KiB block that `isUsed`
+   * (indexed by offset >> 14) does not claim goes back to free; a used block
+   * marked free is corrected. Segments reserved at leaf creation stay full.
+   */
+  releaseUnreferenced(isUsed: (block16k: number) => boolean): { freed: number; fixedUp: number } {
+    let freed = 0;
+    let fixedUp = 0;
+    for (const leaf of this.allLeaves()) {
+      const lokey = Math.max(this.lowest, leaf.key + SEG);
+      const hikey = Math.min(leaf.key + GIB, Math.floor(this.total / SEG) * SEG);
+      for (let n = 0; n < SEG_PER_LEAF; n++) {
+        const seg = leaf.key + n * SEG;
+        if (seg < lokey || seg >= hikey) continue;
+        const o = n * BMAP_DATA_BYTES;
+        let avail = leaf.buf.readUInt32LE(o + 0x1c);
+        let changed = false;
+        let anyUsed = false;
+        for (let blk = 0; blk < SEG_PER_LEAF; blk++) {
+          const st = this.pair(leaf, n, blk);
+          const used = isUsed(seg / BLK + blk);
+          if (st !== 0 && !used) {
+            this.setPairs(leaf, n, blk, 1, 0);
+            avail += BLK;
+            freed += BLK;
+            changed = true;
+          } else if (st === 2 && used) {
+            this.setPairs(leaf, n, blk, 1, 3); // staged by a reference bulkfree, but in use
+            changed = true;
+          } else if (st === 0 && used) {
+            this.setPairs(leaf, n, blk, 1, 3);
+            avail -= BLK;
+            fixedUp++;
+            changed = true;
+          }
+          if (used) anyUsed = true;
+        }
+        if (!changed) continue;
+        leaf.buf.writeUInt32LE(avail, o + 0x1c);
+        const linear = leaf.buf.readInt32LE(o);
+        if (!anyUsed) {
+          leaf.buf.writeInt32LE(0, o);
+          leaf.buf.writeUInt16LE(0, o + 4);
+        } else if (linear & (BLK - 1) && this.pair(leaf, n, linear >> 14) === 0) {
+          // The partly packed block was freed: nothing may be packed after it.
+          leaf.buf.writeInt32LE((linear + BLK - 1) & ~(BLK - 1), o);
+        }
+        leaf.dirty = true;
+      }
+    }
+    this.free += BigInt(freed) - BigInt(fixedUp * BLK);
+    this.relaxed = false;
+    return { freed, fixedUp };
   }
 
   // ------------------------------------------------------------------ commit

@@ -7,3 +7,4 @@ export * from './hammer2';
 export * from './apply';
 export * from './writer';
 export * from './freemap';
+export * from './bulkfree';

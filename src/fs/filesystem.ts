@@ -9,6 +9,9 @@
 import {
   applyUpdates,
   BlockWriter,
+  bulkfree,
+  BulkfreeResult,
+  FreemapAllocator,
   FsError,
   Hammer2Device,
   LeafUpdate,
@@ -55,6 +58,8 @@ export interface FreemapCommit {
   commit(tid: bigint): { freemap: Blockref[]; free: bigint };
   /** Forget uncommitted allocations (after a failed flush). */
   rollback(): void;
+  /** Whether freemap changes await a commit. */
+  readonly dirty: boolean;
 }
 
 export class Hammer2Fs {
@@ -75,8 +80,7 @@ export class Hammer2Fs {
     const dev = await Hammer2Device.open(spec, opts);
     const fs = new Hammer2Fs(dev, !!opts.writable);
     if (opts.writable) {
-      if (!opts.allocator) throw new Error('a writable mount needs an allocator');
-      fs.allocator = opts.allocator(dev);
+      fs.allocator = opts.allocator ? opts.allocator(dev) : new FreemapAllocator(dev.vols, dev.reader, dev.header);
       fs.writer = new BlockWriter(dev.vols, dev.reader, fs.allocator);
     }
     return fs;
@@ -96,7 +100,7 @@ export class Hammer2Fs {
 
   get dirty(): boolean {
     for (const p of this.pfsByName.values()) if (p.dirty) return true;
-    return false;
+    return !!this.allocator?.dirty;
   }
 
   get pendingBytes(): number {
@@ -129,9 +133,8 @@ export class Hammer2Fs {
         if (b) srootUpdates.push({ key: b.key, bref: b });
       }
       srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      const sroot = this.writeSuperRoot(w, srootUpdates);
+      if (srootUpdates.length) hdr.sroot = [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)];
       const fm = this.allocator.commit(tid);
-      hdr.sroot = [sroot, ...hdr.sroot.slice(1)];
       hdr.freemap = fm.freemap;
       hdr.mirrorTid = tid;
       hdr.freemapTid = tid;
@@ -147,6 +150,18 @@ export class Hammer2Fs {
     }
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
     return this.lastFlush;
+  }
+
+  /**
+   * Return space no header references any more to the freemap, and commit.
+   * Flushes first: bulkfree must not see uncommitted allocations.
+   */
+  bulkfree(): BulkfreeResult {
+    if (!this.writable || !this.allocator) throw new FsError('EROFS');
+    this.flush();
+    const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header);
+    this.flush();
+    return r;
   }
 
   private writeSuperRoot(w: BlockWriter, updates: LeafUpdate[]): Blockref {

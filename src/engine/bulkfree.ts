@@ -1,0 +1,97 @@
+// Bulkfree: find every block reachable from any valid volume header (the
+// newest and the older copies still on media, which fsck and a fallback
+// mount rely on), then return every other allocated 16 KiB block to the
+// freemap. Runs between flushes, when nothing uncommitted holds media, so
+// the staging state (10) the reference needs for a live scan is not needed:
+// unreferenced blocks go straight from 11 to 00.
+import { Blockref, brefBytes, BrefType, decodeInode, inodeBlockset, OPFLAG_DIRECTDATA, VolumeHeader } from '../media';
+import { readHeaderCandidates } from '../store';
+import { BlockReader } from './blocks';
+import { MediaError } from './errors';
+import { FreemapAllocator } from './freemap';
+
+const BLK_SHIFT = 14;
+
+export interface BulkfreeResult {
+  /** Bytes returned to the freemap. */
+  freed: number;
+  /** Blocks referenced by a tree but marked free (repaired to used). */
+  fixedUp: number;
+  /** Headers whose trees were scanned. */
+  headers: number;
+  ms: number;
+}
+
+/** Set of 16 KiB blocks referenced by media, over [0, total). */
+export class BlockBitmap {
+  private bits: Uint32Array;
+  constructor(readonly total: number) {
+    this.bits = new Uint32Array(Math.ceil(total / 2 ** BLK_SHIFT / 32) + 1);
+  }
+  /** Mark every 16 KiB block the byte range touches. */
+  markRange(off: number, bytes: number): void {
+    if (off >= this.total) return;
+    const first = Math.floor(off / 2 ** BLK_SHIFT);
+    const last = Math.floor((off + bytes - 1) / 2 ** BLK_SHIFT);
+    for (let b = first; b <= last; b++) this.bits[b >>> 5] |= 1 << (b & 31);
+  }
+  has(block16k: number): boolean {
+    return (this.bits[block16k >>> 5] & (1 << (block16k & 31))) !== 0;
+  }
+}
+
+/** Walk a header's super-root tree, marking every block with media. */
+export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: BlockBitmap, seen: Set<bigint>): void {
+  const stack: Blockref[] = hdr.sroot.filter((b) => b.type !== BrefType.EMPTY);
+  while (stack.length) {
+    const b = stack.pop()!;
+    const bytes = brefBytes(b);
+    if (bytes === 0) continue;
+    const off = Number(b.dataOff & ~0x3fn);
+    map.markRange(off, bytes);
+    if (b.type === BrefType.INDIRECT) {
+      if (seen.has(b.dataOff)) continue;
+      seen.add(b.dataOff);
+      for (const c of reader.readBlockrefs(b)) if (c.type !== BrefType.EMPTY) stack.push(c);
+    } else if (b.type === BrefType.INODE) {
+      if (seen.has(b.dataOff)) continue;
+      seen.add(b.dataOff);
+      const ip = decodeInode(reader.readPhysical(b));
+      if (ip.meta.opFlags & OPFLAG_DIRECTDATA) continue;
+      for (const c of inodeBlockset(ip)) if (c.type !== BrefType.EMPTY) stack.push(c);
+    } else if (b.type !== BrefType.DATA && b.type !== BrefType.DIRENT) {
+      throw new MediaError(`unexpected ${b.type} blockref in a filesystem tree`, b.dataOff);
+    }
+  }
+}
+
+/**
+ * Scan and free. The caller must have flushed: any block allocated but not
+ * yet referenced by a written header would be taken for garbage.
+ */
+export function bulkfree(reader: BlockReader, alloc: FreemapAllocator, current: VolumeHeader): BulkfreeResult {
+  const t0 = Date.now();
+  const total = Number(current.totalSize || current.voluSize);
+  const map = new BlockBitmap(total);
+  const seen = new Set<bigint>();
+  let headers = 0;
+  const trees: VolumeHeader[] = [current];
+  for (const v of reader.vols.volumes) {
+    if (v.id !== 0) continue;
+    for (const c of readHeaderCandidates(v.dev)) {
+      if (c.ok && c.header && c.header.mirrorTid !== current.mirrorTid) trees.push(c.header);
+    }
+  }
+  for (const h of trees) {
+    try {
+      markReachable(reader, h, map, seen);
+      headers++;
+    } catch (e) {
+      // The tree in force must read completely, or nothing can be proven unused.
+      if (h === current) throw e;
+      // An older header whose tree is already damaged protects nothing.
+    }
+  }
+  const r = alloc.releaseUnreferenced((blk) => map.has(blk));
+  return { freed: r.freed, fixedUp: r.fixedUp, headers, ms: Date.now() - t0 };
+}
