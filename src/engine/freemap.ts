@@ -94,8 +94,9 @@ export class FreemapAllocator implements Allocator {
   /** Per-type search cursors (media offsets). */
   private hint = new Map<number, number>();
   private relaxed = false;
-  /** Allocations made (for statistics). */
+  /** Allocations made and bytes allocated since open (for statistics and reclaim pacing). */
   allocations = 0;
+  bytesAllocated = 0;
 
   constructor(
     private readonly vols: VolumeSet,
@@ -187,6 +188,7 @@ export class FreemapAllocator implements Allocator {
               const at = leafKey + n * SEG + off;
               this.hint.set(type, leafKey + n * SEG);
               this.allocations++;
+              this.bytesAllocated += bytes;
               return at;
             }
           }
@@ -202,6 +204,7 @@ export class FreemapAllocator implements Allocator {
         if (off >= 0) {
           this.hint.set(type, startLeaf + n * SEG);
           this.allocations++;
+          this.bytesAllocated += bytes;
           return startLeaf + n * SEG + off;
         }
       }

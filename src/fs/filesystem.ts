@@ -109,10 +109,65 @@ export class Hammer2Fs {
     return n;
   }
 
-  /** Free bytes as statfs reports them. */
+  /** Free bytes on media (committed state plus allocations made for the flush in progress). */
   freeBytes(): number {
     return this.allocator ? this.allocator.freeBytes() : Number(this.dev.header.allocatorFree);
   }
+
+  /** Free bytes as a user should see them: what pending data will take is already gone. */
+  availableBytes(): number {
+    return Math.max(0, this.freeBytes() - this.pendingBytes);
+  }
+
+  /** Space kept back so that deletions (which write metadata) always succeed. */
+  get reserveBytes(): number {
+    return Math.max(4 * 1024 * 1024, Math.floor(Number(this.dev.header.allocatorSize) / 100));
+  }
+
+  /** Upper bound of media a flush needs for the pending state plus `extra` more bytes of data. */
+  private needed(extra: number): number {
+    let nodes = 0;
+    for (const p of this.pfsByName.values()) nodes += p.live.size + 1;
+    // Data (never larger than its logical blocks), one 16 KiB indirect per 8 MiB,
+    // and per changed inode its own block plus a path of indirects.
+    const data = this.pendingBytes + extra;
+    return data + Math.ceil(data / (8 << 20)) * 16384 + nodes * 8192 + 256 * 1024;
+  }
+
+  /**
+   * Make sure `extra` more bytes of data (or `meta` for metadata-only
+   * changes) can be committed. Flushes and reclaims space when short;
+   * ENOSPC when even that is not enough. Deletions pass `meta` with a
+   * smaller reserve so that freeing space is always possible.
+   */
+  ensureSpace(extra: number, opts: { deleting?: boolean } = {}): void {
+    if (!this.writable || !this.allocator) return;
+    const reserve = opts.deleting ? this.reserveBytes / 4 : this.reserveBytes;
+    const ok = () => this.freeBytes() - this.needed(extra) >= reserve;
+    if (ok()) return;
+    if (this.pendingBytes > 0) this.flush();
+    if (ok()) return;
+    this.bulkfree();
+    if (ok()) return;
+    throw new FsError('ENOSPC', 'no space left on the volume');
+  }
+
+  /**
+   * Reclaim space by itself when it runs low: after a flush, if free space
+   * is under 10 % and a meaningful amount has been written since the last
+   * reclaim (there is probably garbage to find).
+   */
+  maybeReclaim(): BulkfreeResult | null {
+    if (!this.writable || !this.allocator) return null;
+    const size = Number(this.dev.header.allocatorSize);
+    const fa = this.allocator as FreemapAllocator;
+    if (this.freeBytes() > size / 10) return null;
+    if (fa.bytesAllocated - this.allocatedAtReclaim < size / 50) return null;
+    const r = this.bulkfree();
+    this.allocatedAtReclaim = fa.bytesAllocated;
+    return r;
+  }
+  private allocatedAtReclaim = 0;
 
   /** Commit everything pending. No-op when clean. */
   flush(): FlushStats | null {

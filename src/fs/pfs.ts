@@ -197,7 +197,8 @@ export class Pfs {
     if (inum === ROOT_INUM) return this.root;
     const live = this.live.get(inum);
     if (live) {
-      if (live.deleted) throw new FsError('ENOENT', `inode ${inum} was removed`);
+      // An unlinked inode stays reachable by number while it is open.
+      if (live.deleted && live.opens === 0) throw new FsError('ENOENT', `inode ${inum} was removed`);
       return live;
     }
     if (this.removed.has(inum)) throw new FsError('ENOENT', `inode ${inum} was removed`);
@@ -236,6 +237,7 @@ export class Pfs {
     n.bref = bref;
     n.disk = n.data;
     n.dirty = false;
+    if (n.blocks) this.pendingBytes -= n.blocks.size * PBUFSIZE;
     n.blocks = undefined;
     n.truncFrom = undefined;
     n.dirents = undefined;
@@ -334,6 +336,29 @@ export class Pfs {
     if (pend && pend.size) {
       for (const e of pend.values()) if (e) out.push(e);
       out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
+    return out;
+  }
+
+  /**
+   * Up to `max` entries with key >= fromKey, in key order: readdir resumes
+   * from a cookie without listing the whole directory again.
+   */
+  readdirFrom(dir: Node, fromKey: bigint, max: number): DirEntry[] {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    const start = fromKey < DIRHASH_VISIBLE ? DIRHASH_VISIBLE : fromKey;
+    const out: DirEntry[] = [];
+    const pend = dir.dirents;
+    scanRange(this.reader, this.committedSet(dir), start, KEY_MAX, (b) => {
+      if (pend?.has(b.key)) return;
+      const e = this.entryOf(b);
+      if (e) out.push(e);
+      return out.length >= max;
+    });
+    if (pend && pend.size) {
+      for (const e of pend.values()) if (e && e.key >= start) out.push(e);
+      out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      if (out.length > max) out.length = max;
     }
     return out;
   }
