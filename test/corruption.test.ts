@@ -77,7 +77,7 @@ if (!haveFixtures()) {
 
       const why = fuseUnavailable();
       if (why) return t.skip(why);
-      const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'));
+      const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'), ['-o', 'ro']);
       await t.rejects(fs.promises.readFile(path.join(m.mnt, target)), { code: 'EIO' }, 'EIO through FUSE');
       const r = spawnSync('python3', [COMPARE_TREE, manifest, '--pfs', 'DATA', '--root', m.mnt, '--quiet'], { encoding: 'utf8' });
       t.match(r.stdout.trim(), /^\d+ passed, 1 failed$/, 'only the damaged file fails the manifest');
@@ -114,7 +114,7 @@ if (!haveFixtures()) {
 
     const why = fuseUnavailable();
     if (why) return t.skip(why);
-    const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'));
+    const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'), ['-o', 'ro']);
     const r = spawnSync('python3', [COMPARE_TREE, path.join(FIXTURES, 'checks-none.manifest.json'), '--pfs', 'DATA', '--root', m.mnt, '--quiet'], {
       encoding: 'utf8',
     });

@@ -21,7 +21,7 @@ if (!haveFixtures()) {
       t.ok(pfsList.length > 0, 'manifest names a populated PFS');
       for (const p of pfsList) {
         const mnt = path.join(dir, `mnt-${p.name}`);
-        const mounted = await mount(t, `${img}@${p.name}`, mnt);
+        const mounted = await mount(t, `${img}@${p.name}`, mnt, ['-o', 'ro']);
         const r = spawnSync('python3', [COMPARE_TREE, path.join(FIXTURES, `${name}.manifest.json`), '--pfs', p.name, '--root', mnt], {
           encoding: 'utf8',
           maxBuffer: 64 * 1024 * 1024,

@@ -20,7 +20,7 @@ else {
     const dev = await Hammer2Device.open(img, { lock: false });
     t.teardown(() => dev.close());
     const pfs = new Pfs(dev.reader, dev.findPfs('DATA')!);
-    const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'));
+    const m = await mount(t, `${img}@DATA`, path.join(dir, 'mnt'), ['-o', 'ro']);
     const p = (x: string) => path.join(m.mnt, x);
 
     t.test('st_ino is the HAMMER2 inode number; nlink and blocks', async (t) => {

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
-// mount_hammer2 [-f] [-d] [-o options] image[@LABEL] mountpoint
+// mount_hammer2 [-f] [-d] [-o options] special[@LABEL] mountpoint
 //
-// Mounts one PFS of a HAMMER2 image through FUSE. Without -f the daemon
-// detaches once the mount is live; the parent reports success or the error.
+// Mounts one PFS of a HAMMER2 image or device through FUSE, read-write
+// unless -o ro. Without -f the daemon detaches once the mount is live; the
+// parent reports success or the error.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { Hammer2Device, MediaError } from '../engine';
-import { Pfs } from '../fs';
-import { Hammer2Fuse, readOnlyOps } from '../fuse/adapter';
+import { MediaError } from '../engine';
+import { Hammer2Fs, Pfs } from '../fs';
+import { fuseLowLevelUnavailable } from '../fuse/lowlevel';
+import { Hammer2Ops } from '../fuse/ops';
+import { hammer2Session } from '../fuse/session';
 import { MountError } from '../store';
 import { parseDeviceSpec } from './spec';
 
@@ -22,22 +25,52 @@ interface MountOpts {
   log?: string;
 }
 
-/** Split -o lists into fuse-native settings and raw extra options. */
-function fuseOptions(list: string[], debug: boolean): { native: Record<string, unknown>; extra: string[]; rw: boolean } {
-  const native: Record<string, unknown> = { autoUnmount: true, fsname: 'hammer2', subtype: 'hammer2' };
-  const extra: string[] = ['use_ino', 'ro'];
-  let rw = false;
+/** Our own -o options, and the ones handed to libfuse. */
+interface ParsedOptions {
+  readonly: boolean;
+  /** Seconds between background flushes of dirty state. */
+  flushSec: number;
+  /** Flush once this much file data is pending. */
+  dirtyBytes: number;
+  /** Kernel attribute/entry cache timeouts, seconds. */
+  attrTimeout: number;
+  fuse: string[];
+}
+
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'noallow_other']);
+
+export function parseOptions(list: string[]): ParsedOptions {
+  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 64 << 20, attrTimeout: 1, fuse: [] };
+  let allowOther = process.getuid?.() === 0;
+  const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
   for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {
-    if (o === 'ro') continue;
-    else if (o === 'rw') rw = true;
-    else if (o === 'allow_other') native.allowOther = true;
-    else if (o === 'allow_root') native.allowRoot = true;
-    else if (o === 'default_permissions') native.defaultPermissions = true;
-    else if (/^[A-Za-z_][A-Za-z0-9_]*(=[^,\s]*)?$/.test(o)) extra.push(o);
-    else throw new Error(`bad mount option "${o}"`);
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=([^,\s]*))?$/.exec(o);
+    if (!m) throw new Error(`bad mount option "${o}"`);
+    const [, key, val] = m;
+    const num = (what: string) => {
+      const n = Number(val);
+      if (val === undefined || !Number.isFinite(n) || n < 0) throw new Error(`-o ${key}= needs ${what}`);
+      return n;
+    };
+    if (!OWN.has(key)) {
+      if (key === 'allow_other') allowOther = true;
+      else if (key === 'fsname' || key === 'subtype') {
+        for (const f of [...fuse]) if (f.startsWith(key + '=')) fuse.delete(f);
+        fuse.add(o);
+      } else fuse.add(o);
+      continue;
+    }
+    if (key === 'ro') p.readonly = true;
+    else if (key === 'rw') p.readonly = false;
+    else if (key === 'flush') p.flushSec = num('seconds');
+    else if (key === 'dirty') p.dirtyBytes = num('MiB') * 1024 * 1024;
+    else if (key === 'attr_timeout' || key === 'entry_timeout') p.attrTimeout = num('seconds');
+    else if (key === 'noallow_other') allowOther = false;
   }
-  if (debug) native.debug = true;
-  return { native, extra, rw };
+  if (allowOther) fuse.add('allow_other');
+  if (p.readonly) fuse.add('ro');
+  p.fuse = [...fuse];
+  return p;
 }
 
 function fail(msg: string): never {
@@ -45,7 +78,19 @@ function fail(msg: string): never {
   process.exit(1);
 }
 
-/** Refuse a mountpoint that is missing, not a directory, or a dead FUSE endpoint. */
+function mountsHave(mnt: string): boolean {
+  const enc = mnt.replace(/\\/g, '\\134').replace(/ /g, '\\040').replace(/\t/g, '\\011').replace(/\n/g, '\\012');
+  try {
+    return fs
+      .readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[1] === enc);
+  } catch {
+    return false;
+  }
+}
+
+/** Refuse a mountpoint that is missing, not a directory, busy, or a dead FUSE endpoint. */
 function checkMountpoint(mnt: string): void {
   try {
     const st = fs.statSync(mnt);
@@ -61,49 +106,32 @@ function checkMountpoint(mnt: string): void {
     if (code === 'ENOENT') fail(`${mnt}: mountpoint does not exist`);
     fail(`${mnt}: ${(e as Error).message}`);
   }
-  const mounted = fs
-    .readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[1] === mnt.replace(/ /g, '\\040'));
-  if (mounted) fail(`${mnt}: something is already mounted there`);
+  if (mountsHave(mnt)) fail(`${mnt}: something is already mounted there`);
 }
 
-function isMounted(mnt: string): boolean {
-  try {
-    const enc = mnt.replace(/\\/g, '\\134').replace(/ /g, '\\040');
-    return fs
-      .readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .some((l) => l.split(' ')[1] === enc);
-  } catch {
-    return false;
-  }
-}
-
-async function openPfs(spec: string, log: (m: string) => void): Promise<{ dev: Hammer2Device; pfs: Pfs }> {
+async function openPfs(spec: string, writable: boolean): Promise<{ h2: Hammer2Fs; pfs: Pfs }> {
   const { devices, label } = parseDeviceSpec(spec);
-  let dev: Hammer2Device;
+  let h2: Hammer2Fs;
   try {
-    dev = await Hammer2Device.open(devices, { writable: false, onCheckError: log });
+    h2 = await Hammer2Fs.open(devices, { writable, lock: true });
   } catch (e) {
     if (e instanceof MountError || e instanceof MediaError) fail(e.message);
     throw e;
   }
-  let entries;
+  let names: string[];
   try {
-    entries = dev.listPfs();
+    names = h2.dev.listPfs().map((p) => p.name);
   } catch (e) {
     fail(`${devices}: cannot read the super-root: ${(e as Error).message}`);
   }
-  const entry = entries.find((p) => p.name === label);
-  if (!entry) {
-    fail(`${devices}: no PFS labelled "${label}" (available: ${entries.map((p) => p.name).join(', ') || 'none'})`);
-  }
+  let pfs: Pfs | undefined;
   try {
-    return { dev, pfs: new Pfs(dev.reader, entry) };
+    pfs = h2.pfs(label);
   } catch (e) {
     fail(`${devices}@${label}: bad PFS root: ${(e as Error).message}`);
   }
+  if (!pfs) fail(`${devices}: no PFS labelled "${label}" (available: ${names.join(', ') || 'none'})`);
+  return { h2, pfs };
 }
 
 async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<void> {
@@ -115,80 +143,90 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
     else if (notifyFd < 0) process.stderr.write(line);
   };
   const notify = (msg: string) => {
-    if (notifyFd >= 0) {
-      try {
-        fs.writeSync(notifyFd, msg + '\n');
-        fs.closeSync(notifyFd);
-      } catch {
-        /* parent gone */
-      }
+    if (notifyFd < 0) return;
+    try {
+      fs.writeSync(notifyFd, msg + '\n');
+      fs.closeSync(notifyFd);
+    } catch {
+      /* parent gone */
     }
   };
-  let parsed;
+  const die = (msg: string): never => {
+    notify(`error ${msg}`);
+    fail(msg);
+  };
+  let po: ParsedOptions;
   try {
-    parsed = fuseOptions(o.options, o.debug);
+    po = parseOptions(o.options);
   } catch (e) {
-    notify(`error ${(e as Error).message}`);
-    fail((e as Error).message);
+    die((e as Error).message);
   }
-  if (parsed.rw) log('read-write mounts are not available yet: mounting read-only (writes fail with EROFS)');
+  const why = fuseLowLevelUnavailable();
+  if (why) die(why);
   checkMountpoint(mnt);
-  const { dev, pfs } = await openPfs(spec, log);
-  const h = dev.header;
-  const ops = readOnlyOps(pfs, {
+  const { h2, pfs } = await openPfs(spec, !po!.readonly);
+  const ops = new Hammer2Ops(h2, pfs, { dirtyLimit: po!.dirtyBytes, log });
+  const session = hammer2Session(mnt, ops, {
+    options: po!.fuse,
+    debug: o.debug,
     log,
-    space: () => ({
-      total: Number(h.allocatorSize),
-      free: Number(h.allocatorFree),
-      files: Number(pfs.entry.bref.embed.readBigUInt64LE(8)),
-    }),
+    attrTimeout: po!.attrTimeout,
+    entryTimeout: po!.attrTimeout,
   });
-  const fuse = new Hammer2Fuse(mnt, ops, parsed.native, parsed.extra) as any;
-  let closing = false;
-  const shutdown = (why: string, code = 0) => {
-    if (closing) return;
-    closing = true;
-    log(`unmounting ${mnt} (${why})`);
-    fuse.unmount((err: Error | null) => {
-      if (err && isMounted(mnt)) log(`unmount failed: ${err.message}`);
-      dev.close();
-      logStream?.end();
-      process.exit(code);
-    });
-  };
-  fuse.mount((err: Error | null) => {
-    if (err) {
-      const msg = `cannot mount on ${mnt}: ${err.message}`;
-      notify(`error ${msg}`);
-      dev.close();
-      fail(msg);
-    }
-    log(`mounted ${spec} (PFS ${pfs.name}) on ${mnt}, read-only`);
-    if (notifyFd < 0 && !o.log) {
-      process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount -u ${mnt}\` to unmount\n`);
-    }
-    notify('ok');
-    process.on('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
-    process.on('SIGHUP', () => shutdown('SIGHUP'));
-    // An external `fusermount -u` ends the FUSE loop without telling us: watch for it.
-    const t = setInterval(() => {
-      if (!isMounted(mnt)) {
-        clearInterval(t);
-        log(`${mnt} was unmounted`);
-        closing = true;
-        dev.close();
-        logStream?.end();
-        process.exit(0);
+  let timer: NodeJS.Timeout | null = null;
+  // Dirty state reaches media within flushSec seconds even if nobody syncs.
+  if (!po!.readonly && po!.flushSec > 0) {
+    timer = setInterval(() => {
+      if (!h2.dirty) return;
+      try {
+        h2.flush();
+        h2.maybeReclaim();
+      } catch (e) {
+        log(`background flush failed: ${(e as Error).message}`);
       }
-    }, 1000);
-  });
+    }, po!.flushSec * 1000);
+  }
+  let finished = false;
+  const finish = (code: number) => {
+    if (finished) return;
+    finished = true;
+    if (timer) clearInterval(timer);
+    try {
+      ops.destroy();
+    } catch (e) {
+      log(`final flush failed: ${(e as Error).message}`);
+      code = 1;
+    }
+    h2.close();
+    logStream?.end();
+    process.exit(code);
+  };
+  try {
+    await session.mount();
+  } catch (e) {
+    h2.close();
+    die(`cannot mount on ${mnt}: ${(e as Error).message}`);
+  }
+  log(`mounted ${spec} (PFS ${pfs.name}) on ${mnt}, ${po!.readonly ? 'read-only' : 'read-write'}`);
+  if (notifyFd < 0 && !o.log) {
+    process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount -u ${mnt}\` to unmount\n`);
+  }
+  notify('ok');
+  const stop = (sig: string) => {
+    log(`unmounting ${mnt} (${sig})`);
+    session.unmount().catch((e) => log(`unmount: ${(e as Error).message}`));
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => stop('SIGHUP'));
+  const end = await session.closed;
+  log(`${mnt}: session ended (${end.message})`);
+  finish(end.ok ? 0 : 1);
 }
 
 /** Background mode: run ourselves with -f detached and wait for its verdict on a pipe. */
-function runBackground(argv: string[], o: MountOpts): void {
-  const args = [process.argv[1], '-f', ...argv];
-  const child = spawn(process.execPath, args, {
+function runBackground(argv: string[]): void {
+  const child = spawn(process.execPath, [process.argv[1], '-f', ...argv], {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
     env: { ...process.env, HAMMER2_NOTIFY_FD: '3' },
@@ -200,39 +238,39 @@ function runBackground(argv: string[], o: MountOpts): void {
   pipe.on('data', (d) => (status += d.toString()));
   const done = (code: number) => {
     child.unref();
-    (child.stderr as any)?.destroy();
-    (pipe as any).destroy?.();
+    (child.stderr as unknown as { destroy(): void }).destroy();
+    (pipe as unknown as { destroy(): void }).destroy();
     process.exit(code);
   };
-  pipe.on('end', () => {
-    if (status.startsWith('ok')) return done(0);
-    // The child wrote its own message to stderr before exiting.
+  const report = (why: string) =>
     setTimeout(() => {
-      process.stderr.write(errText || `${prog}: ${status.replace(/^error /, '') || 'daemon exited before mounting'}\n`);
+      process.stderr.write(errText || `${prog}: ${why}\n`);
       done(1);
     }, 50);
+  pipe.on('end', () => {
+    if (status.startsWith('ok')) return done(0);
+    report(status.replace(/^error /, '').trim() || 'daemon exited before mounting');
   });
   child.on('exit', (code) => {
-    if (!status) {
-      setTimeout(() => {
-        process.stderr.write(errText || `${prog}: daemon exited (${code}) before mounting\n`);
-        done(1);
-      }, 50);
-    }
+    if (!status) report(`daemon exited (${code}) before mounting`);
   });
-  void o;
 }
 
 async function main(): Promise<void> {
   const program = new Command();
   program
     .name(prog)
-    .description('Mount a HAMMER2 PFS through FUSE (read-only for now)')
+    .description('Mount a HAMMER2 PFS through FUSE')
     .argument('<special>', 'image or device (several as img1:img2), optionally @LABEL (default @DATA)')
     .argument('<node>', 'mountpoint directory')
     .option('-f, --foreground', 'stay in the foreground', false)
     .option('-d, --debug', 'FUSE debug output (implies -f)', false)
-    .option('-o, --options <opts>', 'mount options: ro, allow_other, default_permissions, ...', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option(
+      '-o, --options <opts>',
+      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, allow_other, default_permissions, any libfuse option',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .option('--log <file>', 'append daemon log lines to this file')
     .showHelpAfterError();
   program.parse(process.argv);
@@ -244,15 +282,19 @@ async function main(): Promise<void> {
     await runForeground(special, mnt, o);
   } else {
     // Fail fast on the obvious before detaching.
+    let po: ParsedOptions;
     try {
-      fuseOptions(o.options, o.debug);
+      po = parseOptions(o.options);
     } catch (e) {
       fail((e as Error).message);
     }
+    const why = fuseLowLevelUnavailable();
+    if (why) fail(why);
     checkMountpoint(mnt);
-    const { dev } = await openPfs(special, () => {});
-    dev.close();
-    runBackground(process.argv.slice(2), o);
+    const { h2 } = await openPfs(special, false);
+    void po!;
+    h2.close();
+    runBackground(process.argv.slice(2));
   }
 }
 
