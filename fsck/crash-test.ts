@@ -1,0 +1,261 @@
+#!/usr/bin/env node
+// Crash-test harness: mount an image read-write, run a mixed write workload
+// with fsyncs, SIGKILL the daemon at a random moment, then check the image
+// and remount it. Every run must come back clean, and every file whose
+// fsync returned before the kill must be intact (such files are "sealed":
+// the workload never touches them again, so their content is exact).
+//
+//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--keep DIR]
+//
+// Prints one line per run and ends with "N passed, N failed".
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { formatHammer2 } from '../mkfs/newfs';
+import { Hammer2Fs } from '../src/fs';
+import { ObjType } from '../src/media';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const MOUNT = path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js');
+
+class Rng {
+  constructor(private s: number) {
+    if (!this.s) this.s = 1;
+  }
+  next(): number {
+    let x = this.s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.s = x >>> 0;
+    return this.s;
+  }
+  int(n: number): number {
+    return this.next() % n;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function mounted(mnt: string): boolean {
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === mnt);
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await sleep(20);
+  }
+  return cond();
+}
+
+function startDaemon(img: string, mnt: string, extra: string[], logFile: string): ChildProcess {
+  return spawn(process.execPath, [MOUNT, '-f', '--log', logFile, ...extra, `${img}@DATA`, mnt], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, HAMMER2_QUIET_SHIM: '1' },
+  });
+}
+
+interface Sealed {
+  path: string;
+  hash: string;
+  size: number;
+}
+
+/** The workload: runs until the mount dies; returns the files sealed by a completed fsync. */
+async function workload(mnt: string, rng: Rng, sealed: Sealed[]): Promise<string | null> {
+  const live: string[] = [];
+  let n = 0;
+  try {
+    for (;;) {
+      const op = rng.int(100);
+      if (op < 45 || live.length === 0) {
+        // New file, written in pieces; half of them fsynced and sealed.
+        const dir = path.join(mnt, `d${rng.int(8)}`);
+        await fs.promises.mkdir(dir, { recursive: true });
+        const p = path.join(dir, `f${n++}`);
+        const size = rng.int(4) === 0 ? rng.int(3 << 20) : rng.int(70000);
+        const data = Buffer.alloc(size);
+        for (let i = 0; i < size; i += 4096) data.writeUInt32LE(rng.next(), i);
+        const fh = await fs.promises.open(p, 'w');
+        try {
+          let off = 0;
+          while (off < size) {
+            const len = Math.min(size - off, 1 + rng.int(300000));
+            await fh.write(data, off, len, off);
+            off += len;
+          }
+          if (rng.int(2) === 0) {
+            await fh.sync();
+            sealed.push({ path: path.relative(mnt, p), hash: sha(data), size });
+          } else {
+            live.push(p);
+          }
+        } finally {
+          await fh.close().catch(() => {});
+        }
+      } else if (op < 65) {
+        const p = live[rng.int(live.length)];
+        await fs.promises.appendFile(p, Buffer.alloc(1 + rng.int(50000), rng.int(256)));
+      } else if (op < 75) {
+        const i = rng.int(live.length);
+        await fs.promises.unlink(live[i]);
+        live.splice(i, 1);
+      } else if (op < 85) {
+        const i = rng.int(live.length);
+        const np = path.join(mnt, `d${rng.int(8)}`, `r${n++}`);
+        await fs.promises.rename(live[i], np);
+        live[i] = np;
+      } else if (op < 92) {
+        const p = live[rng.int(live.length)];
+        await fs.promises.truncate(p, rng.int(100000));
+      } else {
+        // A sync of everything: seals nothing by itself (files may still change), but commits.
+        const fh = await fs.promises.open(live[rng.int(live.length)], 'r+');
+        try {
+          await fh.datasync();
+        } finally {
+          await fh.close().catch(() => {});
+        }
+      }
+    }
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+  }
+}
+
+/** Read every file of the PFS through the engine; throws on any error. */
+async function verify(img: string, sealed: Sealed[]): Promise<string[]> {
+  const problems: string[] = [];
+  const h2 = await Hammer2Fs.open(img, { writable: false, lock: false });
+  try {
+    const pfs = h2.pfs('DATA')!;
+    // Walk everything: every directory lists, every file reads, every inode resolves.
+    const walk = (p: string) => {
+      const n = pfs.resolve(p);
+      if (n.data.meta.type === ObjType.DIRECTORY) {
+        for (const e of pfs.readdir(n)) walk(`${p === '/' ? '' : p}/${e.name.toString()}`);
+      } else if (n.data.meta.type === ObjType.REGFILE) {
+        pfs.read(n, 0, Number(n.data.meta.size));
+      }
+    };
+    walk('/');
+    for (const s of sealed) {
+      try {
+        const n = pfs.resolve('/' + s.path);
+        const data = pfs.read(n, 0, Number(n.data.meta.size) + 1);
+        if (data.length !== s.size || sha(data) !== s.hash) problems.push(`${s.path}: fsynced content lost`);
+      } catch (e) {
+        problems.push(`${s.path}: ${(e as Error).message}`);
+      }
+    }
+  } finally {
+    h2.close();
+  }
+  return problems;
+}
+
+function fsckCommand(): string[] | null {
+  const ours = path.join(REPO, 'dist', 'src', 'cli', 'fsck_hammer2.js');
+  if (fs.existsSync(ours)) return [process.execPath, ours, '-q'];
+  return null;
+}
+
+export interface CrashRunResult {
+  ok: boolean;
+  detail: string;
+}
+
+export async function crashRun(run: number, seed: number, dir: string, size: number): Promise<CrashRunResult> {
+  const rng = new Rng(seed);
+  const img = path.join(dir, `crash-${run}.img`);
+  const mnt = path.join(dir, `mnt-${run}`);
+  const logFile = path.join(dir, `daemon-${run}.log`);
+  fs.mkdirSync(mnt, { recursive: true });
+  await formatHammer2({ paths: [img], sizes: [size] });
+  // A short commit interval makes kills land in every phase of a flush.
+  const daemon = startDaemon(img, mnt, ['-o', 'flush=1,dirty=8'], logFile);
+  let stderr = '';
+  daemon.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<void>((r) => daemon.on('exit', () => r()));
+  if (!(await waitFor(() => mounted(mnt), 20000))) {
+    daemon.kill('SIGKILL');
+    return { ok: false, detail: `mount did not come up: ${stderr}` };
+  }
+  const sealed: Sealed[] = [];
+  const work = workload(mnt, rng, sealed);
+  await sleep(300 + rng.int(2500));
+  daemon.kill('SIGKILL');
+  await exited;
+  await work;
+  // auto_unmount clears the dead mount; make sure, whatever happened.
+  if (!(await waitFor(() => !mounted(mnt), 5000))) spawnSync('fusermount3', ['-uz', mnt]);
+  const details: string[] = [`${sealed.length} sealed`];
+  const fsck = fsckCommand();
+  if (fsck) {
+    const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
+    if (r.status !== 0) return { ok: false, detail: `fsck exit ${r.status}: ${(r.stdout + r.stderr).trim().split('\n').slice(-5).join(' | ')}` };
+    details.push('fsck clean');
+  }
+  const problems = await verify(img, sealed);
+  if (problems.length) return { ok: false, detail: problems.slice(0, 5).join('; ') };
+  // And the image mounts and takes writes again.
+  const again = startDaemon(img, mnt, [], logFile);
+  const exited2 = new Promise<number | null>((r) => again.on('exit', (c) => r(c)));
+  if (!(await waitFor(() => mounted(mnt), 20000))) {
+    again.kill('SIGKILL');
+    return { ok: false, detail: 'remount failed' };
+  }
+  await fs.promises.writeFile(path.join(mnt, 'after-crash'), 'ok');
+  again.kill('SIGTERM');
+  const code = await exited2;
+  if (code !== 0) return { ok: false, detail: `remounted daemon exited ${code}` };
+  const problems2 = await verify(img, sealed);
+  if (problems2.length) return { ok: false, detail: `after remount: ${problems2[0]}` };
+  details.push('remount ok');
+  fs.rmSync(img, { force: true });
+  return { ok: true, detail: details.join(', ') };
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const opt = (name: string, def: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 && args[i + 1] ? args[i + 1] : def;
+  };
+  const runs = Number(opt('--runs', '10'));
+  const seed0 = Number(opt('--seed', String(Date.now() % 100000)));
+  const sizeArg = opt('--size', '4G');
+  const size = Number(sizeArg.replace(/[GMK]$/i, '')) * ({ G: 2 ** 30, M: 2 ** 20, K: 1024 }[sizeArg.slice(-1).toUpperCase()] ?? 1);
+  const keep = opt('--keep', '');
+  const dir = keep || fs.mkdtempSync(path.join(os.tmpdir(), 'h2crash-'));
+  let passed = 0;
+  let failed = 0;
+  try {
+    for (let i = 0; i < runs; i++) {
+      const seed = seed0 + i;
+      let r: CrashRunResult;
+      try {
+        r = await crashRun(i, seed, dir, size);
+      } catch (e) {
+        r = { ok: false, detail: (e as Error).stack ?? String(e) };
+      }
+      if (r.ok) passed++;
+      else failed++;
+      console.log(`run ${i} seed ${seed}: ${r.ok ? 'ok' : 'FAIL'} (${r.detail})`);
+    }
+  } finally {
+    if (!keep) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+if (require.main === module) main();
