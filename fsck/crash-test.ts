@@ -204,6 +204,12 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
     if (r.status !== 0) return { ok: false, detail: `fsck exit ${r.status}: ${(r.stdout + r.stderr).trim().split('\n').slice(-5).join(' | ')}` };
     details.push('fsck clean');
   }
+  // Where the reference fsck is at hand (H2_REF_FSCK=path), it must agree.
+  if (process.env.H2_REF_FSCK) {
+    const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8' });
+    if (r.status !== 0) return { ok: false, detail: `reference fsck exit ${r.status}: ${r.stdout.trim().split('\n').slice(-3).join(' | ')}` };
+    details.push('reference fsck clean');
+  }
   const problems = await verify(img, sealed);
   if (problems.length) return { ok: false, detail: problems.slice(0, 5).join('; ') };
   // And the image mounts and takes writes again.
