@@ -1,0 +1,315 @@
+// Corrupting images on purpose, for fsck's tests and its fuzzer.
+//
+// mapImage() finds every block of an image the raw way (volume headers,
+// freemap and filesystem trees) without the media layer's checks; a Mutator
+// changes bytes with an undo log (so one image copy serves thousands of
+// runs) and can re-seal check codes from a block up to the volume header
+// ("forged" corruption: the damage reaches the decoders instead of being
+// caught by a check code).
+//
+// Run as a program: the long fuzzer. Random byte flips in metadata blocks
+// and volume headers of fixture images; fsck must never crash, hang or grow
+// without bound, must report and exit non-zero, and (with --reference) its
+// verdict must agree with the reference fsck_hammer2.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { computeCheck, decodeBlockref, icrc32, initCodecs } from '../src/media';
+
+export type BlockKind = 'volhdr' | 'sroot' | 'inode' | 'indirect' | 'data' | 'dirent' | 'fnode' | 'fleaf';
+
+export interface MapBlock {
+  kind: BlockKind;
+  off: number;
+  bytes: number;
+  /** Media offset of the 128-byte bref pointing at the block (-1 for volume headers). */
+  brefLoc: number;
+  /** Index of the block holding that bref (-1: a volume header). */
+  parent: number;
+  /** Zone of the volume header the block hangs under. */
+  zone: number;
+  /** Key of the bref (inode number, file offset, dirent hash). */
+  key: bigint;
+}
+
+const KINDS: Record<number, BlockKind> = { 1: 'inode', 2: 'indirect', 3: 'data', 4: 'dirent', 5: 'fnode', 6: 'fleaf' };
+
+/** Every block reachable from every volume header of the image (first reference wins). */
+export function mapImage(img: string): MapBlock[] {
+  const fd = fs.openSync(img, 'r');
+  const size = fs.fstatSync(fd).size;
+  const rd = (off: number, n: number) => {
+    const b = Buffer.alloc(n);
+    fs.readSync(fd, b, 0, n, off);
+    return b;
+  };
+  const out: MapBlock[] = [];
+  const seen = new Set<number>();
+  try {
+    const visit = (loc: number, parent: number, zone: number, depth: number) => {
+      if (depth > 40) return;
+      const b = decodeBlockref(rd(loc, 128), 0);
+      const kind = KINDS[b.type];
+      if (!kind) return;
+      const radix = Number(b.dataOff & 0x3fn);
+      const off = Number(b.dataOff & ~0x3fn);
+      if (radix < 10 || radix > 16 || off + 2 ** radix > size || seen.has(off)) return;
+      seen.add(off);
+      const idx = out.length;
+      out.push({ kind, off, bytes: 2 ** radix, brefLoc: loc, parent, zone, key: b.key });
+      if (b.type === 1) {
+        const ino = rd(off, 1024);
+        if (!(ino[0x51] & 1)) for (let i = 0; i < 4; i++) visit(off + 0x200 + i * 128, idx, zone, depth + 1);
+      } else if (b.type === 2 || b.type === 5) {
+        for (let i = 0; i < 2 ** radix / 128; i++) visit(off + i * 128, idx, zone, depth + 1);
+      }
+    };
+    for (let z = 0; z < 4 && z * 2 ** 31 < size; z++) {
+      const base = z * 2 ** 31;
+      const idx = out.length;
+      out.push({ kind: 'volhdr', off: base, bytes: 65536, brefLoc: -1, parent: -1, zone: z, key: 0n });
+      for (let i = 0; i < 4; i++) visit(base + 0x200 + i * 128, idx, z, 0);
+      for (let i = 0; i < 4; i++) visit(base + 0x800 + i * 128, idx, z, 0);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
+}
+
+/** Byte changes with an undo log, and check-code forging up the tree. */
+export class Mutator {
+  private undo: [number, Buffer][] = [];
+  readonly fd: number;
+  constructor(
+    readonly img: string,
+    readonly blocks: MapBlock[],
+  ) {
+    this.fd = fs.openSync(img, 'r+');
+  }
+  read(off: number, n: number): Buffer {
+    const b = Buffer.alloc(n);
+    fs.readSync(this.fd, b, 0, n, off);
+    return b;
+  }
+  write(off: number, buf: Buffer): void {
+    this.undo.push([off, this.read(off, buf.length)]);
+    fs.writeSync(this.fd, buf, 0, buf.length, off);
+  }
+  xor(off: number, mask: number): void {
+    const b = this.read(off, 1);
+    b[0] ^= mask || 0x5a;
+    this.write(off, b);
+  }
+  restore(): void {
+    for (let u = this.undo.pop(); u; u = this.undo.pop()) fs.writeSync(this.fd, u[1], 0, u[1].length, u[0]);
+  }
+  get dirty(): boolean {
+    return this.undo.length > 0;
+  }
+  close(): void {
+    this.restore();
+    fs.closeSync(this.fd);
+  }
+  /** Recompute check codes from block `idx` up to its volume header. */
+  reseal(idx: number): void {
+    while (idx >= 0) {
+      const blk = this.blocks[idx];
+      if (blk.kind === 'volhdr') {
+        this.resealHeader(blk.off);
+        return;
+      }
+      const bref = decodeBlockref(this.read(blk.brefLoc, 128), 0);
+      const radix = Number(bref.dataOff & 0x3fn);
+      if (radix >= 10 && radix <= 16) {
+        const data = this.read(Number(bref.dataOff & ~0x3fn), 2 ** radix);
+        const method = (bref.methods >> 4) & 15;
+        if (method === 5) {
+          const c = Buffer.alloc(4);
+          c.writeUInt32LE(icrc32(data), 0);
+          this.write(blk.brefLoc + 0x40, c);
+        } else if (method <= 4) {
+          this.write(blk.brefLoc + 0x40, computeCheck(method, data));
+        }
+      }
+      idx = blk.parent;
+    }
+  }
+  resealHeader(base: number): void {
+    const raw = this.read(base, 65536);
+    raw.writeUInt32LE(icrc32(raw, 512, 1024), 0x1e0 + 6 * 4);
+    raw.writeUInt32LE(icrc32(raw, 0, 512 - 4), 0x1e0 + 7 * 4);
+    raw.writeUInt32LE(icrc32(raw, 0, 65536 - 4), 0xfffc);
+    this.write(base, raw);
+  }
+}
+
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export type FlipTarget = 'metadata' | 'header' | 'data' | 'freemap';
+
+/**
+ * Flip 1..3 random bytes in a random block of the given class. Returns a
+ * description, or null if the image has no such block.
+ */
+export function randomFlip(m: Mutator, r: () => number, target: FlipTarget): string | null {
+  const pick = m.blocks.filter((b) =>
+    target === 'header'
+      ? b.kind === 'volhdr'
+      : target === 'data'
+        ? b.kind === 'data'
+        : target === 'freemap'
+          ? b.kind === 'fnode' || b.kind === 'fleaf'
+          : b.kind === 'inode' || b.kind === 'indirect' || b.kind === 'dirent' || b.kind === 'fnode' || b.kind === 'fleaf',
+  );
+  if (!pick.length) return null;
+  const blk = pick[Math.floor(r() * pick.length)];
+  const n = 1 + Math.floor(r() * 3);
+  const where: string[] = [];
+  for (let i = 0; i < n; i++) {
+    // Headers: mostly the CRC-covered first 2 KiB (where every field lives).
+    const span = blk.kind === 'volhdr' ? (r() < 0.8 ? 2048 : 65536) : blk.bytes;
+    const o = blk.off + Math.floor(r() * span);
+    m.xor(o, 1 + Math.floor(r() * 255));
+    where.push('0x' + o.toString(16));
+  }
+  return `${blk.kind}@0x${blk.off.toString(16)} flip ${where.join(',')}`;
+}
+
+/** The reference fsck's verdict: 0 clean, 1 not. */
+export function referenceVerdict(bin: string, img: string, extra: string[] = []): number {
+  const r = spawnSync(bin, ['-q', ...extra, img], { encoding: 'utf8', timeout: 60_000 });
+  return r.status === 0 ? 0 : 1;
+}
+
+// ------------------------------------------------------------------ program
+
+interface FuzzArgs {
+  images: string[];
+  iterations: number;
+  seed: number;
+  reference: string | null;
+  subprocessEvery: number;
+  maxMs: number;
+  maxRssMb: number;
+}
+
+function parseArgs(argv: string[]): FuzzArgs {
+  const a: FuzzArgs = { images: [], iterations: 2000, seed: 1, reference: null, subprocessEvery: 50, maxMs: 60_000, maxRssMb: 1024 };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i];
+    if (v === '--iterations' || v === '-n') a.iterations = Number(argv[++i]);
+    else if (v === '--seed') a.seed = Number(argv[++i]);
+    else if (v === '--reference') a.reference = argv[++i];
+    else if (v === '--subprocess-every') a.subprocessEvery = Number(argv[++i]);
+    else if (v === '--max-ms') a.maxMs = Number(argv[++i]);
+    else if (v === '--max-rss-mb') a.maxRssMb = Number(argv[++i]);
+    else a.images.push(v);
+  }
+  return a;
+}
+
+async function main(): Promise<number> {
+  process.env.HAMMER2_QUIET_SHIM ??= '1';
+  const args = parseArgs(process.argv.slice(2));
+  await initCodecs();
+  const { checkHammer2 } = await import('./check');
+  if (!args.images.length) {
+    console.error('usage: fsck-fuzz [--iterations N] [--seed S] [--reference /path/fsck_hammer2] IMAGE...');
+    return 16;
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fsck-fuzz-'));
+  const cli = path.join(__dirname, '..', 'src', 'cli', 'fsck_hammer2.js');
+  let failures = 0;
+  let runs = 0;
+  const agree = new Map<string, { both: number; refOnly: number; oursOnly: number; clean: number }>();
+  try {
+    const copies = args.images.map((img, i) => {
+      const dst = path.join(work, `${i}-${path.basename(img)}`);
+      const r = spawnSync('cp', ['--sparse=always', img, dst]);
+      if (r.status !== 0) throw new Error(`cp ${img} failed`);
+      return dst;
+    });
+    const maps = copies.map((c) => mapImage(c));
+    const r = rng(args.seed);
+    const targets: FlipTarget[] = ['metadata', 'metadata', 'metadata', 'header', 'freemap', 'data'];
+    for (let it = 0; it < args.iterations; it++) {
+      const k = Math.floor(r() * copies.length);
+      const m = new Mutator(copies[k], maps[k]);
+      const target = targets[Math.floor(r() * targets.length)];
+      try {
+        const what = randomFlip(m, r, target);
+        if (!what) continue;
+        runs++;
+        const t0 = Date.now();
+        let status: number;
+        let msg = '';
+        if (args.subprocessEvery > 0 && it % args.subprocessEvery === 0) {
+          const p = spawnSync(process.execPath, [cli, '-q', copies[k]], { encoding: 'utf8', timeout: args.maxMs });
+          status = p.status ?? -1;
+          if (p.signal || p.error) msg = `killed (${p.signal ?? p.error?.message})`;
+          if (/TypeError|RangeError|ReferenceError|at .*\.js:\d+/.test(p.stderr)) msg = `crashed: ${p.stderr.split('\n')[0]}`;
+        } else {
+          try {
+            const res = await checkHammer2(copies[k], { lock: false });
+            status = res.fatal ? res.fatal.status : res.report.errors ? 4 : 0;
+          } catch (e) {
+            status = -1;
+            msg = `threw: ${(e as Error).stack}`;
+          }
+        }
+        const ms = Date.now() - t0;
+        const rss = process.memoryUsage().rss / 1024 / 1024;
+        if (ms > args.maxMs) msg ||= `took ${ms} ms`;
+        if (rss > args.maxRssMb) msg ||= `rss ${rss.toFixed(0)} MiB`;
+        if (status !== 4 && status !== 8 && target !== 'freemap' && target !== 'header') {
+          // A flip can land in bytes nothing checks (unused header space, junk in EMPTY slots).
+        }
+        let ref = -1;
+        if (args.reference) {
+          ref = referenceVerdict(args.reference, copies[k]);
+          const key = `${path.basename(args.images[k])}/${target}`;
+          const a = agree.get(key) ?? { both: 0, refOnly: 0, oursOnly: 0, clean: 0 };
+          const ours = status === 0 ? 0 : 1;
+          if (ref && ours) a.both++;
+          else if (ref && !ours) {
+            a.refOnly++;
+            msg ||= `reference says corrupt, fsck says clean`;
+          } else if (!ref && ours) a.oursOnly++;
+          else a.clean++;
+          agree.set(key, a);
+        }
+        if (status < 0) msg ||= 'no exit status';
+        if (msg) {
+          failures++;
+          console.log(`FAIL #${it} ${path.basename(args.images[k])} ${what}: ${msg} (status ${status}, ref ${ref})`);
+        }
+        if (it % 100 === 0) console.error(`#${it} runs ${runs} failures ${failures} rss ${rss.toFixed(0)} MiB`);
+      } finally {
+        m.close();
+      }
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  if (agree.size) {
+    console.log('agreement (image/target: both not clean, only reference, only fsck, both clean):');
+    for (const [k, v] of [...agree].sort()) console.log(`  ${k.padEnd(36)} ${v.both} ${v.refOnly} ${v.oursOnly} ${v.clean}`);
+  }
+  console.log(`${runs - failures} passed, ${failures} failed`);
+  return failures ? 1 : 0;
+}
+
+if (require.main === module) {
+  void main().then((c) => process.exit(c));
+}
