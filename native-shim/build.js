@@ -1,9 +1,13 @@
 #!/usr/bin/env node
-// Build the native shim. N-API addons need only Node's headers and a C
+// Build the native pieces. N-API addons need only Node's headers and a C
 // compiler, so compile directly when the headers are installed (they are on
 // Debian's and the official Node builds, and need no network); fall back to
-// node-gyp otherwise. A failure is not fatal: hammer2fs works on image files
-// without the shim (no image locking) and says so at run time.
+// node-gyp otherwise. Failures are not fatal:
+//   hammer2_shim.node - flock and block device sizes; without it image files
+//                       work unlocked (said at run time).
+//   fuse_ll.node      - our libfuse3 low-level binding (src/fuse/lowlevel.ts);
+//                       needs libfuse3-dev. Without it the low-level sessions
+//                       report themselves unavailable; nothing else breaks.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -39,3 +43,38 @@ if (r.ok && fs.existsSync(out)) {
   process.stderr.write(r.text + '\n');
   process.stderr.write('native-shim: build failed; image files still work, without locking (see the message above)\n');
 }
+
+// ---- fuse_ll.node: libfuse3 low-level binding ----
+function buildFuseLL() {
+  const llOut = path.join(outDir, 'fuse_ll.node');
+  const fail = (why) => {
+    // A stale binary would no longer match lowlevel.ts: remove it.
+    fs.rmSync(llOut, { force: true });
+    process.stderr.write(`native-shim: fuse_ll.node not built: ${why}\n` +
+      'native-shim: the libfuse3 low-level binding is unavailable (install libfuse3-dev and pkg-config, ' +
+      'or run scripts/ensure-deps.sh, then `node native-shim/build.js`); everything else works\n');
+  };
+  if (!inc) return fail('Node headers (node_api.h) not found');
+  let cflags = ['-I/usr/include/fuse3'];
+  let libs = ['-lfuse3', '-lpthread'];
+  const pc = run('pkg-config', ['fuse3', '--cflags', '--libs'], dir);
+  if (pc.ok) {
+    const words = pc.text.trim().split(/\s+/).filter(Boolean);
+    cflags = words.filter((w) => !w.startsWith('-l') && !w.startsWith('-L'));
+    libs = words.filter((w) => w.startsWith('-l') || w.startsWith('-L'));
+  } else if (!fs.existsSync('/usr/include/fuse3/fuse_lowlevel.h')) {
+    return fail('libfuse3 development files not found (pkg-config fuse3 failed and no /usr/include/fuse3)');
+  }
+  fs.mkdirSync(outDir, { recursive: true });
+  const cc = process.env.CC || 'cc';
+  const tmp = `${llOut}.tmp-${process.pid}`;
+  const b = run(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${inc}`, ...cflags, '-o', tmp, path.join(dir, 'fuse_ll.c'), ...libs], dir);
+  if (!b.ok || !fs.existsSync(tmp)) {
+    fs.rmSync(tmp, { force: true });
+    process.stderr.write(b.text + '\n');
+    return fail('compiling fuse_ll.c failed (see above)');
+  }
+  fs.renameSync(tmp, llOut);
+  console.log(`native-shim: built ${path.relative(process.cwd(), llOut)}`);
+}
+buildFuseLL();
