@@ -4,6 +4,10 @@
 #   fuse3     - provides fusermount, which mounting and unmounting run
 #   python3   - the fixture comparison tools used by the tests
 #   gcc       - builds native-shim (image locking, block device sizes)
+#   libfuse3-3, libfuse3-dev, pkg-config
+#             - native-shim/fuse_ll.node, our libfuse3 low-level binding
+#               (src/fuse/lowlevel.ts); the runtime library is libfuse3-3 on
+#               Debian 12 (libfuse3-4 on Debian 13)
 # then installs the npm packages and compiles the TypeScript.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +18,11 @@ have_lib 'libfuse.so.2 ' || need+=(libfuse2)
 command -v fusermount >/dev/null 2>&1 || command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# Optional: without them only the low-level binding is missing.
+want=()
+have_lib 'libfuse3.so.3 ' || want+=(libfuse3)
+[ -e /usr/include/fuse3/fuse_lowlevel.h ] || want+=(libfuse3-dev)
+command -v pkg-config >/dev/null 2>&1 || want+=(pkg-config)
 
 if ((${#need[@]})); then
   SUDO=
@@ -28,6 +37,23 @@ if ((${#need[@]})); then
   done
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
+if ((${#want[@]})); then
+  SUDO=
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  pkgs=()
+  for p in "${want[@]}"; do
+    # libfuse3's runtime package is named after its soname version.
+    if [ "$p" = libfuse3 ]; then
+      p=libfuse3-3
+      apt-cache show libfuse3-3 >/dev/null 2>&1 || p=libfuse3-4
+    fi
+    pkgs+=("$p")
+  done
+  echo "hammer2fs: installing system packages: ${pkgs[*]}" >&2
+  ( ((${#need[@]})) || $SUDO apt-get update -qq ) &&
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null ||
+    echo "hammer2fs: could not install ${pkgs[*]}; the libfuse3 low-level binding will be unavailable" >&2
+fi
 
 # The FUSE device: load the module if it is missing (possible only as root).
 if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then modprobe fuse 2>/dev/null || true; fi
@@ -37,5 +63,7 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
 fi
-[ -f native-shim/build/Release/hammer2_shim.node ] || node native-shim/build.js
+# (Re)build the native pieces when one is missing or older than its source.
+stale() { [ ! -f "native-shim/build/Release/$1.node" ] || [ "native-shim/$1.c" -nt "native-shim/build/Release/$1.node" ]; }
+if stale hammer2_shim || stale fuse_ll; then node native-shim/build.js; fi
 npx tsc -p tsconfig.json
