@@ -186,6 +186,223 @@ export function randomFlip(m: Mutator, r: () => number, target: FlipTarget): str
   return `${blk.kind}@0x${blk.off.toString(16)} flip ${where.join(',')}`;
 }
 
+
+// ------------------------------------------------------------------ forging
+
+export interface BrefAt {
+  /** Media offset of the 128-byte bref. */
+  loc: number;
+  /** Index (in Mutator.blocks) of the block holding it. */
+  holder: number;
+  type: number;
+  key: bigint;
+  dataOff: bigint;
+}
+
+/** Every non-empty blockref stored in blocks of the filesystem trees (not the volume header). */
+export function brefsIn(m: Mutator): BrefAt[] {
+  const out: BrefAt[] = [];
+  m.blocks.forEach((blk, i) => {
+    let base: number;
+    let n: number;
+    if (blk.kind === 'inode') {
+      const ino = m.read(blk.off, 1024);
+      if (ino[0x51] & 1) return;
+      base = blk.off + 0x200;
+      n = 4;
+    } else if (blk.kind === 'indirect') {
+      base = blk.off;
+      n = blk.bytes / 128;
+    } else return;
+    const raw = m.read(base, n * 128);
+    for (let j = 0; j < n; j++) {
+      const b = decodeBlockref(raw, j * 128);
+      if (b.type === 0) continue;
+      out.push({ loc: base + j * 128, holder: i, type: b.type, key: b.key, dataOff: b.dataOff });
+    }
+  });
+  return out;
+}
+
+/** The inode block of PFS `label`'s root, and of inode `inum` in any PFS (first found). */
+export function findInode(m: Mutator, pred: (ino: Buffer, blk: MapBlock) => boolean): number {
+  for (let i = 0; i < m.blocks.length; i++) {
+    const blk = m.blocks[i];
+    if (blk.kind !== 'inode') continue;
+    if (pred(m.read(blk.off, 1024), blk)) return i;
+  }
+  return -1;
+}
+
+const u64 = (v: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v, 0);
+  return b;
+};
+
+export interface Forged {
+  what: string;
+  /** Finding codes fsck must report. */
+  expect: string[];
+}
+
+type Forge = (m: Mutator, r: () => number) => Forged | null;
+
+const pickOne = <T>(a: T[], r: () => number): T | undefined => (a.length ? a[Math.floor(r() * a.length)] : undefined);
+
+/** A regular file (type 2) with exactly one name, from a makefs fixture (nlinks 1). */
+const plainFile = (ino: Buffer, blk: MapBlock) =>
+  blk.key >= 0x400n && blk.key < 1n << 63n && ino[0x50] === 2 && ino.readBigUInt64LE(0x68) === 1n;
+
+/**
+ * Semantic corruptions with check codes re-sealed up to the volume header:
+ * the reference fsck_hammer2 passes them; fsck must find them.
+ */
+export const FORGES: Record<string, Forge> = {
+  'nlinks-low': (m, r) => {
+    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x68, u64(0n));
+    m.reseal(i);
+    return { what: `inode 0x${m.blocks[i].key.toString(16)} nlinks 1 -> 0`, expect: ['nlinks'] };
+  },
+  'nlinks-high': (m, r) => {
+    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x68, u64(7n));
+    m.reseal(i);
+    return { what: `inode 0x${m.blocks[i].key.toString(16)} nlinks 1 -> 7`, expect: ['nlinks'] };
+  },
+  'dangling-entry': (m, r) => {
+    const d = pickOne(brefsIn(m).filter((b) => b.type === 4), r);
+    if (!d) return null;
+    m.write(d.loc + 0x30, u64(0x7ffffff0n));
+    m.reseal(d.holder);
+    return { what: `entry ${d.key.toString(16)} -> inode 0x7ffffff0`, expect: ['dangling-entry'] };
+  },
+  'entry-type': (m, r) => {
+    const d = pickOne(brefsIn(m).filter((b) => b.type === 4), r);
+    if (!d) return null;
+    const t = m.read(d.loc + 0x3a, 1)[0];
+    m.write(d.loc + 0x3a, Buffer.from([t === 4 ? 2 : 4]));
+    m.reseal(d.holder);
+    return { what: `entry ${d.key.toString(16)} type ${t} -> ${t === 4 ? 2 : 4}`, expect: ['entry-type'] };
+  },
+  'entry-hash': (m, r) => {
+    const all = brefsIn(m);
+    const d = pickOne(all.filter((b) => b.type === 4 && (b.key & 0x7fffn) < 0x7000n), r);
+    if (!d) return null;
+    // Move the key out of its window but keep it below the next entry's key.
+    const nk = (d.key & ~0x7fffn) - 0x8000n + 0x7fffn;
+    const prev = all.filter((b) => b.holder === d.holder && b.key < d.key).reduce((a, b) => (b.key > a ? b.key : a), 0n);
+    if (nk <= prev) return null;
+    m.write(d.loc + 8, u64(nk));
+    m.reseal(d.holder);
+    return { what: `entry key ${d.key.toString(16)} -> ${nk.toString(16)}`, expect: ['entry-hash'] };
+  },
+  'duplicate-name': (m, r) => {
+    const all = brefsIn(m);
+    const d = pickOne(
+      all.filter((b) => b.type === 4 && !all.some((x) => x.holder === b.holder && x.key === b.key + 1n) && (b.key & 0x7fffn) < 0x7ff0n),
+      r,
+    );
+    if (!d) return null;
+    // The same entry again, one key up, in a free slot of the same table.
+    const holder = m.blocks[d.holder];
+    const base = holder.kind === 'inode' ? holder.off + 0x200 : holder.off;
+    const n = holder.kind === 'inode' ? 4 : holder.bytes / 128;
+    let slot = -1;
+    for (let j = 0; j < n; j++) if (m.read(base + j * 128, 1)[0] === 0) slot = j;
+    if (slot < 0) return null;
+    const raw = m.read(d.loc, 128);
+    raw.writeBigUInt64LE(d.key + 1n, 8);
+    m.write(base + slot * 128, raw);
+    m.reseal(d.holder);
+    return { what: `entry ${d.key.toString(16)} duplicated at ${(d.key + 1n).toString(16)}`, expect: ['duplicate-name'] };
+  },
+  unsorted: (m, r) => {
+    const all = brefsIn(m);
+    const holders = [...new Set(all.filter((b) => m.blocks[b.holder].kind === 'indirect').map((b) => b.holder))];
+    const h = pickOne(holders.filter((x) => all.filter((b) => b.holder === x).length >= 2), r);
+    if (h === undefined) return null;
+    const mine = all.filter((b) => b.holder === h).sort((a, b) => a.loc - b.loc);
+    const a = m.read(mine[0].loc, 128);
+    const b = m.read(mine[1].loc, 128);
+    m.write(mine[0].loc, b);
+    m.write(mine[1].loc, a);
+    m.reseal(h);
+    return { what: `swapped two entries of the table at 0x${m.blocks[h].off.toString(16)}`, expect: ['unsorted'] };
+  },
+  'data-beyond-eof': (m, r) => {
+    const idxs = m.blocks
+      .map((_, i) => i)
+      .filter((i) => {
+        const b = m.blocks[i];
+        if (b.kind !== 'inode' || b.key < 0x400n || b.key >= 1n << 63n) return false;
+        const ino = m.read(b.off, 1024);
+        return ino[0x50] === 2 && !(ino[0x51] & 1) && ino.readBigUInt64LE(0x60) > 200000n;
+      });
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x60, u64(1000n));
+    m.reseal(i);
+    return { what: `inode 0x${m.blocks[i].key.toString(16)} size -> 1000`, expect: ['data-beyond-eof'] };
+  },
+  'dir-iparent': (m, r) => {
+    const idxs = m.blocks
+      .map((_, i) => i)
+      .filter((i) => {
+        const b = m.blocks[i];
+        return b.kind === 'inode' && b.key >= 0x400n && b.key < 1n << 63n && m.read(b.off + 0x50, 1)[0] === 1;
+      });
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x70, u64(0x7ffffff1n));
+    m.reseal(i);
+    return { what: `directory 0x${m.blocks[i].key.toString(16)} iparent -> 0x7ffffff1`, expect: ['dir-iparent'] };
+  },
+  'pfs-inum': (m) => {
+    const i = findInode(m, (ino) => (ino[0x51] & 2) !== 0 && ino.subarray(0x100, 0x104).toString() === 'DATA');
+    if (i < 0) return null;
+    const ino = m.read(m.blocks[i].off, 1024);
+    if (ino.readBigUInt64LE(0x88) < 0x400n) return null;
+    m.write(m.blocks[i].off + 0x88, u64(0x10n));
+    m.reseal(i);
+    return { what: 'DATA pfs_inum -> 0x10', expect: ['pfs-inum'] };
+  },
+  'inode-type': (m, r) => {
+    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x50, Buffer.from([3]));
+    m.reseal(i);
+    return { what: `inode 0x${m.blocks[i].key.toString(16)} type -> 3`, expect: ['inode-type'] };
+  },
+  'inum-mismatch': (m, r) => {
+    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const i = pickOne(idxs, r);
+    if (i === undefined) return null;
+    m.write(m.blocks[i].off + 0x58, u64(m.blocks[i].key + 0x100000n));
+    m.reseal(i);
+    return { what: `inode 0x${m.blocks[i].key.toString(16)} inum changed`, expect: ['inum-mismatch'] };
+  },
+  'used-free': (m, r) => {
+    const leaf = m.blocks.findIndex((b) => b.kind === 'fleaf');
+    const data = pickOne(m.blocks.filter((b) => b.kind === 'data' && b.off >= 0x8800000 && b.off < 2 ** 30), r);
+    if (leaf < 0 || !data) return null;
+    const lb = m.blocks[leaf];
+    const seg = Math.floor(data.off / (4 << 20));
+    const blk = Math.floor((data.off % (4 << 20)) / 16384);
+    const at = lb.off + seg * 128 + 0x40 + (blk >> 5) * 8;
+    const w = m.read(at, 8).readBigUInt64LE(0);
+    m.write(at, u64(w & ~(3n << BigInt((blk & 31) * 2))));
+    m.reseal(leaf);
+    return { what: `freemap: block 0x${data.off.toString(16)} marked free`, expect: ['used-free'] };
+  },
+};
+
 /** The reference fsck's verdict: 0 clean, 1 not. */
 export function referenceVerdict(bin: string, img: string, extra: string[] = []): number {
   const r = spawnSync(bin, ['-q', ...extra, img], { encoding: 'utf8', timeout: 60_000 });

@@ -29,6 +29,7 @@ import {
   Allocator,
 } from '../src/engine';
 import { Hammer2Fs, Node, Pfs } from '../src/fs';
+import { PendingDirents } from '../src/fs/pending';
 import {
   BLOCKREF_BYTES,
   Blockref,
@@ -571,18 +572,22 @@ function freeKey(pfs: Pfs, dir: Node, name: Buffer): bigint {
   const h = dirhash(name);
   const used = new Set<bigint>();
   for (const e of pfs.readdir(dir)) used.add(e.key);
-  if (dir.dirents) for (const k of dir.dirents.keys()) used.add(k);
-  for (let k = h + 1n; k <= (h | DIRHASH_LOMASK); k++) if (!used.has(k)) return k;
-  if (!used.has(h)) return h;
+  // Keys with a pending change (new entries, deletions) are taken too.
+  const free = (k: bigint) => !used.has(k) && !dir.dirents?.has(k);
+  for (let k = h + 1n; k <= (h | DIRHASH_LOMASK); k++) if (free(k)) return k;
+  if (free(h)) return h;
   throw new Error(`no free key for ${name} in directory ${dir.inum}`);
 }
 
 function addEntry(pfs: Pfs, dir: Node, name: Buffer, inum: bigint, type: number, now: bigint): bigint {
   touch(pfs, dir, now);
   const key = freeKey(pfs, dir, name);
-  (dir.dirents ??= new Map()).set(key, { name: Buffer.from(name), inum, type, key });
+  pending(dir).set(key, { name: Buffer.from(name), inum, type, key });
   return key;
 }
+
+/** The directory's pending-entry table (the filesystem layer's own structure). */
+const pending = (dir: Node): PendingDirents => (dir.dirents ??= new PendingDirents());
 
 const getNode = (pfs: Pfs, inum: bigint): Node => (inum === ROOT_INUM ? pfs.root : pfs.getInode(inum));
 
@@ -608,7 +613,7 @@ function fixNamespace(pfs: Pfs, plan: NamespacePlan, now: bigint, act: (m: strin
   for (const r of plan.remove) {
     const dir = getNode(pfs, r.dir);
     touch(pfs, dir, now);
-    (dir.dirents ??= new Map()).set(r.key, null);
+    pending(dir).set(r.key, null);
   }
   if (plan.remove.length) act(`${p}: removed ${plan.remove.length} directory entr${plan.remove.length === 1 ? 'y' : 'ies'} (naming missing inodes, extra directory names, loops)`);
   for (const r of plan.retype) {
@@ -616,7 +621,7 @@ function fixNamespace(pfs: Pfs, plan: NamespacePlan, now: bigint, act: (m: strin
     const e = pfs.readdir(dir).find((x) => x.key === r.key);
     if (!e) continue;
     touch(pfs, dir, now);
-    dir.dirents!.set(r.key, { ...e, type: r.type });
+    pending(dir).set(r.key, { ...e, type: r.type });
   }
   if (plan.retype.length) act(`${p}: corrected the type of ${plan.retype.length} directory entr${plan.retype.length === 1 ? 'y' : 'ies'}`);
   for (const r of plan.rekey) {
@@ -624,7 +629,7 @@ function fixNamespace(pfs: Pfs, plan: NamespacePlan, now: bigint, act: (m: strin
     const e = pfs.readdir(dir).find((x) => x.key === r.key);
     if (!e) continue;
     touch(pfs, dir, now);
-    dir.dirents!.set(r.key, null);
+    pending(dir).set(r.key, null);
     addEntry(pfs, dir, e.name, e.inum, e.type, now);
   }
   if (plan.rekey.length) act(`${p}: moved ${plan.rekey.length} directory entr${plan.rekey.length === 1 ? 'y' : 'ies'} into their name's hash window`);

@@ -176,8 +176,9 @@ export class ZoneWalk {
 
   // ---------------------------------------------------------------- findings
 
-  private add(f: Omit<Finding, 'zone'>): void {
-    if (f.severity === 'error') this.errors++;
+  /** Report a finding; `zoneError` false: an error the namespace repair fixes, not a fault of the zone's tree. */
+  private add(f: Omit<Finding, 'zone'>, zoneError = true): void {
+    if (f.severity === 'error' && zoneError) this.errors++;
     if (!this.o.reportFindings) return;
     this.svc.report.add({ ...f, zone: this.o.zone });
   }
@@ -728,7 +729,7 @@ export class ZoneWalk {
         inum: hex16(ino.inum),
         bref: brefInfo(b),
         fixable: true,
-      });
+      }, false);
     }
     // Duplicate names can only sit in one hash window, which key order keeps together.
     const base = b.key & ~DIRHASH_LOMASK;
