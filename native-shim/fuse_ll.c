@@ -60,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <malloc.h>
 
 extern char **environ;
 
@@ -200,6 +201,39 @@ static void log_func(enum fuse_log_level level, const char *fmt, va_list ap) {
 	pthread_mutex_unlock(&log_lock);
 }
 
+/* ---- receive buffers ----
+ * The loop reads each request into a block of libfuse's buffer size. A large
+ * write is handed to JS inside its block (no copy) and the loop takes another
+ * block; blocks come back through the Buffer's finalizer into a small pool,
+ * so steady streaming reuses memory that is already mapped instead of
+ * mmap/munmap'ing (and faulting in) a fresh MiB per request.
+ */
+#define POOL_MAX 32
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *pool[POOL_MAX];
+static size_t pool_n;
+static size_t blk_size; /* usable size of libfuse's own receive buffer, once seen */
+
+static void *block_get(void) {
+	void *b = NULL;
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n) b = pool[--pool_n];
+	size_t size = blk_size;
+	pthread_mutex_unlock(&pool_lock);
+	return b ? b : malloc(size);
+}
+
+static void block_put(void *b) {
+	if (!b) return;
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < POOL_MAX && malloc_usable_size(b) >= blk_size) {
+		pool[pool_n++] = b;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	free(b);
+}
+
 /* ---- session ---- */
 enum { S_STARTING, S_RUNNING, S_ENDED };
 
@@ -218,6 +252,8 @@ typedef struct sess {
 	int latin1;
 	int wake[2];
 	int guard_fd; /* see protect_auto_unmount */
+	char *cur_block; /* the receive buffer being processed */
+	int cur_taken;   /* ... handed to a write request */
 	pthread_mutex_t lock; /* replies vs closing the device; state */
 	pthread_cond_t cond;
 	int state;
@@ -282,6 +318,7 @@ typedef struct llreq {
 	size_t namelen, name2len;
 	char *data;
 	size_t datalen;
+	void *block; /* data points into this receive block (writes) */
 	uint64_t off, len;
 	size_t size;
 	uint64_t fh;
@@ -322,7 +359,8 @@ static void freereq(llreq *r) {
 	sess *s = r->s;
 	free(r->name);
 	free(r->name2);
-	free(r->data);
+	free(r->block ? NULL : r->data);
+	block_put(r->block);
 	free(r);
 	sess_unref(s);
 }
@@ -570,13 +608,23 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	r->off = (uint64_t)off;
 	r->writepage = fi->writepage;
 	SETFH(fi);
-	r->data = malloc(size ? size : 1); /* the loop reuses its buffer: copy */
-	if (!r->data) {
-		fail_native(r);
-		return;
-	}
-	memcpy(r->data, buf, size);
+	sess *s = r->s;
 	r->datalen = size;
+	if (s->cur_block && !s->cur_taken && size >= blk_size / 2 && buf >= s->cur_block &&
+	    buf + size <= s->cur_block + blk_size) {
+		/* large: take the whole receive block, the loop gets a new one */
+		r->block = s->cur_block;
+		r->data = (char *)buf;
+		s->cur_taken = 1;
+	} else {
+		/* small: copy, the loop reuses its buffer */
+		r->data = malloc(size ? size : 1);
+		if (!r->data) {
+			fail_native(r);
+			return;
+		}
+		memcpy(r->data, buf, size);
+	}
 	post(r);
 }
 
@@ -918,6 +966,14 @@ static void *session_thread(void *arg) {
 			break;
 		}
 		if (!p[0].revents) continue;
+		if (!fbuf.mem && blk_size) {
+			fbuf.mem = block_get();
+			if (!fbuf.mem) {
+				snprintf(msg, sizeof msg, "out of memory");
+				ok = 0;
+				break;
+			}
+		}
 		int res = fuse_session_receive_buf(s->se, &fbuf);
 		if (res == -EINTR || res == -EAGAIN) continue;
 		if (res <= 0) {
@@ -927,11 +983,21 @@ static void *session_thread(void *arg) {
 			}
 			break;
 		}
+		if (!blk_size) {
+			/* libfuse allocated its buffer: blocks of that size fit every read */
+			pthread_mutex_lock(&pool_lock);
+			if (!blk_size) blk_size = malloc_usable_size(fbuf.mem);
+			pthread_mutex_unlock(&pool_lock);
+		}
+		s->cur_block = fbuf.mem;
+		s->cur_taken = 0;
 		fuse_session_process_buf(s->se, &fbuf);
+		if (s->cur_taken) fbuf.mem = NULL;
+		s->cur_block = NULL;
 		if (s->init_seen && !s->init_posted) post_init(s);
 	}
 	s->in_loop = 0;
-	free(fbuf.mem);
+	block_put(fbuf.mem);
 	if (!s->init_posted && ok) {
 		take_last_log(msg, sizeof msg, "the kernel's FUSE_INIT failed");
 		ok = 0;
@@ -1109,16 +1175,17 @@ static napi_value mk_fh(napi_env env, llreq *r) {
 
 static void free_data_cb(napi_env env, void *data, void *hint) {
 	(void)env;
-	(void)hint;
-	free(data);
+	if (hint) block_put(hint); /* data points into this block */
+	else free(data);
 }
 
 /* Hand r->data to JS as a Buffer without copying. */
 static napi_value take_buffer(napi_env env, llreq *r) {
 	napi_value b;
 	void *copy;
-	if (napi_create_external_buffer(env, r->datalen, r->data, free_data_cb, NULL, &b) == napi_ok) {
+	if (napi_create_external_buffer(env, r->datalen, r->data, free_data_cb, r->block, &b) == napi_ok) {
 		r->data = NULL;
+		r->block = NULL;
 		return b;
 	}
 	/* runtimes that forbid external buffers */
