@@ -48,11 +48,11 @@ if (r.ok && fs.existsSync(out)) {
 function buildFuseLL() {
   const llOut = path.join(outDir, 'fuse_ll.node');
   const fail = (why) => {
-    // A stale binary would no longer match lowlevel.ts: remove it.
-    fs.rmSync(llOut, { force: true });
-    process.stderr.write(`native-shim: fuse_ll.node not built: ${why}\n` +
-      'native-shim: the libfuse3 low-level binding is unavailable (install libfuse3-dev and pkg-config, ' +
-      'or run scripts/ensure-deps.sh, then `node native-shim/build.js`); everything else works\n');
+    // An older fuse_ll.node, if any, is kept: lowlevel.ts refuses one whose ABI differs.
+    const kept = fs.existsSync(llOut) ? ' (the previous build is kept)' : '';
+    process.stderr.write(`native-shim: fuse_ll.node not built${kept}: ${why}\n` +
+      'native-shim: without it mount_hammer2 cannot mount (install libfuse3-dev and pkg-config, ' +
+      'or run scripts/ensure-deps.sh, then `node native-shim/build.js`); the other tools work\n');
   };
   if (!inc) return fail('Node headers (node_api.h) not found');
   let cflags = ['-I/usr/include/fuse3'];

@@ -64,6 +64,9 @@
 
 extern char **environ;
 
+/* Bump when the interface with lowlevel.ts changes (arguments, layouts, functions). */
+#define FUSE_LL_ABI 1
+
 /* ---- operation codes (mirrored in src/fuse/lowlevel.ts, checked at load) ---- */
 enum {
 	OP_LOOKUP = 1, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD,
@@ -1898,6 +1901,7 @@ static napi_value init(napi_env env, napi_value exports) {
 	CAP(NO_OPENDIR_SUPPORT); CAP(EXPLICIT_INVAL_DATA);
 #undef CAP
 	napi_set_named_property(env, exports, "caps", caps);
+	napi_set_named_property(env, exports, "abi", mk_num(env, FUSE_LL_ABI));
 	napi_set_named_property(env, exports, "attrSize", mk_num(env, ATTR_SIZE));
 	napi_set_named_property(env, exports, "entrySize", mk_num(env, ENTRY_SIZE));
 	/* sizes of an empty-named dirent / direntplus as the kernel sees them */

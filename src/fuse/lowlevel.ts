@@ -382,7 +382,11 @@ interface NativeFuseLL {
   direntBase: number;
   direntPlusBase: number;
   libfuseVersion: string;
+  abi: number;
 }
+
+/** Interface version shared with fuse_ll.c (FUSE_LL_ABI). */
+const FUSE_LL_ABI = 1;
 
 let binding: NativeFuseLL | null = null;
 let bindingError: string | null = null;
@@ -398,6 +402,7 @@ function load(): NativeFuseLL | null {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const b = require(c) as NativeFuseLL;
+      if (b.abi !== FUSE_LL_ABI) throw new Error(`fuse_ll.node has ABI ${b.abi}, lowlevel.ts needs ${FUSE_LL_ABI}; rebuild it`);
       for (const [name, code] of Object.entries(OP))
         if (b.ops[name] !== code) throw new Error(`fuse_ll.node does not match lowlevel.ts (op ${name}); rebuild it`);
       if (b.attrSize !== ATTR_SIZE || b.entrySize !== ENTRY_SIZE) throw new Error('fuse_ll.node layout mismatch; rebuild it');
