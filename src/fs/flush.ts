@@ -81,6 +81,9 @@ function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdat
       updates.push({ key: lbase, bref: b });
     }
   }
+  if (n.holes) {
+    for (const lbase of n.holes) if (!n.blocks?.has(lbase)) updates.push({ key: lbase, bref: null });
+  }
   updates.sort(cmp);
   return { updates, truncateFrom: n.truncFrom };
 }

@@ -57,6 +57,8 @@ export interface Node {
   blocks?: Map<bigint, Buffer>;
   /** Committed file data at keys >= this is gone (64 KiB aligned). */
   truncFrom?: bigint;
+  /** Committed 64 KiB file blocks punched out (holes at the next flush). */
+  holes?: Set<bigint>;
   /** Pending directory entries by key; null deletes the committed entry. */
   dirents?: Map<bigint, DirEntry | null>;
   /** Removed from the inode index at the next flush. */
@@ -240,6 +242,7 @@ export class Pfs {
     if (n.blocks) this.pendingBytes -= n.blocks.size * PBUFSIZE;
     n.blocks = undefined;
     n.truncFrom = undefined;
+    n.holes = undefined;
     n.dirents = undefined;
     if (n !== this.root && n.opens === 0) {
       this.live.delete(n.inum);
@@ -448,6 +451,7 @@ export class Pfs {
   private readCommittedBlock(n: Node, lbase: bigint, out: Buffer): void {
     out.fill(0);
     if (n.truncFrom !== undefined && lbase >= n.truncFrom) return;
+    if (n.holes?.has(lbase)) return;
     const disk = n.disk;
     if (!disk) return;
     if (disk.meta.opFlags & OPFLAG_DIRECTDATA) {
@@ -621,9 +625,65 @@ export class Pfs {
           }
         }
       }
+      if (n.holes) for (const k of n.holes) if (k >= keepTo) n.holes.delete(k);
       if (n.truncFrom === undefined || keepTo < n.truncFrom) n.truncFrom = keepTo;
     }
     d.meta.size = size;
+  }
+
+  /**
+   * Zero [start, end) of a file, clipped to its size (fallocate's
+   * PUNCH_HOLE and ZERO_RANGE): edge blocks are zeroed in place, whole
+   * blocks become holes (pending ones dropped, committed ones deleted at the
+   * next flush). Copy-on-write media has no preallocated zeroes, so both
+   * modes end the same way.
+   */
+  zeroRange(n: Node, start: bigint, end: bigint, now: bigint): void {
+    const m = n.data.meta;
+    if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
+    if (m.type !== ObjType.REGFILE) throw new FsError('ENODEV');
+    if (start < 0n || end < start) throw new FsError('EINVAL');
+    const d = this.touch(n);
+    d.meta.mtime = now;
+    d.meta.ctime = now;
+    if (end > d.meta.size) end = d.meta.size;
+    if (start >= end) return;
+    if (d.meta.opFlags & OPFLAG_DIRECTDATA) {
+      d.u.fill(0, Number(start), Number(end));
+      return;
+    }
+    const firstFull = ((start + LBLOCK - 1n) / LBLOCK) * LBLOCK;
+    const fullEnd = (end / LBLOCK) * LBLOCK;
+    const zeroPart = (lbase: bigint) => {
+      const from = start > lbase ? start : lbase;
+      const to = end < lbase + LBLOCK ? end : lbase + LBLOCK;
+      this.blockFor(n, lbase).fill(0, Number(from - lbase), Number(to - lbase));
+    };
+    if (firstFull >= fullEnd) {
+      // No whole block inside: one or two partial blocks.
+      const a = start - (start % LBLOCK);
+      zeroPart(a);
+      const b = (end - 1n) - ((end - 1n) % LBLOCK);
+      if (b !== a) zeroPart(b);
+      return;
+    }
+    if (start < firstFull) zeroPart(firstFull - LBLOCK);
+    if (end > fullEnd) zeroPart(fullEnd);
+    if (n.blocks) {
+      for (const k of [...n.blocks.keys()]) {
+        if (k >= firstFull && k < fullEnd) {
+          n.blocks.delete(k);
+          this.pendingBytes -= PBUFSIZE;
+        }
+      }
+    }
+    // Committed blocks in the range: only those that exist need a deletion.
+    const set = this.committedFileSet(n);
+    scanRange(this.reader, set, firstFull, fullEnd - 1n, (b) => {
+      if (b.type !== BrefType.DATA || b.key < firstFull || b.key >= fullEnd) return;
+      if (n.truncFrom !== undefined && b.key >= n.truncFrom) return;
+      (n.holes ??= new Set()).add(b.key);
+    });
   }
 
   // ------------------------------------------------------------ namespace

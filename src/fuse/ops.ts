@@ -253,6 +253,34 @@ export class Hammer2Ops {
     return w;
   }
 
+  /**
+   * fallocate(2). Copy-on-write media cannot reserve blocks for later
+   * writes, so mode 0 and KEEP_SIZE check that the space is free now and
+   * extend the size (as ZFS does); PUNCH_HOLE (with KEEP_SIZE, as Linux
+   * requires) and ZERO_RANGE turn the range into holes. COLLAPSE_RANGE,
+   * INSERT_RANGE and UNSHARE_RANGE are not supported (EOPNOTSUPP).
+   */
+  fallocate(_c: Caller, ino: bigint, mode: number, off: number, len: number, fh?: bigint): void {
+    const KEEP_SIZE = 0x01;
+    const PUNCH_HOLE = 0x02;
+    const ZERO_RANGE = 0x10;
+    this.writable();
+    if (mode & ~(KEEP_SIZE | PUNCH_HOLE | ZERO_RANGE)) throw new FsError('EOPNOTSUPP');
+    if (mode & PUNCH_HOLE && (mode & ZERO_RANGE || !(mode & KEEP_SIZE))) throw new FsError('EOPNOTSUPP');
+    if (off < 0 || len <= 0) throw new FsError('EINVAL');
+    const n = this.node(ino, fh);
+    if (isDir(n)) throw new FsError('EISDIR');
+    if (n.data.meta.type !== ObjType.REGFILE) throw new FsError('ENODEV');
+    const start = BigInt(off);
+    const end = start + BigInt(len);
+    const now = this.now();
+    const grow = !(mode & KEEP_SIZE) && end > n.data.meta.size;
+    if (!(mode & (PUNCH_HOLE | ZERO_RANGE))) this.fs.ensureSpace(len);
+    else if (grow) this.fs.ensureSpace(0);
+    if (grow) this.pfs.truncate(n, end, now);
+    if (mode & (PUNCH_HOLE | ZERO_RANGE)) this.pfs.zeroRange(n, start, end, now);
+  }
+
   flush(_c: Caller, _ino: bigint, _fh?: bigint): void {
     /* close() does not imply durability; fsync does */
   }

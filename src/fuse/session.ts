@@ -101,6 +101,8 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     open: (req, ino, flags, reply) => run(reply, () => reply.open({ fh: Number(ops.open(caller(req), ino, flags)), keepCache: true })),
     read: (req, ino, size, off, fh, reply) => run(reply, () => reply.buf(ops.read(caller(req), ino, size, off, BigInt(fh)))),
     write: (req, ino, data, off, fh, _wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh)))),
+    fallocate: (req, ino, mode, off, len, fh, reply) =>
+      run(reply, () => (ops.fallocate(caller(req), ino, mode, off, len, fh === undefined ? undefined : BigInt(fh)), reply.ok())),
     flush: (req, ino, fh, _lo, reply) => run(reply, () => (ops.flush(caller(req), ino, BigInt(fh)), reply.ok())),
     release: (req, ino, fh, _flags, reply) => run(reply, () => (ops.release(caller(req), ino, BigInt(fh)), reply.ok())),
     fsync: (req, ino, ds, fh, reply) => run(reply, () => (ops.fsync(caller(req), ino, ds, BigInt(fh)), reply.ok())),
