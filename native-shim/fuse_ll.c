@@ -871,6 +871,7 @@ static void *session_thread(void *arg) {
 	struct fuse_lowlevel_ops ops;
 	int ok = 0;
 
+	pthread_setname_np(pthread_self(), "fuse_ll");
 	memset(&ops, 0, sizeof ops);
 	ops.init = ll_init;
 	ops.destroy = ll_destroy;

@@ -44,7 +44,9 @@ interface Toy {
   exited: Promise<number | null>;
 }
 
-async function startToy(t: { teardown: (fn: () => void | Promise<void>) => void }, mnt: string, opts: FuseSessionOptions = {}): Promise<Toy> {
+type ToyOptions = FuseSessionOptions & { toy?: { readdirplus?: boolean } };
+
+async function startToy(t: { teardown: (fn: () => void | Promise<void>) => void }, mnt: string, opts: ToyOptions = {}): Promise<Toy> {
   fs.mkdirSync(mnt, { recursive: true });
   const env: NodeJS.ProcessEnv = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' };
   delete env.NODE_OPTIONS;
@@ -289,6 +291,21 @@ else {
       t.notOk(isMounted(mnt), 'no mount left');
       t.match(toy.log(), /session ended: unmounted/);
     });
+  });
+
+  t.test('readdirplus', async (t) => {
+    const dir = tempDir(t, 'h2ll-');
+    const mnt = path.join(dir, 'mnt');
+    const toy = await startToy(t, mnt, { toy: { readdirplus: true } });
+    t.equal(toy.conn.readdirplus, true, 'negotiated');
+    await fs.promises.mkdir(path.join(mnt, 'd'));
+    await run('python3', ['-c', `import os\nfor i in range(300): open(os.path.join(${JSON.stringify(path.join(mnt, 'd'))}, 'f%03d' % i), 'w').write('x' * i)`]);
+    const ls = (await run('ls', ['-la', path.join(mnt, 'd')])).stdout.trim().split('\n');
+    t.equal(ls.length, 303, 'ls -la lists total, ., .. and 300 files');
+    t.ok(ls.some((l) => / 299 .* f299$/.test(l)), 'with their sizes');
+    const names = await fs.promises.readdir(path.join(mnt, 'd'));
+    t.equal(new Set(names).size, 300);
+    t.ok((await toy.stats()).readdirplusCalls > 1, 'listings came through readdirplus');
   });
 
   t.test('auto_unmount cleans up after SIGKILL; writeback cache is opt-in', async (t) => {

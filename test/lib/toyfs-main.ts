@@ -1,4 +1,5 @@
-// Serve ToyFs on a mountpoint: `node <ts loader> test/lib/toyfs-main.ts MNT [JSON options]`.
+// Serve ToyFs on a mountpoint: `node <ts loader> test/lib/toyfs-main.ts MNT [JSON options]`
+// (FuseSessionOptions, plus `toy: { readdirplus: true }` for the toy itself).
 // Prints one JSON line {"ready": true, "conn": ...} once mounted; SIGINT/SIGTERM
 // unmount and exit 0. The serving process never touches its own mount.
 import { FuseSession, FuseSessionOptions } from '../../src/fuse/lowlevel';
@@ -7,8 +8,8 @@ import { ToyFs } from './toyfs';
 async function main(): Promise<void> {
   const mnt = process.argv[2];
   if (!mnt) throw new Error('usage: toyfs-main MOUNTPOINT [JSON FuseSessionOptions]');
-  const opts = JSON.parse(process.argv[3] ?? '{}') as FuseSessionOptions;
-  const fs = new ToyFs();
+  const { toy, ...opts } = JSON.parse(process.argv[3] ?? '{}') as FuseSessionOptions & { toy?: { readdirplus?: boolean } };
+  const fs = new ToyFs(toy);
   const session = new FuseSession(mnt, { options: ['fsname=toyfs', 'subtype=toyfs', 'allow_other', 'default_permissions'], ...opts }, fs.ops());
   let stopping = false;
   const stop = (sig: string) => {

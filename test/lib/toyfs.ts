@@ -9,6 +9,7 @@ import { constants as osc } from 'node:os';
 import {
   Attr,
   DirEntry,
+  DirEntryPlus,
   Entry,
   Ino,
   LowLevelOps,
@@ -52,6 +53,7 @@ export interface ToyStats {
   maxWrite: number;
   reads: Record<string, number>;
   readdirCalls: number;
+  readdirplusCalls: number;
   readdirOffsets: string[];
   renameFlags: number[];
   creators: { name: string; uid: number; gid: number; pid: number; umask: number }[];
@@ -73,6 +75,7 @@ export class ToyFs {
     maxWrite: 0,
     reads: {},
     readdirCalls: 0,
+    readdirplusCalls: 0,
     readdirOffsets: [],
     renameFlags: [],
     creators: [],
@@ -82,7 +85,7 @@ export class ToyFs {
     forgets: 0,
   };
 
-  constructor() {
+  constructor(private readonly opts: { readdirplus?: boolean } = {}) {
     const root = this.mk(1n, C.S_IFDIR | 0o755, 0, 0);
     root.dir = new Map();
     root.parent = 1n;
@@ -223,6 +226,12 @@ export class ToyFs {
 
   /** The FUSE operations. Handlers answer synchronously except where noted. */
   ops(): LowLevelOps {
+    const ops = this.allOps();
+    if (!this.opts.readdirplus) delete ops.readdirplus;
+    return ops;
+  }
+
+  private allOps(): LowLevelOps {
     return {
       lookup: (req, parent, name, reply) => {
         this.count('lookup');
@@ -458,6 +467,26 @@ export class ToyFs {
           }
         }
         reply.dirents(entries());
+      },
+      // Only with `new ToyFs({ readdirplus: true })` (see ops()).
+      readdirplus: (_req, ino, size, offset, _fh, reply) => {
+        this.stats.readdirplusCalls++;
+        const n = this.node(ino);
+        if (!n?.dir) return void reply.err('ENOTDIR');
+        const list: DirEntryPlus[] = [];
+        const t = timespecNow();
+        const dot = (ino: Ino): Entry => ({ ino: 0, attr: { ino, mode: C.S_IFDIR, nlink: 2, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t } });
+        if (offset < COOKIE_BASE + 1n) list.push({ name: '.', entry: dot(n.ino), next: COOKIE_BASE + 1n });
+        if (offset < COOKIE_BASE + 2n) list.push({ name: '..', entry: dot(n.parent ?? 1n), next: COOKIE_BASE + 2n });
+        for (const [name, de] of n.dir) {
+          if (list.length > size / 32) break; // more than can fit
+          if (de.cookie <= offset) continue;
+          const c = this.nodes.get(de.ino);
+          if (c) list.push({ name, entry: { ino: c.ino, attr: this.attr(c) }, next: de.cookie });
+        }
+        const sent = reply.direntsPlus(list);
+        // every entry the kernel received (ino != 0) is a lookup it will forget
+        for (const e of list.slice(0, Math.max(0, sent))) if (e.entry.ino !== 0) this.nodes.get(BigInt(e.entry.ino))!.lookups++;
       },
       releasedir: (_req, _ino, _fh, reply) => void reply.ok(),
       statfs: (_req, _ino, reply) =>
