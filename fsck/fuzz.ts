@@ -342,7 +342,14 @@ export const FORGES: Record<string, Forge> = {
         const b = m.blocks[i];
         if (b.kind !== 'inode' || b.key < 0x400n || b.key >= 1n << 63n) return false;
         const ino = m.read(b.off, 1024);
-        return ino[0x50] === 2 && !(ino[0x51] & 1) && ino.readBigUInt64LE(0x60) > 200000n;
+        if (ino[0x50] !== 2 || ino[0x51] & 1 || ino.readBigUInt64LE(0x60) <= 200000n) return false;
+        // It must have blocks past the new EOF (an all-hole file has none).
+        for (let j = 0; j < 4; j++) {
+          const t = ino[0x200 + j * 128];
+          const key = ino.readBigUInt64LE(0x200 + j * 128 + 8);
+          if (t === 2 || (t === 3 && key >= 65536n)) return true;
+        }
+        return false;
       });
     const i = pickOne(idxs, r);
     if (i === undefined) return null;

@@ -75,6 +75,8 @@ export interface RepairResult {
 export interface RepairOptions extends CheckOptions {
   log?: (m: string) => void;
   maxRounds?: number;
+  /** Tests: fail a media round after its blocks are written, before the volume header. */
+  failBeforeHeader?: boolean;
 }
 
 /** Problems the namespace round fixes; every other fixable error needs a media round. */
@@ -494,6 +496,7 @@ async function mediaRound(spec: string, cur: CheckResult, o: RepairOptions, act:
     newHeader.allocatorFree = free < 0n ? 0n : free;
     const raw = encodeVolumeHeader(newHeader);
     vols.sync();
+    if (o.failBeforeHeader) throw new Error('failpoint: stopped before the volume header write');
     for (const z of write) {
       vols.writeHeader(0, z, raw);
       vols.sync();
