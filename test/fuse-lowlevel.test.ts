@@ -262,6 +262,8 @@ else {
       await fs.promises.chown(p('t'), 123, 456);
       const st = await fs.promises.stat(p('t'));
       t.same([st.uid, st.gid], [123, 456], 'chown');
+      await run('fallocate', ['-l', '65536', p('t')]);
+      t.equal((await fs.promises.stat(p('t'))).size, 65536, 'fallocate');
       const sf = await fs.promises.statfs(mnt);
       t.same([sf.bsize, sf.blocks], [4096, 1 << 20], 'statfs');
       const x = await run('python3', ['-c', `import os\ntry: os.getxattr(${JSON.stringify(p('t'))}, 'user.x'); print('ok')\nexcept OSError as e: print(e.errno)`]);
