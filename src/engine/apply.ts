@@ -9,7 +9,7 @@
 // keybits) + log2(entries per indirect block), widened until the groups fit.
 // Indirect blocks left empty by deletions disappear.
 import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, KEY_MAX } from '../media';
-import { BlockReader } from './blocks';
+import { TableSource } from './tree';
 import { hex, MediaError } from './errors';
 
 /** Replace/insert a leaf (bref) or delete the leaf at `key` (null). */
@@ -19,7 +19,7 @@ export interface LeafUpdate {
 }
 
 export interface TreeContext {
-  reader: Pick<BlockReader, 'readBlockrefs'>;
+  reader: TableSource;
   /** Bytes of a new indirect block created under a parent at `depth` (0 = the root blocktable). */
   indirectBytes(depth: number): number;
   /**
@@ -28,16 +28,12 @@ export interface TreeContext {
    * tids and stats by the writer).
    */
   writeIndirect(key: bigint, keybits: number, table: Blockref[]): Blockref;
+  /** Restrict indirect key widths (the freemap uses fixed radix levels). */
+  allowedBits?(bits: number): boolean;
 }
 
 const isNode = (b: Blockref) => b.type === BrefType.INDIRECT || b.type === BrefType.FREEMAP_NODE;
 const cmpKey = (a: Blockref, b: Blockref) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
-
-function log2(n: number): number {
-  let r = 0;
-  while (1 << (r + 1) <= n) r++;
-  return r;
-}
 
 export interface ApplyOptions {
   /** Drop every leaf whose key is >= this (file truncation); straddling leaves are the caller's. */
@@ -139,34 +135,42 @@ export function applyUpdates(
   return regroup(ctx, out, capacity, depth, lo, hi);
 }
 
-/** Group entries under new indirect blocks until at most `capacity` remain. */
+/**
+ * Group entries under new indirect blocks until at most `capacity` remain.
+ * The split is a key-range radix `bits` (1-bit granularity): the widest one
+ * whose groups all fit one indirect block, so new blocks come out full; or,
+ * when no such split fits this table, the narrowest that does, and the
+ * groups split again one level down.
+ */
 function regroup(ctx: TreeContext, entries: Blockref[], capacity: number, depth: number, lo: bigint, hi: bigint): Blockref[] {
   const indBytes = ctx.indirectBytes(depth);
   const indCap = indBytes / BLOCKREF_BYTES;
-  const radix = log2(indCap);
   let minKb = 64;
   for (const e of entries) minKb = Math.min(minKb, e.keybits);
   // The parent's range bounds how wide a child may be (it must be narrower).
   const parentBits = hi - lo === KEY_MAX ? 64 : log2Big(hi - lo + 1n);
-  let bits = Math.min(minKb + radix, parentBits - 1);
-  for (;;) {
+  let fit = -1;
+  let narrowest = -1;
+  for (let bits = parentBits - 1; bits > minKb; bits--) {
     const groups = groupBy(entries, bits);
-    if (groups.length <= capacity || bits >= parentBits - 1) {
-      if (groups.length > capacity) throw new MediaError('cannot fit blocktable entries under indirect blocks');
-      const out: Blockref[] = [];
-      for (const g of groups) {
-        if (g.members.length === 1) {
-          out.push(g.members[0]);
-          continue;
-        }
-        const key = g.prefix << BigInt(bits);
-        const sub = g.members.length <= indCap ? g.members : regroup(ctx, g.members, indCap, depth + 1, key, key + (1n << BigInt(bits)) - 1n);
-        out.push(ctx.writeIndirect(key, bits, padTable(sub, indCap)));
-      }
-      return out;
-    }
-    bits = Math.min(bits + radix, parentBits - 1);
+    if (groups.length > capacity) break; // narrower splits only make more groups
+    if (ctx.allowedBits && !ctx.allowedBits(bits)) continue;
+    narrowest = bits;
+    if (fit < 0 && groups.every((g) => g.members.length <= indCap)) fit = bits;
   }
+  const bits = fit >= 0 ? fit : narrowest;
+  if (bits < 0) throw new MediaError('cannot fit blocktable entries under indirect blocks');
+  const out: Blockref[] = [];
+  for (const g of groupBy(entries, bits)) {
+    if (g.members.length === 1) {
+      out.push(g.members[0]);
+      continue;
+    }
+    const key = g.prefix << BigInt(bits);
+    const sub = g.members.length <= indCap ? g.members : regroup(ctx, g.members, indCap, depth + 1, key, key + (1n << BigInt(bits)) - 1n);
+    out.push(ctx.writeIndirect(key, bits, padTable(sub, indCap)));
+  }
+  return out;
 }
 
 interface Group {

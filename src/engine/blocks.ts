@@ -7,6 +7,7 @@ import {
   brefBytes,
   brefCheck,
   brefComp,
+  brefKeyEnd,
   brefOffset,
   brefRadix,
   BrefType,
@@ -23,12 +24,14 @@ import {
 import { VolumeSet } from '../store';
 import { LruCache } from './cache';
 import { hex, MediaError } from './errors';
+import { prepareTable, PreparedTable } from './tree';
 
 interface CachedBlock {
   check8: bigint;
   methods: number;
   bytes: Buffer;
   brefs?: Blockref[];
+  table?: PreparedTable;
 }
 
 export interface BlockReaderOptions {
@@ -39,14 +42,32 @@ export interface BlockReaderOptions {
 }
 
 export class BlockReader {
-  private cache: LruCache<bigint, CachedBlock>;
+  /**
+   * Indirect and freemap blocks (with their decoded tables) and long-name
+   * blocks: what every lookup walks. Keyed by data_off as a number (exact
+   * below 2^53; BigInt map keys are slow).
+   */
+  private cache: LruCache<number, CachedBlock>;
+  /** File data, separately and smaller, so a big sequential read cannot evict the tree. */
+  private dataCache: LruCache<number, CachedBlock>;
   checkErrors = 0;
 
   constructor(
     readonly vols: VolumeSet,
     private readonly opts: BlockReaderOptions = {},
   ) {
-    this.cache = new LruCache(opts.cacheBytes ?? 64 * 1024 * 1024);
+    const budget = opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.cache = new LruCache(budget);
+    this.dataCache = new LruCache(Math.max(1 << 20, budget >> 3));
+  }
+
+  /**
+   * Inode blocks are not kept: the filesystem layer caches them decoded,
+   * and keeping both halves the useful cache.
+   */
+  private cacheFor(type: number): LruCache<number, CachedBlock> | null {
+    if (type === BrefType.INODE) return null;
+    return type === BrefType.DATA ? this.dataCache : this.cache;
   }
 
   /** Validate a bref's data_off before any I/O: radix, alignment, volume bounds. */
@@ -77,7 +98,8 @@ export class BlockReader {
 
   private load(b: Blockref): CachedBlock {
     const check8 = b.check.readBigUInt64LE(0);
-    const hit = this.cache.get(b.dataOff);
+    const cache = this.cacheFor(b.type);
+    const hit = cache?.get(Number(b.dataOff));
     if (hit && hit.check8 === check8 && hit.methods === b.methods) return hit;
     const { off, bytes } = this.locate(b);
     let data: Buffer;
@@ -96,8 +118,15 @@ export class BlockReader {
       throw new MediaError(msg, b.dataOff);
     }
     const e: CachedBlock = { check8, methods: b.methods, bytes: data };
-    this.cache.set(b.dataOff, e, bytes + 64);
+    cache?.set(Number(b.dataOff), e, bytes + 64);
     return e;
+  }
+
+  /** The blockrefs of an indirect block, checked against its range and sorted (cached). */
+  readTable(b: Blockref): PreparedTable {
+    const e = this.load(b);
+    if (!e.table) e.table = prepareTable(this.readBlockrefs(b), b.key, brefKeyEnd(b), b.dataOff);
+    return e.table;
   }
 
   /** The blockrefs held by an INDIRECT or FREEMAP_NODE block. */
@@ -105,6 +134,8 @@ export class BlockReader {
     const e = this.load(b);
     if (!e.brefs) {
       e.brefs = decodeBlockrefArray(e.bytes, 0, e.bytes.length / BLOCKREF_BYTES);
+      // Decoded entries cost far more memory than the block: count them.
+      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + e.brefs.length * 400);
     }
     return e.brefs;
   }
@@ -131,11 +162,13 @@ export class BlockReader {
 
   /** Forget a cached block (the writer calls this when media at `dataOff` is rewritten). */
   invalidate(dataOff: bigint): void {
-    this.cache.delete(dataOff);
+    this.cache.delete(Number(dataOff));
+    this.dataCache.delete(Number(dataOff));
   }
 
   clearCache(): void {
     this.cache.clear();
+    this.dataCache.clear();
   }
 
   get cacheStats(): { hits: number; misses: number; bytes: number } {

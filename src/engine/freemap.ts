@@ -364,6 +364,8 @@ export class FreemapAllocator implements Allocator {
     return {
       reader: this.reader,
       indirectBytes: () => LEAF_BYTES,
+      // Freemap nodes exist only at the fixed levels whose slots are reserved.
+      allowedBits: (bits) => bits === 38 || bits === 46 || bits === 54 || bits === 62,
       writeIndirect: (key, keybits, table) => {
         const old = this.nodes.get(`${key}/${keybits}`);
         const r = old ? (rotationOf(old.dataOff) + 1) % NFREEMAPS : 0;

@@ -36,13 +36,8 @@ import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, s
 
 export const ROOT_INUM = 1n;
 
-export interface DirEntry {
-  name: Buffer;
-  inum: bigint;
-  /** HAMMER2 object type from the entry (OBJTYPE_*). */
-  type: number;
-  key: bigint;
-}
+import { DirEntry, PendingDirents } from './pending';
+export type { DirEntry };
 
 export interface Node {
   inum: bigint;
@@ -60,7 +55,7 @@ export interface Node {
   /** Committed 64 KiB file blocks punched out (holes at the next flush). */
   holes?: Set<bigint>;
   /** Pending directory entries by key; null deletes the committed entry. */
-  dirents?: Map<bigint, DirEntry | null>;
+  dirents?: PendingDirents;
   /** Removed from the inode index at the next flush. */
   deleted?: boolean;
   /** Open handles (an unlinked inode lives until the last one closes). */
@@ -148,7 +143,7 @@ export class Pfs {
   readonly root: Node;
   /** Nodes with pending changes or open handles (strongly held). */
   readonly live = new Map<bigint, Node>();
-  private clean = new LruCache<bigint, Node>(16 * 1024 * 1024);
+  private clean = new LruCache<number, Node>(32 * 1024 * 1024);
   private nextInum: bigint;
   /** Inodes removed since the last flush (their index entries go at the flush). */
   readonly removed = new Set<bigint>();
@@ -204,7 +199,7 @@ export class Pfs {
       return live;
     }
     if (this.removed.has(inum)) throw new FsError('ENOENT', `inode ${inum} was removed`);
-    const hit = this.clean.get(inum);
+    const hit = this.clean.get(Number(inum));
     if (hit) return hit;
     if (inum >= DIRHASH_VISIBLE) throw new FsError('ENOENT', `inode ${inum} out of range`);
     const b = lookupKey(this.reader, this.committedRootSet(), inum);
@@ -215,7 +210,7 @@ export class Pfs {
     }
     const ip: Node = { inum, bref: b, disk: data, data, dirty: false, opens: 0 };
     this.validate(ip);
-    this.clean.set(inum, ip, 1400);
+    this.clean.set(Number(inum), ip, 1400);
     return ip;
   }
 
@@ -227,7 +222,7 @@ export class Pfs {
       n.dirty = true;
       if (n !== this.root) {
         this.live.set(n.inum, n);
-        this.clean.delete(n.inum);
+        this.clean.delete(Number(n.inum));
       }
       this.onDirty();
     }
@@ -246,7 +241,7 @@ export class Pfs {
     n.dirents = undefined;
     if (n !== this.root && n.opens === 0) {
       this.live.delete(n.inum);
-      if (!n.deleted) this.clean.set(n.inum, n, 1400);
+      if (!n.deleted) this.clean.set(Number(n.inum), n, 1400);
     }
   }
 
@@ -255,7 +250,7 @@ export class Pfs {
     this.removed.delete(inum);
     const n = this.live.get(inum);
     if (n && n.opens === 0) this.live.delete(inum);
-    this.clean.delete(inum);
+    this.clean.delete(Number(inum));
   }
 
   allocInum(): bigint {
@@ -312,7 +307,10 @@ export class Pfs {
     const end = key | DIRHASH_LOMASK;
     const pend = dir.dirents;
     if (pend) {
-      for (const [k, e] of pend) if (e && k >= key && k <= end && e.name.equals(name)) return e;
+      for (const k of pend.inRange(key)) {
+        const e = pend.get(k);
+        if (e && e.name.equals(name)) return e;
+      }
     }
     let found: DirEntry | null = null;
     scanRange(this.reader, this.committedSet(dir), key, end, (b) => {
@@ -359,7 +357,7 @@ export class Pfs {
       return out.length >= max;
     });
     if (pend && pend.size) {
-      for (const e of pend.values()) if (e && e.key >= start) out.push(e);
+      out.push(...pend.from(start, max));
       out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
       if (out.length > max) out.length = max;
     }
@@ -369,7 +367,7 @@ export class Pfs {
   /** True if a directory has no entries. */
   isEmptyDir(dir: Node): boolean {
     const pend = dir.dirents;
-    if (pend) for (const e of pend.values()) if (e) return false;
+    if (pend?.anyLive()) return false;
     let any = false;
     scanRange(this.reader, this.committedSet(dir), DIRHASH_VISIBLE, KEY_MAX, (b) => {
       if (pend?.has(b.key)) return;
@@ -389,8 +387,9 @@ export class Pfs {
       used.add(b.key);
     });
     const pend = dir.dirents;
+    const pendKeys = new Set(pend?.inRange(base));
     for (let k = base; k <= (base | DIRHASH_LOMASK); k++) {
-      const p = pend?.get(k);
+      const p = pendKeys.has(k) ? pend!.get(k) : undefined;
       if (p) continue; // pending entry
       if (p === null) return k; // committed entry deleted: its key is free again
       if (!used.has(k)) return k;
@@ -401,12 +400,12 @@ export class Pfs {
   private addEntry(dir: Node, name: Buffer, inum: bigint, type: number): void {
     this.touch(dir);
     const key = this.freeKey(dir, name);
-    (dir.dirents ??= new Map()).set(key, { name: Buffer.from(name), inum, type, key });
+    (dir.dirents ??= new PendingDirents()).set(key, { name: Buffer.from(name), inum, type, key });
   }
 
   private removeEntry(dir: Node, e: DirEntry): void {
     this.touch(dir);
-    (dir.dirents ??= new Map()).set(e.key, null);
+    (dir.dirents ??= new PendingDirents()).set(e.key, null);
     // A pending entry that never reached media needs no deletion record.
     if (!this.committedHasKey(dir, e.key)) dir.dirents.delete(e.key);
   }
@@ -887,7 +886,7 @@ export class Pfs {
     }
     if (n.opens === 0 && n !== this.root && !n.dirty && !n.deleted) {
       this.live.delete(n.inum);
-      this.clean.set(n.inum, n, 1400);
+      this.clean.set(Number(n.inum), n, 1400);
     }
   }
 
