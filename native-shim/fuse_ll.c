@@ -1001,6 +1001,8 @@ static void *session_thread(void *arg) {
 		if (s->init_seen && !s->init_posted) post_init(s);
 	}
 	s->in_loop = 0;
+	/* also quiets libfuse about late replies to a closed device */
+	fuse_session_exit(s->se);
 	block_put(fbuf.mem);
 	if (!s->init_posted && ok) {
 		take_last_log(msg, sizeof msg, "the kernel's FUSE_INIT failed");
