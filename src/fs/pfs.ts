@@ -866,9 +866,11 @@ export class Pfs {
     if (a.mode !== undefined) m.mode = a.mode & 0o7777;
     if (a.uid !== undefined) m.uid = xidToUuid(a.uid);
     if (a.gid !== undefined) m.gid = xidToUuid(a.gid);
-    if (a.atime !== undefined) m.atime = a.atime;
-    if (a.mtime !== undefined) m.mtime = a.mtime;
-    m.ctime = a.ctime ?? now;
+    // Times before 1970 are stored as the reference stores them: the
+    // microsecond count as an unsigned 64-bit value (two's complement).
+    if (a.atime !== undefined) m.atime = BigInt.asUintN(64, a.atime);
+    if (a.mtime !== undefined) m.mtime = BigInt.asUintN(64, a.mtime);
+    m.ctime = BigInt.asUintN(64, a.ctime ?? now);
   }
 
   open(n: Node): void {
@@ -906,10 +908,10 @@ export class Pfs {
       rdev: m.type === ObjType.CDEV || m.type === ObjType.BDEV ? makedev(m.rmajor, m.rminor) : 0,
       size: Number(m.size),
       blocks: Math.ceil(bytes / 512),
-      atime: m.atime,
-      mtime: m.mtime,
-      ctime: m.ctime,
-      btime: m.btime,
+      atime: BigInt.asIntN(64, m.atime),
+      mtime: BigInt.asIntN(64, m.mtime),
+      ctime: BigInt.asIntN(64, m.ctime),
+      btime: BigInt.asIntN(64, m.btime),
     };
   }
 

@@ -10,7 +10,9 @@ import { Attr as FuseAttr, Entry as FuseEntry, FuseSession, LowLevelOps, Request
 const bytes = (s: string) => Buffer.from(s, 'latin1');
 
 export const usToTimespec = (us: bigint): Timespec => {
-  const sec = us / 1000000n;
+  // Floor division: times before 1970 keep 0 <= nsec < 1e9.
+  let sec = us / 1000000n;
+  if (us < 0n && sec * 1000000n !== us) sec -= 1n;
   return { sec: Number(sec), nsec: Number(us - sec * 1000000n) * 1000 };
 };
 export const timespecToUs = (t: Timespec): bigint => BigInt(t.sec) * 1000000n + BigInt(Math.floor(t.nsec / 1000));
