@@ -416,122 +416,203 @@ export function referenceVerdict(bin: string, img: string, extra: string[] = [])
   return r.status === 0 ? 0 : 1;
 }
 
-// ------------------------------------------------------------------ program
+// ------------------------------------------------------------------ runner
 
-interface FuzzArgs {
-  images: string[];
-  iterations: number;
-  seed: number;
-  reference: string | null;
-  subprocessEvery: number;
-  maxMs: number;
-  maxRssMb: number;
-}
-
-function parseArgs(argv: string[]): FuzzArgs {
-  const a: FuzzArgs = { images: [], iterations: 2000, seed: 1, reference: null, subprocessEvery: 50, maxMs: 60_000, maxRssMb: 1024 };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i];
-    if (v === '--iterations' || v === '-n') a.iterations = Number(argv[++i]);
-    else if (v === '--seed') a.seed = Number(argv[++i]);
-    else if (v === '--reference') a.reference = argv[++i];
-    else if (v === '--subprocess-every') a.subprocessEvery = Number(argv[++i]);
-    else if (v === '--max-ms') a.maxMs = Number(argv[++i]);
-    else if (v === '--max-rss-mb') a.maxRssMb = Number(argv[++i]);
-    else a.images.push(v);
+/** Random bytes of a random metadata block (or the best header) changed, check codes re-sealed. */
+export function randomForge(m: Mutator, r: () => number): string | null {
+  const pick = m.blocks.filter((b) => b.kind === 'inode' || b.kind === 'indirect' || b.kind === 'fleaf' || b.kind === 'fnode' || b.kind === 'volhdr');
+  if (!pick.length) return null;
+  const blk = pick[Math.floor(r() * pick.length)];
+  const idx = m.blocks.indexOf(blk);
+  const n = 1 + Math.floor(r() * 3);
+  const where: string[] = [];
+  for (let i = 0; i < n; i++) {
+    let o: number;
+    if (blk.kind === 'inode') o = r() < 0.5 ? Math.floor(r() * 0x100) : 0x200 + Math.floor(r() * 0x200);
+    else if (blk.kind === 'volhdr') o = r() < 0.5 ? Math.floor(r() * 0x100) : 0x200 + Math.floor(r() * 0xa00);
+    else o = Math.floor(r() * blk.bytes);
+    // Bytes of blockrefs that matter most: type, keybits, key, data_off, embed.
+    m.xor(blk.off + o, r() < 0.5 ? 1 << Math.floor(r() * 8) : 1 + Math.floor(r() * 255));
+    where.push('+0x' + o.toString(16));
   }
-  return a;
+  if (blk.kind === 'volhdr') m.resealHeader(blk.off);
+  else m.reseal(idx);
+  return `forged ${blk.kind}@0x${blk.off.toString(16)} ${where.join(',')}`;
 }
 
-async function main(): Promise<number> {
-  process.env.HAMMER2_QUIET_SHIM ??= '1';
-  const args = parseArgs(process.argv.slice(2));
+export interface FuzzOptions {
+  images: string[];
+  /** Stop after this many runs... */
+  iterations: number;
+  /** ...or this many milliseconds. */
+  budgetMs?: number;
+  seed: number;
+  /** Reference fsck_hammer2 binary for verdict agreement (optional). */
+  reference?: string | null;
+  /** Every Nth run goes through the CLI in a child process (0: never). */
+  subprocessEvery?: number;
+  /** Every Nth run also repairs a copy with -y (0: never). */
+  repairEvery?: number;
+  /** Longest a single check may take. */
+  maxMs?: number;
+  maxRssMb?: number;
+  log?: (m: string) => void;
+  workDir?: string;
+}
+
+export interface FuzzResult {
+  runs: number;
+  checks: number;
+  repairs: number;
+  failures: string[];
+  /** image/kind -> [both not clean, only reference, only fsck, both clean] */
+  agreement: Map<string, [number, number, number, number]>;
+  maxCheckMs: number;
+  peakRssMb: number;
+}
+
+const statusOf = (res: { fatal?: { status: number }; report: { errors: number } }) => (res.fatal ? res.fatal.status : res.report.errors ? 4 : 0);
+
+/**
+ * The fuzzer: random byte flips (caught by check codes: fsck must say "not
+ * clean") and forged changes (re-sealed: anything may be reported, but fsck
+ * must not crash, hang or grow), now and then through the CLI in a child
+ * process and through a full -y repair of a copy.
+ */
+export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   await initCodecs();
   const { checkHammer2 } = await import('./check');
-  if (!args.images.length) {
-    console.error('usage: fsck-fuzz [--iterations N] [--seed S] [--reference /path/fsck_hammer2] IMAGE...');
-    return 16;
-  }
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fsck-fuzz-'));
-  const cli = path.join(__dirname, '..', 'src', 'cli', 'fsck_hammer2.js');
-  let failures = 0;
-  let runs = 0;
-  const agree = new Map<string, { both: number; refOnly: number; oursOnly: number; clean: number }>();
+  const { repairHammer2 } = await import('./repair');
+  const log = o.log ?? (() => {});
+  const work = o.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fsck-fuzz-'));
+  // Compiled: dist/fsck -> dist/src/cli; from sources (tests): fsck -> dist/src/cli.
+  const cli = [path.join(__dirname, '..', 'src', 'cli', 'fsck_hammer2.js'), path.join(__dirname, '..', 'dist', 'src', 'cli', 'fsck_hammer2.js')].find((p) =>
+    fs.existsSync(p),
+  );
+  if (o.subprocessEvery && !cli) throw new Error('fsck_hammer2.js not built (npm run build)');
+  const res: FuzzResult = { runs: 0, checks: 0, repairs: 0, failures: [], agreement: new Map(), maxCheckMs: 0, peakRssMb: 0 };
+  const maxMs = o.maxMs ?? 30_000;
+  const t0 = Date.now();
+  const copies: string[] = [];
   try {
-    const copies = args.images.map((img, i) => {
+    for (const [i, img] of o.images.entries()) {
       const dst = path.join(work, `${i}-${path.basename(img)}`);
-      const r = spawnSync('cp', ['--sparse=always', img, dst]);
-      if (r.status !== 0) throw new Error(`cp ${img} failed`);
-      return dst;
-    });
+      if (spawnSync('cp', ['--sparse=always', img, dst]).status !== 0) throw new Error(`cp ${img} failed`);
+      copies.push(dst);
+    }
     const maps = copies.map((c) => mapImage(c));
-    const r = rng(args.seed);
-    const targets: FlipTarget[] = ['metadata', 'metadata', 'metadata', 'header', 'freemap', 'data'];
-    for (let it = 0; it < args.iterations; it++) {
+    const r = rng(o.seed);
+    const kinds: (FlipTarget | 'forge')[] = ['metadata', 'metadata', 'metadata', 'header', 'freemap', 'data', 'forge', 'forge'];
+    for (let it = 0; it < o.iterations && (!o.budgetMs || Date.now() - t0 < o.budgetMs); it++) {
       const k = Math.floor(r() * copies.length);
-      const m = new Mutator(copies[k], maps[k]);
-      const target = targets[Math.floor(r() * targets.length)];
+      const img = copies[k];
+      const name = path.basename(o.images[k]);
+      const kind = kinds[Math.floor(r() * kinds.length)];
+      const m = new Mutator(img, maps[k]);
+      const fail = (msg: string) => {
+        res.failures.push(`#${it} ${name} ${msg}`);
+        log(`FAIL #${it} ${name} ${msg}`);
+      };
       try {
-        const what = randomFlip(m, r, target);
+        const what = kind === 'forge' ? randomForge(m, r) : randomFlip(m, r, kind);
         if (!what) continue;
-        runs++;
-        const t0 = Date.now();
+        res.runs++;
         let status: number;
-        let msg = '';
-        if (args.subprocessEvery > 0 && it % args.subprocessEvery === 0) {
-          const p = spawnSync(process.execPath, [cli, '-q', copies[k]], { encoding: 'utf8', timeout: args.maxMs });
+        const c0 = Date.now();
+        if (o.subprocessEvery && it % o.subprocessEvery === 0) {
+          const p = spawnSync(process.execPath, [cli!, '-q', img], { encoding: 'utf8', timeout: maxMs, env: { ...process.env, HAMMER2_QUIET_SHIM: '1' } });
           status = p.status ?? -1;
-          if (p.signal || p.error) msg = `killed (${p.signal ?? p.error?.message})`;
-          if (/TypeError|RangeError|ReferenceError|at .*\.js:\d+/.test(p.stderr)) msg = `crashed: ${p.stderr.split('\n')[0]}`;
+          if (p.signal || p.error) fail(`${what}: CLI killed (${p.signal ?? p.error?.message})`);
+          else if (![0, 4, 8].includes(status)) fail(`${what}: CLI exit ${status}: ${p.stderr.split('\n').slice(0, 3).join(' | ')}`);
         } else {
           try {
-            const res = await checkHammer2(copies[k], { lock: false });
-            status = res.fatal ? res.fatal.status : res.report.errors ? 4 : 0;
+            status = statusOf(await checkHammer2(img, { lock: false }));
           } catch (e) {
             status = -1;
-            msg = `threw: ${(e as Error).stack}`;
+            fail(`${what}: check threw ${(e as Error).stack}`);
           }
         }
-        const ms = Date.now() - t0;
-        const rss = process.memoryUsage().rss / 1024 / 1024;
-        if (ms > args.maxMs) msg ||= `took ${ms} ms`;
-        if (rss > args.maxRssMb) msg ||= `rss ${rss.toFixed(0)} MiB`;
-        if (status !== 4 && status !== 8 && target !== 'freemap' && target !== 'header') {
-          // A flip can land in bytes nothing checks (unused header space, junk in EMPTY slots).
-        }
+        res.checks++;
+        const ms = Date.now() - c0;
+        res.maxCheckMs = Math.max(res.maxCheckMs, ms);
+        if (ms > maxMs) fail(`${what}: check took ${ms} ms`);
+        const rss = process.memoryUsage().rss / 2 ** 20;
+        res.peakRssMb = Math.max(res.peakRssMb, rss);
+        if (o.maxRssMb && rss > o.maxRssMb) fail(`${what}: rss ${rss.toFixed(0)} MiB`);
+        // Every flip lands in bytes a check code covers: fsck must see it.
+        if (kind !== 'forge' && status === 0) fail(`${what}: reported clean`);
         let ref = -1;
-        if (args.reference) {
-          ref = referenceVerdict(args.reference, copies[k]);
-          const key = `${path.basename(args.images[k])}/${target}`;
-          const a = agree.get(key) ?? { both: 0, refOnly: 0, oursOnly: 0, clean: 0 };
+        if (o.reference) {
+          ref = referenceVerdict(o.reference, img);
+          const key = `${name}/${kind}`;
+          const a = res.agreement.get(key) ?? [0, 0, 0, 0];
           const ours = status === 0 ? 0 : 1;
-          if (ref && ours) a.both++;
-          else if (ref && !ours) {
-            a.refOnly++;
-            msg ||= `reference says corrupt, fsck says clean`;
-          } else if (!ref && ours) a.oursOnly++;
-          else a.clean++;
-          agree.set(key, a);
+          a[ref && ours ? 0 : ref ? 1 : ours ? 2 : 3]++;
+          res.agreement.set(key, a);
+          if (ref && !ours) fail(`${what}: the reference says not clean, fsck says clean`);
         }
-        if (status < 0) msg ||= 'no exit status';
-        if (msg) {
-          failures++;
-          console.log(`FAIL #${it} ${path.basename(args.images[k])} ${what}: ${msg} (status ${status}, ref ${ref})`);
+        if (o.repairEvery && it % o.repairEvery === 0 && status !== 8) {
+          // Repair a copy (a repair writes beyond what the undo log restores).
+          const scratch = path.join(work, 'repair.img');
+          spawnSync('cp', ['--sparse=always', img, scratch]);
+          try {
+            const first = await checkHammer2(scratch, { lock: false });
+            const rep = await repairHammer2(scratch, first, { lock: false });
+            res.repairs++;
+            const fin = rep.final!;
+            const left = fin.report.findings.filter((f) => f.severity === 'error' && f.fixable);
+            if (!fin.fatal && left.length) fail(`${what}: after -y, fixable errors remain: ${left.slice(0, 3).map((f) => `${f.code}: ${f.message}`).join(' | ')}`);
+            if (o.reference && !fin.fatal && fin.report.errors === 0 && referenceVerdict(o.reference, scratch) !== 0) {
+              fail(`${what}: repaired image is clean for fsck but not for the reference`);
+            }
+          } catch (e) {
+            fail(`${what}: repair threw ${(e as Error).stack}`);
+          } finally {
+            fs.rmSync(scratch, { force: true });
+          }
         }
-        if (it % 100 === 0) console.error(`#${it} runs ${runs} failures ${failures} rss ${rss.toFixed(0)} MiB`);
+        if (it % 50 === 0) log(`#${it}: ${res.runs} runs, ${res.failures.length} failures, rss ${rss.toFixed(0)} MiB`);
       } finally {
-        m.close();
+        m.restore();
+        fs.closeSync(m.fd);
       }
     }
   } finally {
-    fs.rmSync(work, { recursive: true, force: true });
+    if (!o.workDir) fs.rmSync(work, { recursive: true, force: true });
   }
-  if (agree.size) {
-    console.log('agreement (image/target: both not clean, only reference, only fsck, both clean):');
-    for (const [k, v] of [...agree].sort()) console.log(`  ${k.padEnd(36)} ${v.both} ${v.refOnly} ${v.oursOnly} ${v.clean}`);
+  return res;
+}
+
+// ------------------------------------------------------------------ program
+
+async function main(): Promise<number> {
+  process.env.HAMMER2_QUIET_SHIM ??= '1';
+  const argv = process.argv.slice(2);
+  const o: FuzzOptions = { images: [], iterations: 2000, seed: Date.now() % 100000, reference: null, subprocessEvery: 50, repairEvery: 10, maxMs: 60_000, maxRssMb: 1536 };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i];
+    if (v === '--iterations' || v === '-n') o.iterations = Number(argv[++i]);
+    else if (v === '--seed') o.seed = Number(argv[++i]);
+    else if (v === '--reference') o.reference = argv[++i];
+    else if (v === '--subprocess-every') o.subprocessEvery = Number(argv[++i]);
+    else if (v === '--repair-every') o.repairEvery = Number(argv[++i]);
+    else if (v === '--max-ms') o.maxMs = Number(argv[++i]);
+    else if (v === '--max-rss-mb') o.maxRssMb = Number(argv[++i]);
+    else o.images.push(v);
   }
-  console.log(`${runs - failures} passed, ${failures} failed`);
-  return failures ? 1 : 0;
+  if (!o.images.length) {
+    console.error('usage: fsck-fuzz [--iterations N] [--seed S] [--reference /path/fsck_hammer2] [--repair-every N] IMAGE...');
+    return 16;
+  }
+  console.log(`seed ${o.seed}, ${o.iterations} iterations over ${o.images.join(', ')}`);
+  const res = await runFuzz({ ...o, log: (m) => console.log(m) });
+  if (res.agreement.size) {
+    console.log('verdicts (image/mutation: both not clean, only reference, only fsck, both clean):');
+    for (const [k, v] of [...res.agreement].sort()) console.log(`  ${k.padEnd(36)} ${v.join(' ')}`);
+  }
+  console.log(`${res.checks} checks (slowest ${res.maxCheckMs} ms), ${res.repairs} repairs, peak rss ${res.peakRssMb.toFixed(0)} MiB`);
+  console.log(`${res.runs - res.failures.length} passed, ${res.failures.length} failed`);
+  return res.failures.length ? 1 : 0;
 }
 
 if (require.main === module) {
