@@ -17,7 +17,13 @@ import { formatHammer2 } from '../mkfs/newfs';
 import { Hammer2Fs } from '../src/fs';
 import { ObjType } from '../src/media';
 
-const REPO = path.resolve(__dirname, '..', '..');
+/** The checkout: the nearest directory above this file with a package.json (from src or dist). */
+function repoRoot(): string {
+  let d = __dirname;
+  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
+}
+const REPO = repoRoot();
 const MOUNT = path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js');
 
 class Rng {

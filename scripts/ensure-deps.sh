@@ -1,47 +1,30 @@
 #!/usr/bin/env bash
 # Make a fresh Debian machine ready to build and run hammer2fs:
-#   libfuse2  - fuse-native's binding links libfuse.so.2
-#   fuse3     - provides fusermount, which mounting and unmounting run
+#   libfuse3 runtime, libfuse3-dev, pkg-config
+#             - native-shim/fuse_ll.node, our libfuse3 low-level FUSE binding
+#               (runtime package libfuse3-3 on Debian 12, libfuse3-4 on 13)
+#   fuse3     - fusermount3, which mounting, unmounting and auto_unmount run
 #   python3   - the fixture comparison tools used by the tests
-#   gcc       - builds native-shim (image locking, block device sizes)
-#   libfuse3-3, libfuse3-dev, pkg-config
-#             - native-shim/fuse_ll.node, our libfuse3 low-level binding
-#               (src/fuse/lowlevel.ts); the runtime library is libfuse3-3 on
-#               Debian 12 (libfuse3-4 on Debian 13)
+#   gcc       - builds native-shim (FUSE binding, image locking, device sizes)
 # then installs the npm packages and compiles the TypeScript.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 need=()
-have_lib 'libfuse.so.2 ' || need+=(libfuse2)
-command -v fusermount >/dev/null 2>&1 || command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+have_lib 'libfuse3.so.3 ' || need+=(libfuse3)
+[ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
-# Optional: without them only the low-level binding is missing.
-want=()
-have_lib 'libfuse3.so.3 ' || want+=(libfuse3)
-[ -e /usr/include/fuse3/fuse_lowlevel.h ] || want+=(libfuse3-dev)
-command -v pkg-config >/dev/null 2>&1 || want+=(pkg-config)
 
 if ((${#need[@]})); then
   SUDO=
   [ "$(id -u)" = 0 ] || SUDO=sudo
-  echo "hammer2fs: installing system packages: ${need[*]}" >&2
   $SUDO apt-get update -qq
   pkgs=()
   for p in "${need[@]}"; do
-    # Debian 13 renamed libfuse2 to libfuse2t64.
-    if [ "$p" = libfuse2 ] && ! apt-cache show libfuse2 >/dev/null 2>&1; then p=libfuse2t64; fi
-    pkgs+=("$p")
-  done
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
-if ((${#want[@]})); then
-  SUDO=
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  pkgs=()
-  for p in "${want[@]}"; do
     # libfuse3's runtime package is named after its soname version.
     if [ "$p" = libfuse3 ]; then
       p=libfuse3-3
@@ -50,9 +33,7 @@ if ((${#want[@]})); then
     pkgs+=("$p")
   done
   echo "hammer2fs: installing system packages: ${pkgs[*]}" >&2
-  ( ((${#need[@]})) || $SUDO apt-get update -qq ) &&
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null ||
-    echo "hammer2fs: could not install ${pkgs[*]}; the libfuse3 low-level binding will be unavailable" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 
 # The FUSE device: load the module if it is missing (possible only as root).

@@ -12,7 +12,7 @@ else
     const dir = tempDir(t);
     const seed = Number(process.env.H2_CRASH_SEED ?? 4242);
     for (let i = 0; i < 3; i++) {
-      const r = await crashRun(i, seed + i, dir, 4 << 30);
+      const r = await crashRun(i, seed + i, dir, 4 * 2 ** 30);
       t.ok(r.ok, `run ${i} (seed ${seed + i}): ${r.detail}`);
     }
     t.ok(fs.existsSync(dir));

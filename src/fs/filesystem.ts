@@ -37,7 +37,7 @@ import {
   ZONE_BYTES,
   ZONE_SEG,
 } from '../media';
-import { flushPfs } from './flush';
+import { flushPfs, PfsCommit } from './flush';
 import { Pfs } from './pfs';
 
 export interface FlushStats {
@@ -66,7 +66,7 @@ export class Hammer2Fs {
   private pfsByName = new Map<string, Pfs>();
   private writer: BlockWriter | null = null;
   private allocator: (Allocator & FreemapCommit) | null = null;
-  /** Set when a flush failed part way: the mount refuses further writes. */
+  /** Set when writing the volume header itself failed: the mount refuses further writes. */
   failed: Error | null = null;
   lastFlush: FlushStats | null = null;
   onDirty: () => void = () => {};
@@ -169,40 +169,55 @@ export class Hammer2Fs {
   }
   private allocatedAtReclaim = 0;
 
-  /** Commit everything pending. No-op when clean. */
+  /**
+   * Commit everything pending. No-op when clean. If anything fails before
+   * the volume header is written, media still holds the previous commit
+   * and memory still holds every pending change: the error goes to the
+   * caller and a later flush tries again.
+   */
   flush(): FlushStats | null {
     if (!this.writable || !this.writer || !this.allocator) return null;
-    if (this.failed) throw new FsError('EIO', `an earlier flush failed: ${this.failed.message}`);
+    if (this.failed) throw new FsError('EIO', `the volume header could not be written: ${this.failed.message}`);
     if (!this.dirty) return null;
     const t0 = Date.now();
     const w = this.writer;
     const hdr = this.dev.header;
+    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
     const tid = hdr.mirrorTid + 1n;
     w.tid = tid;
     const b0 = w.blocksWritten;
     const y0 = w.bytesWritten;
+    const commits: PfsCommit[] = [];
+    let headerStarted = false;
     try {
       const srootUpdates: LeafUpdate[] = [];
       for (const p of this.pfsByName.values()) {
-        const b = flushPfs(p, w);
-        if (b) srootUpdates.push({ key: b.key, bref: b });
+        const c = flushPfs(p, w);
+        if (!c) continue;
+        commits.push(c);
+        srootUpdates.push({ key: c.bref.key, bref: c.bref });
       }
       srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      if (srootUpdates.length) hdr.sroot = [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)];
+      const sroot = srootUpdates.length ? [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)] : hdr.sroot;
       const fm = this.allocator.commit(tid);
+      this.dev.vols.sync();
+      hdr.sroot = sroot;
       hdr.freemap = fm.freemap;
       hdr.mirrorTid = tid;
       hdr.freemapTid = tid;
       hdr.allocatorFree = fm.free;
-      this.dev.vols.sync();
+      headerStarted = true;
       this.writeHeader();
       this.dev.vols.sync();
     } catch (e) {
-      // The on-media state is still the previous commit; memory is not.
-      this.failed = e as Error;
+      Object.assign(hdr, saved);
       this.allocator.rollback();
+      // A header write that failed half way may have destroyed that slot; the
+      // others still hold older commits, but this mount must not go on.
+      if (headerStarted) this.failed = e as Error;
       throw e instanceof FsError || e instanceof MediaError ? e : new FsError('EIO', (e as Error).message);
     }
+    for (const c of commits) c.apply();
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
     return this.lastFlush;
   }

@@ -108,25 +108,34 @@ function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockre
   return b;
 }
 
+/** A PFS's part of a commit: the new root bref, and how to make memory match once it is on media. */
+export interface PfsCommit {
+  bref: Blockref;
+  /** Called only after the volume header is written: pending state becomes committed. */
+  apply(): void;
+}
+
 /**
- * Flush one PFS. Returns the PFS root's new bref (for the super-root), or
- * null if nothing changed.
+ * Write one PFS's pending changes. Memory is not changed until `apply()`:
+ * if the commit fails anywhere before the header is written, everything is
+ * still pending and the next flush simply tries again.
  */
-export function flushPfs(pfs: Pfs, w: BlockWriter): Blockref | null {
+export function flushPfs(pfs: Pfs, w: BlockWriter): PfsCommit | null {
   if (!pfs.dirty) return null;
   const index: LeafUpdate[] = [];
+  const done: [Node, Blockref][] = [];
   for (const n of [...pfs.live.values()]) {
     if (!n.dirty || n.inum === ROOT_INUM) continue;
     if (n.deleted && n.opens === 0) continue; // its index entry goes below
     const table = rebuildBlockset(pfs, w, n);
     const b = writeInode(w, n.data, n.inum, table);
     index.push({ key: n.inum, bref: b });
-    pfs.committed(n, b);
+    done.push([n, b]);
   }
-  for (const inum of [...pfs.removed]) {
+  const removed = [...pfs.removed];
+  for (const inum of removed) {
     const n = pfs.live.get(inum);
     if (!n || n.bref !== null) index.push({ key: inum, bref: null });
-    pfs.forget(inum);
   }
   index.sort(cmp);
   const root = pfs.root;
@@ -134,7 +143,13 @@ export function flushPfs(pfs: Pfs, w: BlockWriter): Blockref | null {
   root.data.meta.pfsInum = pfs.inumAllocator;
   const table = rebuildBlockset(pfs, w, root, index);
   const b = writeInode(w, root.data, pfs.entry.bref.key, table, pfs.entry.bref.flags | BREF_FLAG_PFSROOT);
-  pfs.committed(root, b);
-  pfs.entry = { ...pfs.entry, bref: b, inode: root.data };
-  return b;
+  return {
+    bref: b,
+    apply: () => {
+      for (const [n, nb] of done) pfs.committed(n, nb);
+      for (const inum of removed) pfs.forget(inum);
+      pfs.committed(root, b);
+      pfs.entry = { ...pfs.entry, bref: b, inode: root.data };
+    },
+  };
 }

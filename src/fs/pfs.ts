@@ -110,9 +110,17 @@ export const devMajor = (dev: number): number => (dev >>> 8) & 0xfff;
 export const devMinor = (dev: number): number => (dev & 0xff) | ((dev >>> 12) & 0xfff00);
 
 const MAX_FILE_SIZE = 2n ** 63n - 1n;
+/** Longest symlink target believed from media (Linux allows 4095; this is a sanity bound). */
+const MAX_SYMLINK = 65536;
 const LBLOCK = BigInt(PBUFSIZE);
 const LINK_MAX = 0xffffffffn;
 const isDir = (n: Node) => n.data.meta.type === ObjType.DIRECTORY;
+
+/** Name the inode in a media error (the daemon logs it with the block offset). */
+function withInode(e: unknown, n: Node): unknown {
+  if (e instanceof MediaError && !e.message.startsWith('inode ')) return new MediaError(`inode ${n.inum}: ${e.message}`, e.offset);
+  return e;
+}
 
 export function cloneInode(d: InodeData): InodeData {
   const raw = Buffer.from(d.raw);
@@ -159,6 +167,9 @@ export class Pfs {
   ) {
     this.root = { inum: ROOT_INUM, bref: entry.bref, disk: entry.inode, data: entry.inode, dirty: false, opens: 0 };
     this.validate(this.root);
+    if (entry.inode.meta.type !== ObjType.DIRECTORY) {
+      throw new MediaError(`PFS "${entry.name}": root inode is not a directory (type ${entry.inode.meta.type})`, entry.bref.dataOff);
+    }
     const next = entry.inode.meta.pfsInum + 1n;
     this.nextInum = next < BigInt(INODE_START) ? BigInt(INODE_START) : next;
   }
@@ -181,6 +192,9 @@ export class Pfs {
     if (m.size > MAX_FILE_SIZE) throw new MediaError(`inode ${ip.inum} has absurd size ${m.size}`, at);
     if (m.opFlags & OPFLAG_DIRECTDATA && m.size > BigInt(EMBEDDED_BYTES)) {
       throw new MediaError(`inode ${ip.inum} claims ${m.size} bytes of embedded data`, at);
+    }
+    if (m.type === ObjType.SOFTLINK && m.size > BigInt(MAX_SYMLINK)) {
+      throw new MediaError(`symlink inode ${ip.inum} claims a ${m.size}-byte target`, at);
     }
   }
 
@@ -301,6 +315,14 @@ export class Pfs {
 
   /** Find `name` in directory `dir`. Hash collisions are resolved by comparing names. */
   lookup(dir: Node, name: Buffer): DirEntry | null {
+    try {
+      return this.lookupNoContext(dir, name);
+    } catch (e) {
+      throw withInode(e, dir);
+    }
+  }
+
+  private lookupNoContext(dir: Node, name: Buffer): DirEntry | null {
     if (!isDir(dir)) throw new FsError('ENOTDIR');
     if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
     const key = dirhash(name);
@@ -485,6 +507,15 @@ export class Pfs {
 
   /** Read up to `len` bytes at `pos` from a file or symlink; short only at EOF. */
   read(n: Node, pos: number, len: number): Buffer {
+    if (pos < 0 || len < 0) throw new FsError('EINVAL');
+    try {
+      return this.readNoContext(n, pos, len);
+    } catch (e) {
+      throw withInode(e, n);
+    }
+  }
+
+  private readNoContext(n: Node, pos: number, len: number): Buffer {
     const m = n.data.meta;
     if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
     const size = Number(m.size);
