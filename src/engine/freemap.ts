@@ -442,6 +442,9 @@ export class FreemapAllocator implements Allocator {
   rollback(): void {
     this.leaves.clear();
     this.nodes.clear();
+    // Place the retry where the failed attempt went: it rewrites those blocks
+    // instead of spreading over more of the (perhaps full) host disk.
+    this.hint.clear();
     this.free = this.hdr.allocatorFree;
   }
 }

@@ -22,6 +22,7 @@ import {
   TreeContext,
 } from '../engine';
 import { Allocator } from '../engine/writer';
+import { DeviceError } from '../store';
 import {
   Blockref,
   BrefType,
@@ -215,7 +216,10 @@ export class Hammer2Fs {
       // A header write that failed half way may have destroyed that slot; the
       // others still hold older commits, but this mount must not go on.
       if (headerStarted) this.failed = e as Error;
-      throw e instanceof FsError || e instanceof MediaError ? e : new FsError('EIO', (e as Error).message);
+      if (e instanceof FsError || e instanceof MediaError) throw e;
+      // A host that ran out of space says ENOSPC; other device trouble is EIO.
+      const code = e instanceof DeviceError && /^E[A-Z]+$/.test(e.code) ? e.code : 'EIO';
+      throw new FsError(code, (e as Error).message);
     }
     for (const c of commits) c.apply();
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
