@@ -27,5 +27,5 @@ cat <<MSG
 hammer2fs: the DATA PFS of $img is mounted at
     $mnt
 Unmount with:
-    fusermount -u $mnt
+    fusermount3 -u $mnt
 MSG

@@ -100,7 +100,7 @@ function checkMountpoint(mnt: string): void {
     if (code === 'ENOTCONN') {
       fail(
         `${mnt}: stale FUSE mount left by a daemon that died ("Transport endpoint is not connected").\n` +
-          `  Clear it with:  fusermount -u ${mnt}   (or: umount -l ${mnt})  and mount again.`,
+          `  Clear it with:  fusermount3 -u ${mnt}   (or: umount -l ${mnt})  and mount again.`,
       );
     }
     if (code === 'ENOENT') fail(`${mnt}: mountpoint does not exist`);
@@ -209,7 +209,7 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
   }
   log(`mounted ${spec} (PFS ${pfs.name}) on ${mnt}, ${po!.readonly ? 'read-only' : 'read-write'}`);
   if (notifyFd < 0 && !o.log) {
-    process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount -u ${mnt}\` to unmount\n`);
+    process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount3 -u ${mnt}\` to unmount\n`);
   }
   notify('ok');
   const stop = (sig: string) => {
