@@ -67,6 +67,48 @@ export function sig(b: Blockref): string {
   return `${b.dataOff.toString(16)}.${b.check.readUInt32LE(0).toString(16)}.${b.check.readUInt32LE(4).toString(16)}.${b.type}.${b.methods}`;
 }
 export const SROOT_OWNER = 'sroot';
+const ownerKey = (o: Blockref | string): string => (typeof o === 'string' ? o : sig(o));
+
+/** The inode fields the walk needs, read in place (decodeInode copies every field). */
+function inodeMeta(d: Buffer) {
+  return {
+    pfsSubtype: d[3],
+    type: d[0x50],
+    opFlags: d[0x51],
+    inum: d.readBigUInt64LE(0x58),
+    size: d.readBigUInt64LE(0x60),
+    nlinks: d.readBigUInt64LE(0x68),
+    iparent: d.readBigUInt64LE(0x70),
+    nameLen: d.readUInt16LE(0x80),
+    pfsType: d[0x87],
+    pfsInum: d.readBigUInt64LE(0x88),
+  };
+}
+
+/** Blockrefs of a table, as views into its block (no copies: the walk only reads them). */
+export function decodeTable(buf: Buffer, off: number, count: number): Blockref[] {
+  const out: Blockref[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const o = off + i * 128;
+    out[i] = {
+      type: buf[o],
+      methods: buf[o + 1],
+      copyid: buf[o + 2],
+      keybits: buf[o + 3],
+      vradix: buf[o + 4],
+      flags: buf[o + 5],
+      leafCount: buf.readUInt16LE(o + 6),
+      key: buf.readBigUInt64LE(o + 8),
+      mirrorTid: buf.readBigUInt64LE(o + 0x10),
+      modifyTid: buf.readBigUInt64LE(o + 0x18),
+      dataOff: buf.readBigUInt64LE(o + 0x20),
+      updateTid: buf.readBigUInt64LE(o + 0x28),
+      embed: buf.subarray(o + 0x30, o + 0x40),
+      check: buf.subarray(o + 0x40, o + 0x80),
+    };
+  }
+  return out;
+}
 
 /** Changes to blocktables a repair would make in the zone it keeps. */
 export interface MediaPlan {
@@ -130,8 +172,8 @@ interface Frame {
   hi: bigint;
   parentBits: number;
   depth: number;
-  /** Identity of the block holding this table. */
-  owner: string;
+  /** The block holding this table (its blockref), or a tag for the volume header's tables. */
+  owner: Blockref | string;
   inode: InodeCtx | null;
   pfs: PfsCtx | null;
 }
@@ -165,7 +207,7 @@ export class ZoneWalk {
   readonly plan = newMediaPlan();
   /** Blocks newer than the freemap (mount recovery re-marks them) go here too. */
   recoverAbove: { tid: bigint; bits: BlockBits } | null = null;
-  private path: string[] = [];
+  private path: (Blockref | string)[] = [];
   private superRoots = 0;
   private pfsNames = new Set<string>();
 
@@ -185,7 +227,7 @@ export class ZoneWalk {
 
   private markDirty(): void {
     if (!this.o.primary) return;
-    for (const p of this.path) this.plan.dirty.add(p);
+    for (const p of this.path) this.plan.dirty.add(ownerKey(p));
   }
 
   /** A blockref that must go: report it and plan to empty its slot. */
@@ -200,8 +242,9 @@ export class ZoneWalk {
       fixable,
     });
     if (fixable && this.o.primary && idx >= 0) {
-      let s = this.plan.drop.get(f.owner);
-      if (!s) this.plan.drop.set(f.owner, (s = new Set()));
+      const k = ownerKey(f.owner);
+      let s = this.plan.drop.get(k);
+      if (!s) this.plan.drop.set(k, (s = new Set()));
       s.add(idx);
       this.markDirty();
     }
@@ -209,8 +252,9 @@ export class ZoneWalk {
 
   private patch(f: Frame, idx: number, nb: Blockref): void {
     if (!this.o.primary || idx < 0) return;
-    let m = this.plan.patch.get(f.owner);
-    if (!m) this.plan.patch.set(f.owner, (m = new Map()));
+    const k = ownerKey(f.owner);
+    let m = this.plan.patch.get(k);
+    if (!m) this.plan.patch.set(k, (m = new Map()));
     m.set(idx, nb);
     this.markDirty();
   }
@@ -367,7 +411,7 @@ export class ZoneWalk {
         fixable: true,
       });
       if (this.o.primary) {
-        this.plan.sort.add(f.owner);
+        this.plan.sort.add(ownerKey(f.owner));
         this.markDirty();
       }
       live.sort((a, b) => (brefs[a].key < brefs[b].key ? -1 : brefs[a].key > brefs[b].key ? 1 : a - b));
@@ -525,9 +569,9 @@ export class ZoneWalk {
       case BrefType.INDIRECT: {
         const before = this.counts.slice();
         const errs = this.errors;
-        this.path.push(sig(b));
-        const table = decodeBlockrefArray(data!, 0, data!.length / 128);
-        this.walkTable(table, { ...f, lo: b.key, hi: brefKeyEnd(b), parentBits: b.keybits, depth: f.depth + 1, owner: sig(b) });
+        this.path.push(b);
+        const table = decodeTable(data!, 0, data!.length / 128);
+        this.walkTable(table, { ...f, lo: b.key, hi: brefKeyEnd(b), parentBits: b.keybits, depth: f.depth + 1, owner: b });
         this.path.pop();
         this.remember(b, before, errs);
         return;
@@ -575,10 +619,11 @@ export class ZoneWalk {
 
   private visitInode(b: Blockref, idx: number, f: Frame, data: Buffer): void {
     if (data.length !== INODE_BYTES) return this.bad(b, idx, f, 'inode-size', `inode block is ${data.length} bytes, not ${INODE_BYTES}`);
-    const before = this.counts.slice();
+    const m = inodeMeta(data);
+    // Only inodes with blocks below them are worth remembering as subtrees.
+    const hasChildren = !(m.opFlags & OPFLAG_DIRECTDATA) && (data[0x200] | data[0x280] | data[0x300] | data[0x380]) !== 0;
+    const before = hasChildren ? this.counts.slice() : null;
     const errs = this.errors;
-    const ip = decodeInode(data);
-    const m = ip.meta;
     let kind: Kind;
     let pfs = f.pfs;
     let inode: InodeCtx;
@@ -597,6 +642,7 @@ export class ZoneWalk {
       inode = { inum: m.inum, type: m.type, size: m.size, winBase: -1n, winNames: [] };
     } else if (f.kind === 'superroot') {
       const nlen = Math.min(m.nameLen, 256);
+      const ip = decodeInode(data);
       const name = ip.filename.subarray(0, nlen).toString('utf8');
       if (!(m.opFlags & OPFLAG_PFSROOT)) return this.bad(b, idx, f, 'not-pfs-root', `inode under the super-root is not a PFS root (op_flags 0x${m.opFlags.toString(16)})`);
       if (m.type !== ObjType.DIRECTORY) return this.bad(b, idx, f, 'pfs-root-type', `PFS root "${name}" is not a directory`);
@@ -657,21 +703,21 @@ export class ZoneWalk {
     }
 
     if (!directdata) {
-      this.path.push(sig(b));
-      this.walkTable(inodeBlockset(ip), {
+      this.path.push(b);
+      this.walkTable(decodeTable(data, 0x200, 4), {
         kind,
         lo: 0n,
         hi: 0xffffffffffffffffn,
         parentBits: 65,
         depth: f.depth + 1,
-        owner: sig(b),
+        owner: b,
         inode,
         pfs,
       });
       this.path.pop();
     }
     if (pfsInfo) this.pfs.push(pfsInfo);
-    this.remember(b, before, errs);
+    if (before) this.remember(b, before, errs);
   }
 
   // ----------------------------------------------------------- data, entries
@@ -775,14 +821,14 @@ export class ZoneWalk {
       this.leaves.push(b);
       return;
     }
-    this.path.push(sig(b));
-    this.walkTable(decodeBlockrefArray(data, 0, data.length / 128), {
+    this.path.push(b);
+    this.walkTable(decodeTable(data, 0, data.length / 128), {
       ...f,
       lo: b.key,
       hi: brefKeyEnd(b),
       parentBits: b.keybits,
       depth: f.depth + 1,
-      owner: sig(b),
+      owner: b,
     });
     this.path.pop();
   }
