@@ -1,0 +1,197 @@
+// Medians, spreads and ratios of the runs, and the tables that show them.
+import type { FsName } from './targets';
+import type { MetricDef, Workload } from './workloads';
+
+export interface RunRecord {
+  workload: string;
+  fs: FsName;
+  rep: number;
+  metrics: Record<string, number>;
+  info: Record<string, unknown>;
+  daemon: {
+    /** CPU seconds of the daemon over the measured steps */
+    cpu: number | null;
+    /** VmHWM over the whole workload, bytes */
+    peakRss: number | null;
+    /** data bytes the measured steps moved */
+    bytes: number;
+  };
+  wallSeconds: number;
+  error?: string;
+  problems: string[];
+}
+
+export interface Cell {
+  median: number;
+  min: number;
+  max: number;
+  /** (max - min) / median, percent */
+  spreadPct: number;
+  n: number;
+  samples: number[];
+}
+
+export interface Row {
+  workload: string;
+  metric: MetricDef;
+  cells: Partial<Record<FsName, Cell>>;
+  /** how many times better hammer2fs is (> 1 better), medians of this run */
+  vsFuse2fs?: number;
+  vsMemfs?: number;
+  /** targets from issue 6 that apply to this row */
+  targetFuse2fs?: number;
+  targetMemfs?: number;
+  errors: Partial<Record<FsName, string>>;
+}
+
+export const GiB = 1 << 30;
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function cell(samples: number[]): Cell | undefined {
+  const xs = samples.filter((x) => Number.isFinite(x));
+  if (!xs.length) return undefined;
+  const med = median(xs);
+  const min = Math.min(...xs);
+  const max = Math.max(...xs);
+  return { median: med, min, max, spreadPct: med ? (100 * (max - min)) / Math.abs(med) : 0, n: xs.length, samples: xs };
+}
+
+/** Daemon rows every workload gets (FUSE filesystems only). */
+export function daemonMetrics(w: Workload): MetricDef[] {
+  return [
+    { key: 'rss', label: 'daemon peak RSS MiB', better: 'lower' },
+    w.dataHeavy ? { key: 'cpuGiB', label: 'daemon CPU s/GiB', better: 'lower' } : { key: 'cpu', label: 'daemon CPU s', better: 'lower' },
+  ];
+}
+
+function daemonValue(r: RunRecord, key: string): number {
+  if (key === 'rss') return r.daemon.peakRss === null ? NaN : r.daemon.peakRss / 1048576;
+  if (key === 'cpu') return r.daemon.cpu ?? NaN;
+  if (key === 'cpuGiB') return r.daemon.cpu === null || r.daemon.bytes <= 0 ? NaN : r.daemon.cpu / (r.daemon.bytes / GiB);
+  return NaN;
+}
+
+const SEQ = new Set(['seqwrite', 'seqwrite-comp', 'seqread']);
+
+export function summarize(workloads: Workload[], fsList: FsName[], runs: RunRecord[]): Row[] {
+  const rows: Row[] = [];
+  for (const w of workloads) {
+    const mine = runs.filter((r) => r.workload === w.name);
+    if (!mine.length) continue;
+    const defs: [MetricDef, boolean][] = [...w.metrics.map((m): [MetricDef, boolean] => [m, false]), ...daemonMetrics(w).map((m): [MetricDef, boolean] => [m, true])];
+    for (const [m, isDaemon] of defs) {
+      const row: Row = { workload: w.name, metric: m, cells: {}, errors: {} };
+      for (const f of fsList) {
+        const rs = mine.filter((r) => r.fs === f);
+        const ok = rs.filter((r) => !r.error);
+        const c = cell(ok.map((r) => (isDaemon ? daemonValue(r, m.key) : r.metrics[m.key] ?? NaN)));
+        if (c) row.cells[f] = c;
+        const bad = rs.find((r) => r.error);
+        if (bad) row.errors[f] = bad.error!.split('\n')[0].slice(0, 200);
+      }
+      const h2 = row.cells.hammer2fs?.median;
+      const factor = (o: number | undefined) =>
+        h2 === undefined || o === undefined || !(h2 > 0) || !(o > 0) ? undefined : m.better === 'higher' ? h2 / o : o / h2;
+      if (!m.noRatio) {
+        row.vsFuse2fs = factor(row.cells.fuse2fs?.median);
+        row.vsMemfs = factor(row.cells.memfs?.median);
+      }
+      if (!isDaemon && !m.noRatio) row.targetFuse2fs = 2;
+      if (SEQ.has(w.name) && m.key === 'mbps') row.targetMemfs = 0.7;
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+export function fmtNum(x: number): string {
+  const a = Math.abs(x);
+  if (a >= 1000) return Math.round(x).toLocaleString('en-US');
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  return x.toPrecision(2);
+}
+
+function fmtCell(c: Cell | undefined, err: string | undefined): string {
+  if (!c) return err ? 'FAILED' : '–';
+  const spread = c.n > 1 ? ` ±${c.spreadPct < 10 ? c.spreadPct.toFixed(1) : Math.round(c.spreadPct)}%` : '';
+  return fmtNum(c.median) + spread + (err ? ' (!)' : '');
+}
+
+function fmtRatio(r: number | undefined, target: number | undefined): string {
+  if (r === undefined) return '–';
+  const s = r >= 10 ? r.toFixed(1) : r.toFixed(2);
+  return `${s}×` + (target === undefined ? '' : r >= target ? ' ✓' : ' ✗');
+}
+
+export function tableRows(rows: Row[], fsList: FsName[]): string[][] {
+  const head = ['workload', 'metric', ...fsList];
+  const withF = fsList.includes('hammer2fs') && fsList.includes('fuse2fs');
+  const withM = fsList.includes('hammer2fs') && fsList.includes('memfs');
+  if (withF) head.push('h2 vs fuse2fs');
+  if (withM) head.push('h2 vs memfs');
+  const out = [head];
+  let last = '';
+  for (const r of rows) {
+    const line = [r.workload === last ? '' : r.workload, r.metric.label, ...fsList.map((f) => fmtCell(r.cells[f], r.errors[f]))];
+    if (withF) line.push(fmtRatio(r.vsFuse2fs, r.targetFuse2fs));
+    if (withM) line.push(fmtRatio(r.vsMemfs, r.targetMemfs));
+    out.push(line);
+    last = r.workload;
+  }
+  return out;
+}
+
+const width = (s: string) => [...s].length;
+
+export function textTable(t: string[][]): string {
+  const w = t[0].map((_, i) => Math.max(...t.map((r) => width(r[i] ?? ''))));
+  const fmt = (r: string[]) =>
+    r.map((c, i) => (i < 2 ? c + ' '.repeat(w[i] - width(c)) : ' '.repeat(w[i] - width(c)) + c)).join('  ');
+  const lines = [fmt(t[0]), w.map((n) => '─'.repeat(n)).join('  ')];
+  let prev = '';
+  for (const r of t.slice(1)) {
+    if (r[0] && prev) lines.push('');
+    lines.push(fmt(r));
+    prev = r[0] || prev;
+  }
+  return lines.join('\n');
+}
+
+export function mdTable(t: string[][]): string {
+  const esc = (s: string) => s.replace(/\|/g, '\\|');
+  const lines = [`| ${t[0].map(esc).join(' | ')} |`, `|${t[0].map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
+  for (const r of t.slice(1)) lines.push(`| ${r.map(esc).join(' | ')} |`);
+  return lines.join('\n');
+}
+
+/** The issue's targets, checked against this run's medians. */
+export function targetLines(rows: Row[], runs: RunRecord[]): string[] {
+  const out: string[] = [];
+  const vsF = rows.filter((r) => r.targetFuse2fs !== undefined && r.vsFuse2fs !== undefined);
+  if (vsF.length) {
+    const miss = vsF.filter((r) => r.vsFuse2fs! < 2);
+    out.push(
+      `hammer2fs ≥ 2× fuse2fs on every workload: ${miss.length ? `NOT met on ${miss.length} of ${vsF.length} (${miss.map((r) => `${r.workload} ${r.metric.label} ${r.vsFuse2fs!.toFixed(2)}×`).join(', ')})` : `met (${vsF.length} figures)`}`,
+    );
+  }
+  const vsM = rows.filter((r) => r.targetMemfs !== undefined && r.vsMemfs !== undefined);
+  if (vsM.length) {
+    const miss = vsM.filter((r) => r.vsMemfs! < 0.7);
+    out.push(
+      `sequential read and write ≥ 70 % of memfs: ${miss.length ? `NOT met (${miss.map((r) => `${r.workload} ${(100 * r.vsMemfs!).toFixed(0)} %`).join(', ')})` : `met (${vsM.map((r) => `${r.workload} ${(100 * r.vsMemfs!).toFixed(0)} %`).join(', ')})`}`,
+    );
+  }
+  const rss = runs.filter((r) => r.fs === 'hammer2fs' && r.daemon.peakRss !== null).map((r) => r.daemon.peakRss! / 1048576);
+  if (rss.length) {
+    const peak = Math.max(...rss);
+    out.push(`hammer2fs daemon RSS < 256 MiB: ${peak < 256 ? 'met' : 'NOT met'} (peak ${peak.toFixed(0)} MiB over all runs)`);
+  }
+  return out;
+}

@@ -1,0 +1,257 @@
+// The workloads, each a short script of steps run against one filesystem.
+// Measured steps run in a worker process (bench/worker.ts) or fio; the
+// runner adds the daemon's CPU time over each measured step.
+import * as path from 'node:path';
+import type { Job } from './worker';
+import type { Target } from './targets';
+
+export interface Settings {
+  quick: boolean;
+  reps: number;
+  /** bytes of each sequential file and of the random I/O file */
+  size: number;
+  /** seconds of random I/O */
+  runtime: number;
+  fsyncs: number;
+  files: number;
+  /** the tarball extracted and re-archived, and what it holds */
+  tarball: string;
+  treeSource: string;
+  tree: { files: number; dirs: number; symlinks: number; bytes: number };
+  imageSize: number;
+  useFio: boolean;
+  /** 1 MiB chunks checked after each sequential read */
+  verifyChunks: number;
+}
+
+export interface MetricDef {
+  key: string;
+  label: string;
+  better: 'higher' | 'lower';
+  /** shown, but no ratio (not a speed: e.g. space used) */
+  noRatio?: boolean;
+}
+
+export interface Ctx {
+  target: Target;
+  s: Settings;
+  /** Run a worker job; measured steps count towards the daemon's CPU. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  step(label: string, job: Job, measured: boolean): Promise<Record<string, any>>;
+  /** Run fio (measured); returns its JSON report. */
+  fio(label: string, args: string[], seconds: number): Promise<FioReport>;
+  /** Make the filesystem's caches cold (remount + drop caches). */
+  cold(): Promise<void>;
+  metric(key: string, value: number): void;
+  info(key: string, value: unknown): void;
+  /** Data bytes moved by measured steps (for CPU seconds per GiB). */
+  moved(bytes: number): void;
+}
+
+export interface FioReport {
+  jobs: { read: FioSide; write: FioSide; job_runtime?: number }[];
+  'fio version'?: string;
+}
+interface FioSide {
+  iops: number;
+  io_bytes: number;
+  clat_ns?: { mean?: number; percentile?: Record<string, number> };
+}
+
+export interface Workload {
+  name: string;
+  title: string;
+  describe(s: Settings): string;
+  metrics: MetricDef[];
+  /** moves enough data for CPU seconds per GiB to mean something */
+  dataHeavy: boolean;
+  run(ctx: Ctx): Promise<void>;
+}
+
+const MB = 1e6;
+const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+
+export const WORKLOADS: Workload[] = [
+  {
+    name: 'seqwrite',
+    title: 'sequential write',
+    describe: (s) =>
+      `write one ${mib(s.size)} file of pseudo-random (incompressible) data with 1 MiB write() calls, then fsync and close; ` +
+      `time from open to the end of fsync`,
+    metrics: [{ key: 'mbps', label: 'write MB/s', better: 'higher' }],
+    dataHeavy: true,
+    async run(c) {
+      const r = await c.step('writing', { op: 'seqwrite', file: path.join(c.target.root, 'seq.dat'), size: c.s.size, kind: 'random', seed: 11 }, true);
+      c.metric('mbps', r.bytes / r.seconds / MB);
+      c.moved(r.bytes);
+    },
+  },
+  {
+    name: 'seqwrite-comp',
+    title: 'sequential write, compressible',
+    describe: (s) =>
+      `as seqwrite, with log-like text lines (LZ4 packs each 64 KiB to about 35 %, which HAMMER2 stores in a 32 KiB block); ` +
+      `"stored %" is st_blocks × 512 over the size after fsync`,
+    metrics: [
+      { key: 'mbps', label: 'write MB/s', better: 'higher' },
+      { key: 'stored', label: 'stored %', better: 'lower', noRatio: true },
+    ],
+    dataHeavy: true,
+    async run(c) {
+      const r = await c.step('writing', { op: 'seqwrite', file: path.join(c.target.root, 'text.dat'), size: c.s.size, kind: 'text', seed: 12 }, true);
+      c.metric('mbps', r.bytes / r.seconds / MB);
+      if (r.storedBytes > 0) c.metric('stored', (100 * r.storedBytes) / r.size);
+      c.moved(r.bytes);
+    },
+  },
+  {
+    name: 'seqread',
+    title: 'sequential read, cold',
+    describe: (s) =>
+      `write a ${mib(s.size)} pseudo-random file (not timed), unmount, drop the kernel's caches, mount again, ` +
+      `then read it with 1 MiB read() calls (memfs and local: caches dropped, no remount); ${s.verifyChunks} MiB are verified afterwards`,
+    metrics: [{ key: 'mbps', label: 'read MB/s', better: 'higher' }],
+    dataHeavy: true,
+    async run(c) {
+      const file = path.join(c.target.root, 'seq.dat');
+      await c.step('preparing', { op: 'seqwrite', file, size: c.s.size, kind: 'random', seed: 13 }, false);
+      await c.cold();
+      const r = await c.step('reading', { op: 'seqread', file, size: c.s.size, kind: 'random', seed: 13, verify: c.s.verifyChunks }, true);
+      c.metric('mbps', r.bytes / r.seconds / MB);
+      c.moved(r.bytes);
+    },
+  },
+  {
+    name: 'randrw',
+    title: 'random 4 KiB read/write',
+    describe: (s) =>
+      (s.useFio
+        ? `fio, one job: rw=randrw rwmixread=50 bs=4k ioengine=psync (buffered; fadvise RANDOM, no readahead) over a ${mib(s.size)} file ` +
+          `for ${s.runtime} s (time_based, norandommap, end_fsync=1)`
+        : `built-in driver (fio missing or --no-fio): 4 KiB pread/pwrite, half each, uniformly random over a ${mib(s.size)} file for ${s.runtime} s, then fsync (Node cannot fadvise: kernel readahead stays on, so reads cost more than with fio)`) +
+      `; the file is written sequentially first (not timed) and caches dropped (memfs/local) or the fs remounted`,
+    metrics: [
+      { key: 'riops', label: 'read IOPS', better: 'higher' },
+      { key: 'wiops', label: 'write IOPS', better: 'higher' },
+    ],
+    dataHeavy: true,
+    async run(c) {
+      const file = path.join(c.target.root, 'rand.dat');
+      await c.step('preparing', { op: 'seqwrite', file, size: c.s.size, kind: 'random', seed: 14 }, false);
+      await c.cold();
+      if (c.s.useFio) {
+        const rep = await c.fio(
+          'random I/O (fio)',
+          [
+            '--name=randrw',
+            `--filename=${file}`,
+            '--rw=randrw',
+            '--rwmixread=50',
+            '--bs=4k',
+            `--size=${c.s.size}`,
+            `--runtime=${c.s.runtime}`,
+            '--time_based',
+            '--ioengine=psync',
+            '--invalidate=1',
+            '--norandommap',
+            '--randrepeat=1',
+            '--end_fsync=1',
+            '--output-format=json',
+          ],
+          c.s.runtime,
+        );
+        const j = rep.jobs[0];
+        c.metric('riops', j.read.iops);
+        c.metric('wiops', j.write.iops);
+        c.moved(j.read.io_bytes + j.write.io_bytes);
+        const lat = (s: FioSide) => s.clat_ns?.percentile?.['99.000000'];
+        c.info('read p99 µs', (lat(j.read) ?? NaN) / 1000);
+        c.info('write p99 µs', (lat(j.write) ?? NaN) / 1000);
+      } else {
+        const r = await c.step('random I/O', { op: 'randrw', file, size: c.s.size, runtime: c.s.runtime, seed: 15 }, true);
+        c.metric('riops', r.readIops);
+        c.metric('wiops', r.writeIops);
+        c.moved(r.bytes);
+      }
+    },
+  },
+  {
+    name: 'fsync',
+    title: 'write + fsync',
+    describe: (s) => `${s.fsyncs} × (4 KiB write() appended to one file, then fsync()); latency is per write+fsync pair`,
+    metrics: [
+      { key: 'ops', label: 'ops/s', better: 'higher' },
+      { key: 'p50', label: 'p50 ms', better: 'lower' },
+      { key: 'p99', label: 'p99 ms', better: 'lower' },
+    ],
+    dataHeavy: false,
+    async run(c) {
+      const r = await c.step('write+fsync', { op: 'fsync', file: path.join(c.target.root, 'fsync.dat'), count: c.s.fsyncs }, true);
+      c.metric('ops', r.count / r.seconds);
+      c.metric('p50', r.p50 * 1000);
+      c.metric('p99', r.p99 * 1000);
+      c.moved(r.bytes);
+    },
+  },
+  {
+    name: 'meta',
+    title: 'metadata, one directory',
+    describe: (s) =>
+      `in one directory: create ${s.files} empty files (open O_CREAT|O_EXCL + close, then fsync of the directory and syncfs); ` +
+      `remount cold, lstat each in a fixed shuffled order; remount cold, readdir the whole directory; ` +
+      `unlink each (then fsync of the directory and syncfs)`,
+    metrics: [
+      { key: 'create', label: 'create /s', better: 'higher' },
+      { key: 'stat', label: 'stat (cold) /s', better: 'higher' },
+      { key: 'readdir', label: 'readdir (cold) entries/s', better: 'higher' },
+      { key: 'unlink', label: 'unlink /s', better: 'higher' },
+    ],
+    dataHeavy: false,
+    async run(c) {
+      const dir = path.join(c.target.root, 'many');
+      const n = c.s.files;
+      const cr = await c.step('create', { op: 'create', dir, count: n }, true);
+      c.metric('create', n / cr.seconds);
+      await c.cold();
+      const st = await c.step('stat', { op: 'stat', dir, count: n }, true);
+      c.metric('stat', n / st.seconds);
+      await c.cold();
+      const rd = await c.step('readdir', { op: 'readdir', dir, count: n }, true);
+      c.metric('readdir', n / rd.seconds);
+      const ul = await c.step('unlink', { op: 'unlink', dir, count: n }, true);
+      c.metric('unlink', n / ul.seconds);
+    },
+  },
+  {
+    name: 'tar',
+    title: 'source tree with tar',
+    describe: (s) =>
+      `extract ${path.basename(s.tarball)} (${s.tree.files} files, ${s.tree.dirs} directories, ${s.tree.symlinks} symlinks, ` +
+      `${(s.tree.bytes / MB).toFixed(1)} MB; an uncompressed tarball of ${s.treeSource} made with sorted names and fixed owners and times) ` +
+      `with tar -xf, then fsync of the top directory and syncfs; the tree is checked (counts and sizes, not timed); remount cold; ` +
+      `re-archive it with tar -cf - | wc -c`,
+    metrics: [
+      { key: 'extract', label: 'extract s', better: 'lower' },
+      { key: 'archive', label: 're-archive s', better: 'lower' },
+    ],
+    dataHeavy: false,
+    async run(c) {
+      const dir = path.join(c.target.root, 'tree');
+      const x = await c.step(
+        'tar -x',
+        { op: 'exec', cmd: 'sh', args: ['-c', 'mkdir -p "$1" && exec tar -xf "$2" -C "$1"', 'sh', dir, c.s.tarball], syncDir: dir },
+        true,
+      );
+      c.metric('extract', x.seconds);
+      const t = (await c.step('checking the tree', { op: 'tree', dir }, false)) as unknown as Settings['tree'];
+      const want = c.s.tree;
+      if (t.files !== want.files || t.dirs !== want.dirs || t.symlinks !== want.symlinks || t.bytes !== want.bytes) {
+        throw new Error(`extracted tree differs: ${JSON.stringify(t)} instead of ${JSON.stringify(want)}`);
+      }
+      await c.cold();
+      const a = await c.step('tar -c', { op: 'exec', cmd: 'sh', args: ['-c', 'tar -cf - -C "$1" . | wc -c', 'sh', dir] }, true);
+      c.metric('archive', a.seconds);
+      c.moved(2 * want.bytes);
+    },
+  },
+];
