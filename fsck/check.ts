@@ -8,6 +8,7 @@ import {
   initCodecs,
   NUM_VOLHDRS,
   uuidToString,
+  VOLUME_ID_HBO,
   VolumeHeader,
   ZONE_BYTES,
 } from '../src/media';
@@ -220,8 +221,24 @@ function runCheck(spec: string, vols: VolumeSet, report: Report, opts: CheckOpti
     }
     zones.push(zs);
   }
-  // Some invalid zones never got a tid; the new header must exceed every tid on media.
-  for (const c of vols.candidates) if (c.header && c.header.mirrorTid > maxTid) maxTid = c.header.mirrorTid;
+  // Invalid zones still carry a tid the new header must exceed. The reference
+  // also picks its "best" zone by magic and tid alone: with -b a damaged
+  // header newer than every valid one is the zone it checks, so report it.
+  for (const z of zones) {
+    if (z.valid) continue;
+    let raw: Buffer;
+    try {
+      raw = vols.volumes[0].dev.read(z.zone * ZONE_BYTES, 0x80);
+    } catch {
+      continue;
+    }
+    if (raw.readBigUInt64LE(0) !== VOLUME_ID_HBO) continue;
+    const tid = raw.readBigUInt64LE(0x78);
+    if (tid > maxTid) maxTid = tid;
+    if (opts.bestOnly && tid > hdr.mirrorTid) {
+      add({ severity: 'error', code: 'header-invalid', zone: z.zone, message: `newest volume header (mirror_tid 0x${tid.toString(16)}): ${z.reason}`, fixable: true });
+    }
+  }
 
   headerSanity(hdr, vols, add, bestZone);
 

@@ -32,10 +32,10 @@ export class Progress {
     const now = Date.now();
     if (!force && now - this.last < 100) return;
     this.last = now;
-    const cols = Math.max(40, Math.min(this.out.columns ?? 80, 120));
+    const cols = Math.max(40, Math.min(this.out.columns || 80, 120));
     const frac = Math.min(1, this.done / this.total);
-    const label = `${this.phase} ${fmtBytes(this.done)}`;
-    const width = Math.max(10, cols - label.length - 10);
+    const label = `${this.phase} ${fmtBytes(this.done)}`.padEnd(Math.min(28, cols - 25));
+    const width = Math.max(5, cols - 1 - label.length - 8);
     const fill = Math.round(frac * width);
     const line = `${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${String(Math.floor(frac * 100)).padStart(3)}%`;
     this.out.write(`\r${line.slice(0, cols - 1)}`);
@@ -45,7 +45,7 @@ export class Progress {
   /** Erase the bar (before normal output). */
   clear(): void {
     if (!this.shown) return;
-    const cols = Math.max(40, Math.min(this.out.columns ?? 80, 120));
+    const cols = Math.max(40, Math.min(this.out.columns || 80, 120));
     this.out.write(`\r${' '.repeat(cols - 1)}\r`);
     this.shown = false;
   }
