@@ -395,6 +395,17 @@ export const FORGES: Record<string, Forge> = {
     m.reseal(i);
     return { what: `inode 0x${m.blocks[i].key.toString(16)} inum changed`, expect: ['inum-mismatch'] };
   },
+  'shared-node': (m, r) => {
+    // Two inodes of the index pointing at one inode block.
+    const all = brefsIn(m).filter((b) => b.type === 1 && b.key >= 0x400n && b.key < 1n << 63n);
+    const a = pickOne(all, r);
+    const b = a && pickOne(all.filter((x) => x.holder === a.holder && x.loc !== a.loc), r);
+    if (!a || !b) return null;
+    m.write(b.loc + 0x20, m.read(a.loc + 0x20, 8));
+    m.write(b.loc + 0x40, m.read(a.loc + 0x40, 64));
+    m.reseal(b.holder);
+    return { what: `inode ${b.key.toString(16)} points at inode ${a.key.toString(16)}'s block`, expect: ['shared-block'] };
+  },
   'used-free': (m, r) => {
     const leaf = m.blocks.findIndex((b) => b.kind === 'fleaf');
     const data = pickOne(m.blocks.filter((b) => b.kind === 'data' && b.off >= 0x8800000 && b.off < 2 ** 30), r);

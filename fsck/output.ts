@@ -109,7 +109,7 @@ export function renderText(r: CheckResult, o: TextOptions): string {
 }
 
 export function summaryLine(r: CheckResult, status: number): string {
-  if (r.fatal) return `${r.spec}: ${r.fatal.message}`;
+  if (r.fatal) return r.fatal.message.startsWith(r.spec) ? r.fatal.message : `${r.spec}: ${r.fatal.message}`;
   const rep = r.report;
   const parts: string[] = [];
   parts.push(rep.errors ? `${rep.errors} error${rep.errors > 1 ? 's' : ''} (${rep.fixableErrors} fixable with -y)` : 'no errors');

@@ -208,6 +208,8 @@ export class ZoneWalk {
   /** Blocks newer than the freemap (mount recovery re-marks them) go here too. */
   recoverAbove: { tid: bigint; bits: BlockBits } | null = null;
   private path: (Blockref | string)[] = [];
+  /** Nodes met in the current PFS (cleared at each PFS root). */
+  private readonly visited = new SeenCache(17, false);
   private superRoots = 0;
   private pfsNames = new Set<string>();
 
@@ -554,6 +556,17 @@ export class ZoneWalk {
       }
     }
 
+    // A node referenced twice in one PFS's tree never happens on real media
+    // (only data blocks are shared, by dedup); a forged one could make the
+    // walk exponential.
+    if (isNode) {
+      if (this.visited.has(b)) {
+        this.bad(b, idx, f, 'shared-block', 'block referenced more than once in one tree');
+        return;
+      }
+      this.visited.put(b);
+    }
+
     let data: Buffer | null = null;
     const needRead =
       radix !== 0 &&
@@ -669,6 +682,7 @@ export class ZoneWalk {
         ns.rootPfsInum = m.pfsInum;
       }
       pfs = { name, ns, counts: newCounts() };
+      this.visited.clear();
       // This PFS's counts include its own inode, as the reference's -p does.
       pfs.counts[C_BREF] = 1;
       pfs.counts[C_INODE] = 1;
