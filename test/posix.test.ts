@@ -326,6 +326,8 @@ else {
       t.equal(op(['renameat2', p('r/n1'), p('r/n2'), 1]), 'EEXIST', 'RENAME_NOREPLACE onto an existing name');
       t.equal(op(['renameat2', p('r/n1'), p('r/n3'), 1]), 'ok', 'RENAME_NOREPLACE to a new name');
       t.equal(op(['renameat2', p('r/n3'), p('r/n2'), 2]), 'EINVAL', 'RENAME_EXCHANGE is not supported');
+      t.equal(op(['renameat2', p('r/n3'), p('r/n4'), 4]), 'EINVAL', 'RENAME_WHITEOUT is not supported');
+      t.ok(fs.existsSync(p('r/n3')) && !fs.existsSync(p('r/n4')), 'and renames nothing');
       t.equal(fs.readFileSync(p('r/n3'), 'utf8'), '1');
     });
 

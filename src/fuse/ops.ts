@@ -187,10 +187,14 @@ export class Hammer2Ops {
     this.pfs.unlink(this.node(parent), name, this.now(), true);
   }
 
-  /** flags: 1 = RENAME_NOREPLACE, 2 = RENAME_EXCHANGE (not supported: EINVAL). */
+  /**
+   * flags: 1 = RENAME_NOREPLACE. RENAME_EXCHANGE (2) and RENAME_WHITEOUT (4,
+   * which must leave a whiteout device at the old name) are not supported:
+   * EINVAL, like any flag we do not know, rather than a plain rename.
+   */
   rename(_c: Caller, parent: bigint, name: Buffer, newparent: bigint, newname: Buffer, flags = 0): void {
     this.writable();
-    if (flags & 2) throw new FsError('EINVAL', 'RENAME_EXCHANGE is not supported');
+    if (flags & ~1) throw new FsError('EINVAL', `rename flags ${flags} are not supported`);
     const sdir = this.node(parent);
     const ddir = this.node(newparent);
     if (flags & 1 && this.pfs.lookup(ddir, newname)) throw new FsError('EEXIST');
