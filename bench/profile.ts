@@ -5,7 +5,7 @@
 // those windows count: the measured steps, not start-up, preparation or unmount.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { REPO } from './targets';
+import { BIN, REPO } from './targets';
 
 interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
@@ -32,12 +32,25 @@ export interface ProfileSummary {
   top: ProfileLine[];
 }
 
-function where(url: string, line: number): string {
-  if (!url) return '';
+const REPLIES = new Set(['err', 'ok', 'entry', 'noEntry', 'create', 'attr', 'readlink', 'open', 'write', 'buf', 'xattrSize', 'statfs', 'dirents', 'direntsPlus']);
+
+function where(fn: string, url: string, line: number): string {
+  // No script: V8's own entries ("(garbage collector)"), or a native function
+  // (a binding such as the synchronous read/fsync of fs, or the FUSE replies).
+  if (!url) return fn.startsWith('(') ? '' : '(native)';
+  if (url.startsWith('wasm://')) return 'WebAssembly (lz4-wasm-nodejs or xxhash-wasm)';
   let p = url.replace(/^file:\/\//, '');
-  if (p.startsWith(REPO + '/')) p = p.slice(REPO.length + 1);
-  else if (p.startsWith('node:')) return p;
-  return `${p}:${line + 1}`;
+  if (p.startsWith('node:')) return p;
+  for (const root of [BIN.root, REPO]) {
+    if (p.startsWith(root + '/')) {
+      p = p.slice(root.length + 1);
+      break;
+    }
+  }
+  // The reply methods of lowlevel.ts: their self time is the native reply
+  // (packing, writev to /dev/fuse and the kernel's work on it).
+  const reply = p.endsWith('src/fuse/lowlevel.js') && REPLIES.has(fn) ? ' (FUSE reply: packing + native send)' : '';
+  return `${p}:${line + 1}${reply}`;
 }
 
 export function summarizeProfiles(dir: string, top = 15): ProfileSummary | null {
@@ -79,7 +92,7 @@ export function summarizeProfiles(dir: string, top = 15): ProfileSummary | null 
         idle += us;
         continue;
       }
-      const w = where(n.callFrame.url, n.callFrame.lineNumber);
+      const w = where(fn, n.callFrame.url, n.callFrame.lineNumber);
       const key = `${fn}\u0000${w}`;
       const e = self.get(key) ?? { fn, where: w, us: 0 };
       e.us += us;

@@ -38,6 +38,9 @@ export interface Row {
   /** how many times better hammer2fs is (> 1 better), medians of this run */
   vsFuse2fs?: number;
   vsMemfs?: number;
+  /** the same factor per repetition (hammer2fs and the other from the same repetition) */
+  pairedVsFuse2fs: number[];
+  pairedVsMemfs: number[];
   /** targets from issue 6 that apply to this row */
   targetFuse2fs?: number;
   targetMemfs?: number;
@@ -85,11 +88,12 @@ export function summarize(workloads: Workload[], fsList: FsName[], runs: RunReco
     if (!mine.length) continue;
     const defs: [MetricDef, boolean][] = [...w.metrics.map((m): [MetricDef, boolean] => [m, false]), ...daemonMetrics(w).map((m): [MetricDef, boolean] => [m, true])];
     for (const [m, isDaemon] of defs) {
-      const row: Row = { workload: w.name, metric: m, cells: {}, errors: {} };
+      const row: Row = { workload: w.name, metric: m, cells: {}, errors: {}, pairedVsFuse2fs: [], pairedVsMemfs: [] };
+      const value = (r: RunRecord) => (isDaemon ? daemonValue(r, m.key) : r.metrics[m.key] ?? NaN);
       for (const f of fsList) {
         const rs = mine.filter((r) => r.fs === f);
         const ok = rs.filter((r) => !r.error);
-        const c = cell(ok.map((r) => (isDaemon ? daemonValue(r, m.key) : r.metrics[m.key] ?? NaN)));
+        const c = cell(ok.map(value));
         if (c) row.cells[f] = c;
         const bad = rs.find((r) => r.error);
         if (bad) row.errors[f] = bad.error!.split('\n')[0].slice(0, 200);
@@ -100,6 +104,18 @@ export function summarize(workloads: Workload[], fsList: FsName[], runs: RunReco
       if (!m.noRatio) {
         row.vsFuse2fs = factor(row.cells.fuse2fs?.median);
         row.vsMemfs = factor(row.cells.memfs?.median);
+        const paired = (other: FsName): number[] => {
+          const out: number[] = [];
+          for (const h of mine.filter((r) => r.fs === 'hammer2fs' && !r.error)) {
+            const o = mine.find((r) => r.fs === other && r.rep === h.rep && !r.error);
+            const a = value(h);
+            const b = o ? value(o) : NaN;
+            if (a > 0 && b > 0) out.push(m.better === 'higher' ? a / b : b / a);
+          }
+          return out;
+        };
+        row.pairedVsFuse2fs = paired('fuse2fs');
+        row.pairedVsMemfs = paired('memfs');
       }
       if (!isDaemon && !m.noRatio) row.targetFuse2fs = 2;
       if (SEQ.has(w.name) && m.key === 'mbps') row.targetMemfs = 0.7;

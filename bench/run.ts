@@ -11,11 +11,10 @@ import { Command } from 'commander';
 import { ProfileSummary, summarizeProfiles } from './profile';
 import { loadavg, sample } from './procstat';
 import { GiB, RunRecord, mdTable, summarize, tableRows, targetLines, textTable } from './report';
-import { cleanup, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail } from './targets';
+import { BIN, cleanup, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, useSnapshot } from './targets';
 import type { Job } from './worker';
 import { Ctx, FioReport, Settings, WORKLOADS, Workload } from './workloads';
 
-const WORKER_BIN = path.join(REPO, 'dist', 'bench', 'worker.js');
 const MiB = 1 << 20;
 
 // ---- options ----
@@ -361,7 +360,7 @@ async function runOne(rc: RunContext, w: Workload, fsName: FsName, rep: number):
     step: (label: string, job: Job, measured: boolean) =>
       measure(measured, async () => {
         rc.progress.step(label);
-        const r = await runChild(process.execPath, [WORKER_BIN, JSON.stringify(job)], rc.stepTimeout, (l) => {
+        const r = await runChild(process.execPath, [BIN.worker, JSON.stringify(job)], rc.stepTimeout, (l) => {
           if (l.startsWith('{"p":')) rc.progress.frac = JSON.parse(l).p;
         }).catch((e) => {
           throw failed(label, e);
@@ -468,7 +467,7 @@ async function main(): Promise<number> {
   const fsList = (o.fs.length ? o.fs : [...FS_NAMES]).map((n) => (FS_NAMES.includes(n as FsName) ? (n as FsName) : fail(`unknown filesystem "${n}" (${FS_NAMES.join(', ')})`)));
   if (process.getuid?.() !== 0) fail('the benchmark needs root (FUSE mounts of images, dropping caches)');
   if (!fs.existsSync('/dev/fuse')) fail('no /dev/fuse');
-  for (const bin of [WORKER_BIN, path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js')]) if (!fs.existsSync(bin)) fail(`${bin} missing: run npm run build`);
+  for (const bin of [BIN.worker, BIN.mount, BIN.memfs]) if (!fs.existsSync(bin)) fail(`${bin} missing: run npm run build`);
 
   ensureTools(fsList, o.fio, o.install);
   const useFio = o.fio && have('fio');
@@ -523,6 +522,7 @@ async function main(): Promise<number> {
 
   prepareWorkdir(workdir);
   cleanup.paths.add(workdir);
+  useSnapshot(path.join(workdir, 'snapshot'));
   if (!dropCaches()) process.stderr.write('bench: cannot drop caches: "cold" figures are not cold\n');
 
   const meta = { runId, started: new Date().toISOString(), machine: machine(), loadStart: loadavg() };
@@ -606,7 +606,7 @@ async function main(): Promise<number> {
     settings: { ...settings, tarball: path.basename(settings.tarball) },
     filesystems: Object.fromEntries(fsList.map((f) => [f, FS_DESCRIPTION[f]])),
     workloads: workloads.map((w) => ({ name: w.name, title: w.title, description: w.describe(settings), metrics: w.metrics })),
-    summary: rows.map((r) => ({ workload: r.workload, metric: r.metric.key, label: r.metric.label, better: r.metric.better, cells: r.cells, vsFuse2fs: r.vsFuse2fs ?? null, vsMemfs: r.vsMemfs ?? null, errors: r.errors })),
+    summary: rows.map((r) => ({ workload: r.workload, metric: r.metric.key, label: r.metric.label, better: r.metric.better, cells: r.cells, vsFuse2fs: r.vsFuse2fs ?? null, vsMemfs: r.vsMemfs ?? null, pairedVsFuse2fs: r.pairedVsFuse2fs, pairedVsMemfs: r.pairedVsMemfs, errors: r.errors })),
     targets,
     runs,
     failures,

@@ -10,8 +10,34 @@ import { formatHammer2 } from '../mkfs/newfs';
 import { sample } from './procstat';
 
 export const REPO = path.resolve(__dirname, '..', '..');
-export const MOUNT_BIN = path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js');
-export const MEMFS_BIN = path.join(REPO, 'dist', 'bench', 'memfs.js');
+
+/** Where the programs the bench starts live: the repository's dist/, or a snapshot of it. */
+export const BIN = {
+  root: REPO,
+  mount: path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js'),
+  memfs: path.join(REPO, 'dist', 'bench', 'memfs.js'),
+  worker: path.join(REPO, 'dist', 'bench', 'worker.js'),
+};
+
+/**
+ * Run every daemon and worker from a private copy of dist/ and the native
+ * shim (node_modules linked), so that a rebuild of the work tree during the
+ * run (someone else's `npm run build`) cannot change or break what is measured.
+ */
+export function useSnapshot(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.cpSync(path.join(REPO, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  const rel = path.join('native-shim', 'build', 'Release');
+  fs.mkdirSync(path.join(dir, rel), { recursive: true });
+  for (const f of fs.readdirSync(path.join(REPO, rel))) {
+    if (f.endsWith('.node')) fs.copyFileSync(path.join(REPO, rel, f), path.join(dir, rel, f));
+  }
+  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
+  BIN.root = dir;
+  BIN.mount = path.join(dir, 'dist', 'src', 'cli', 'mount_hammer2.js');
+  BIN.memfs = path.join(dir, 'dist', 'bench', 'memfs.js');
+  BIN.worker = path.join(dir, 'dist', 'bench', 'worker.js');
+}
 
 export const FS_NAMES = ['hammer2fs', 'fuse2fs', 'memfs', 'local'] as const;
 export type FsName = (typeof FS_NAMES)[number];
@@ -287,7 +313,7 @@ class Hammer2Target extends Target {
       fs.mkdirSync(this.env.profileDir, { recursive: true });
       node.push('--cpu-prof', `--cpu-prof-dir=${this.env.profileDir}`);
     }
-    await this.startDaemon(process.execPath, [...node, MOUNT_BIN, '-f', this.img, this.root], this.root, 'mount_hammer2', {
+    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', this.img, this.root], this.root, 'mount_hammer2', {
       ...process.env,
       HAMMER2_QUIET_SHIM: '1',
     });
@@ -358,7 +384,7 @@ class MemfsTarget extends Target {
   }
 
   async setup(): Promise<void> {
-    await this.startDaemon(process.execPath, [MEMFS_BIN, this.root], this.root, 'memfs');
+    await this.startDaemon(process.execPath, [BIN.memfs, this.root], this.root, 'memfs');
   }
 
   /** Nothing survives a remount of memory: cold means the kernel's caches dropped. */
