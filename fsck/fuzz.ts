@@ -65,7 +65,11 @@ export function mapImage(img: string): MapBlock[] {
         for (let i = 0; i < 2 ** radix / 128; i++) visit(off + i * 128, idx, zone, depth + 1);
       }
     };
-    for (let z = 0; z < 4 && z * 2 ** 31 < size; z++) {
+    // Newest header first: forged changes then land in the tree in force.
+    const zones: { z: number; tid: bigint }[] = [];
+    for (let z = 0; z < 4 && z * 2 ** 31 < size; z++) zones.push({ z, tid: rd(z * 2 ** 31 + 0x78, 8).readBigUInt64LE(0) });
+    zones.sort((a, b) => (a.tid > b.tid ? -1 : a.tid < b.tid ? 1 : a.z - b.z));
+    for (const { z } of zones) {
       const base = z * 2 ** 31;
       const idx = out.length;
       out.push({ kind: 'volhdr', off: base, bytes: 65536, brefLoc: -1, parent: -1, zone: z, key: 0n });
@@ -203,6 +207,7 @@ export interface BrefAt {
 export function brefsIn(m: Mutator): BrefAt[] {
   const out: BrefAt[] = [];
   m.blocks.forEach((blk, i) => {
+    if (blk.zone !== m.blocks[0].zone) return; // only the tree in force
     let base: number;
     let n: number;
     if (blk.kind === 'inode') {
@@ -228,7 +233,7 @@ export function brefsIn(m: Mutator): BrefAt[] {
 export function findInode(m: Mutator, pred: (ino: Buffer, blk: MapBlock) => boolean): number {
   for (let i = 0; i < m.blocks.length; i++) {
     const blk = m.blocks[i];
-    if (blk.kind !== 'inode') continue;
+    if (blk.kind !== 'inode' || blk.zone !== m.blocks[0].zone) continue;
     if (pred(m.read(blk.off, 1024), blk)) return i;
   }
   return -1;
@@ -248,6 +253,9 @@ export interface Forged {
 
 type Forge = (m: Mutator, r: () => number) => Forged | null;
 
+/** Indexes of the blocks of the tree in force (the newest header's; mapImage lists it first). */
+const live = (m: Mutator): number[] => m.blocks.map((_, i) => i).filter((i) => m.blocks[i].zone === m.blocks[0].zone);
+
 const pickOne = <T>(a: T[], r: () => number): T | undefined => (a.length ? a[Math.floor(r() * a.length)] : undefined);
 
 /** A regular file (type 2) with exactly one name, from a makefs fixture (nlinks 1). */
@@ -260,7 +268,7 @@ const plainFile = (ino: Buffer, blk: MapBlock) =>
  */
 export const FORGES: Record<string, Forge> = {
   'nlinks-low': (m, r) => {
-    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const idxs = live(m).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
     const i = pickOne(idxs, r);
     if (i === undefined) return null;
     m.write(m.blocks[i].off + 0x68, u64(0n));
@@ -268,7 +276,7 @@ export const FORGES: Record<string, Forge> = {
     return { what: `inode 0x${m.blocks[i].key.toString(16)} nlinks 1 -> 0`, expect: ['nlinks'] };
   },
   'nlinks-high': (m, r) => {
-    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const idxs = live(m).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
     const i = pickOne(idxs, r);
     if (i === undefined) return null;
     m.write(m.blocks[i].off + 0x68, u64(7n));
@@ -336,9 +344,7 @@ export const FORGES: Record<string, Forge> = {
     return { what: `swapped two entries of the table at 0x${m.blocks[h].off.toString(16)}`, expect: ['unsorted'] };
   },
   'data-beyond-eof': (m, r) => {
-    const idxs = m.blocks
-      .map((_, i) => i)
-      .filter((i) => {
+    const idxs = live(m).filter((i) => {
         const b = m.blocks[i];
         if (b.kind !== 'inode' || b.key < 0x400n || b.key >= 1n << 63n) return false;
         const ino = m.read(b.off, 1024);
@@ -358,9 +364,7 @@ export const FORGES: Record<string, Forge> = {
     return { what: `inode 0x${m.blocks[i].key.toString(16)} size -> 1000`, expect: ['data-beyond-eof'] };
   },
   'dir-iparent': (m, r) => {
-    const idxs = m.blocks
-      .map((_, i) => i)
-      .filter((i) => {
+    const idxs = live(m).filter((i) => {
         const b = m.blocks[i];
         return b.kind === 'inode' && b.key >= 0x400n && b.key < 1n << 63n && m.read(b.off + 0x50, 1)[0] === 1;
       });
@@ -380,7 +384,7 @@ export const FORGES: Record<string, Forge> = {
     return { what: 'DATA pfs_inum -> 0x10', expect: ['pfs-inum'] };
   },
   'inode-type': (m, r) => {
-    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const idxs = live(m).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
     const i = pickOne(idxs, r);
     if (i === undefined) return null;
     m.write(m.blocks[i].off + 0x50, Buffer.from([3]));
@@ -388,7 +392,7 @@ export const FORGES: Record<string, Forge> = {
     return { what: `inode 0x${m.blocks[i].key.toString(16)} type -> 3`, expect: ['inode-type'] };
   },
   'inum-mismatch': (m, r) => {
-    const idxs = m.blocks.map((_, i) => i).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
+    const idxs = live(m).filter((i) => m.blocks[i].kind === 'inode' && plainFile(m.read(m.blocks[i].off, 1024), m.blocks[i]));
     const i = pickOne(idxs, r);
     if (i === undefined) return null;
     m.write(m.blocks[i].off + 0x58, u64(m.blocks[i].key + 0x100000n));
@@ -407,8 +411,9 @@ export const FORGES: Record<string, Forge> = {
     return { what: `inode ${b.key.toString(16)} points at inode ${a.key.toString(16)}'s block`, expect: ['shared-block'] };
   },
   'used-free': (m, r) => {
-    const leaf = m.blocks.findIndex((b) => b.kind === 'fleaf');
-    const data = pickOne(m.blocks.filter((b) => b.kind === 'data' && b.off >= 0x8800000 && b.off < 2 ** 30), r);
+    const z = m.blocks[0].zone;
+    const leaf = m.blocks.findIndex((b) => b.kind === 'fleaf' && b.zone === z);
+    const data = pickOne(m.blocks.filter((b) => b.kind === 'data' && b.zone === z && b.off >= 0x8800000 && b.off < 2 ** 30), r);
     if (leaf < 0 || !data) return null;
     const lb = m.blocks[leaf];
     const seg = Math.floor(data.off / (4 << 20));

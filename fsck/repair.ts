@@ -570,15 +570,30 @@ function touch(pfs: Pfs, n: Node, now: bigint): void {
   pfs.setattr(n, { ctime: n.data.meta.ctime, mtime: n.data.meta.mtime, atime: n.data.meta.atime }, now);
 }
 
-/** A free key for `name` in `dir` (its hash, or the next free one in the collision window). */
+/** Keys in use per directory (read once per repair: directories can be huge). */
+const usedKeys = new WeakMap<Node, Set<bigint>>();
+
+/** A free key for `name` in `dir` (hash + 1 as the reference picks, or the next free one in the window). */
 function freeKey(pfs: Pfs, dir: Node, name: Buffer): bigint {
   const h = dirhash(name);
-  const used = new Set<bigint>();
-  for (const e of pfs.readdir(dir)) used.add(e.key);
+  let used = usedKeys.get(dir);
+  if (!used) {
+    used = new Set<bigint>();
+    for (const e of pfs.readdir(dir)) used.add(e.key);
+    usedKeys.set(dir, used);
+  }
   // Keys with a pending change (new entries, deletions) are taken too.
-  const free = (k: bigint) => !used.has(k) && !dir.dirents?.has(k);
-  for (let k = h + 1n; k <= (h | DIRHASH_LOMASK); k++) if (free(k)) return k;
-  if (free(h)) return h;
+  const free = (k: bigint) => !used!.has(k) && !dir.dirents?.has(k);
+  for (let k = h + 1n; k <= (h | DIRHASH_LOMASK); k++) {
+    if (free(k)) {
+      used.add(k);
+      return k;
+    }
+  }
+  if (free(h)) {
+    used.add(h);
+    return h;
+  }
   throw new Error(`no free key for ${name} in directory ${dir.inum}`);
 }
 

@@ -781,7 +781,8 @@ export class ZoneWalk {
     let rekey = false;
     if (b.key < hash || b.key > (hash | DIRHASH_LOMASK)) {
       rekey = true;
-      this.add({
+      // A namespace matter: checked (and fixed) in the tree in force only.
+      if (this.o.primary) this.add({
         severity: 'error',
         code: 'entry-hash',
         message: `entry "${name.toString('utf8')}" has key ${hex16(b.key)} outside its hash window ${hex16(hash)} (name lookups miss it)`,

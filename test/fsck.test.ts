@@ -243,6 +243,24 @@ t.test('multi-header image written by our writer', async (t) => {
     if (haveRef) t.equal(ref(img), 0, 'reference accepts');
   });
 
+  t.test('faults in the tree in force of a four-header image', async (t) => {
+    for (const name of ['dangling-entry', 'entry-hash', 'dir-iparent', 'used-free', 'pfs-inum']) {
+      const img = copy(base, path.join(dir, 'ff.img'));
+      const m = new Mutator(img, mapImage(img));
+      const f = FORGES[name](m, rng(3));
+      fs.closeSync(m.fd);
+      if (!f) {
+        t.fail(`${name}: could not forge`);
+        continue;
+      }
+      const r = await checkHammer2(img, { lock: false });
+      for (const c of f.expect) t.ok(codes(r).includes(c), `${name}: reports ${c}`);
+      const rep = await repairHammer2(img, r, { lock: false, windowGiB: 4 });
+      t.equal(rep.final!.report.errors, 0, `${name}: repaired (${errorCodes(rep.final!).join(', ')})`);
+      if (haveRef) t.equal(ref(img), 0, `${name}: reference accepts`);
+    }
+  });
+
   t.test('windowed passes give the single pass answer', async (t) => {
     const img = copy(base, path.join(dir, 'win.img'));
     const m = new Mutator(img, mapImage(img));
