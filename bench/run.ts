@@ -271,6 +271,8 @@ function ensureTools(fsList: FsName[], wantFio: boolean, install: boolean): void
 function prepareWorkdir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
   const lock = path.join(dir, 'run.pid');
+  // Everything in here is deleted: refuse a directory that is not ours.
+  if (!fs.existsSync(lock) && fs.readdirSync(dir).length) throw new Error(`${dir} is not empty and not a bench work directory; give an empty or new --workdir`);
   try {
     const pid = Number(fs.readFileSync(lock, 'utf8'));
     if (pid && pid !== process.pid) {
@@ -511,16 +513,10 @@ async function main(): Promise<number> {
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGHUP', () => onSignal('SIGHUP'));
-  process.on('exit', () => {
-    cleanup.now();
-    try {
-      fs.rmSync(workdir, { recursive: true, force: true });
-    } catch {
-      /* best effort */
-    }
-  });
+  process.on('exit', () => cleanup.now());
 
   prepareWorkdir(workdir);
+  // Ours from here on: removed at the end whatever happens.
   cleanup.paths.add(workdir);
   useSnapshot(path.join(workdir, 'snapshot'));
   if (!dropCaches()) process.stderr.write('bench: cannot drop caches: "cold" figures are not cold\n');
