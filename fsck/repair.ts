@@ -145,7 +145,7 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
     if (n.media) {
       await mediaRound(spec, cur, o, act, res);
     } else if (n.namespace) {
-      await namespaceRound(spec, cur, act);
+      await namespaceRound(spec, cur, act, o.lock ?? true);
     } else if (n.reclaim && !reclaimed && cur.report.errors === 0) {
       reclaimed = true;
       await mediaRound(spec, cur, o, act, res);
@@ -609,8 +609,8 @@ const pending = (dir: Node): PendingDirents => (dir.dirents ??= new PendingDiren
 
 const getNode = (pfs: Pfs, inum: bigint): Node => (inum === ROOT_INUM ? pfs.root : pfs.getInode(inum));
 
-async function namespaceRound(spec: string, cur: CheckResult, act: (m: string) => void): Promise<void> {
-  const fs = await Hammer2Fs.open(spec, { writable: true, lock: true });
+async function namespaceRound(spec: string, cur: CheckResult, act: (m: string) => void, lock: boolean): Promise<void> {
+  const fs = await Hammer2Fs.open(spec, { writable: true, lock });
   try {
     const now = BigInt(Date.now()) * 1000n;
     for (const plan of cur.nsPlans) {
