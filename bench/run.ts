@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ProfileSummary, summarizeProfiles } from './profile';
 import { loadavg, sample } from './procstat';
 import { GiB, RunRecord, mdTable, summarize, tableRows, targetLines, textTable } from './report';
-import { BIN, cleanup, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, useSnapshot } from './targets';
+import { BIN, cleanup, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, privateBuild } from './targets';
 import type { Job } from './worker';
 import { Ctx, FioReport, Settings, WORKLOADS, Workload } from './workloads';
 
@@ -36,6 +36,7 @@ interface Opts {
   out: string;
   install: boolean;
   stepTimeout: string;
+  privateBuild: boolean;
 }
 
 const list = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
@@ -59,6 +60,7 @@ function parseArgs(): Opts {
     .option('--workdir <dir>', 'where images, mountpoints and temporaries go (on the local disk)', path.join(REPO, 'bench', 'results', 'work.tmp'))
     .option('--out <dir>', 'where the markdown and JSON results go', path.join(REPO, 'bench', 'results'))
     .option('--no-install', 'do not install missing tools (fuse2fs, fio, e2fsprogs) with bench/install-deps.sh')
+    .option('--no-private-build', "run the work tree's dist/ as it is instead of a private build (faster; a concurrent rebuild can break the run)")
     .option('--step-timeout <s>', 'give up on one measured step after this many seconds', '3600')
     .showHelpAfterError();
   p.parse(process.argv);
@@ -518,7 +520,12 @@ async function main(): Promise<number> {
   prepareWorkdir(workdir);
   // Ours from here on: removed at the end whatever happens.
   cleanup.paths.add(workdir);
-  useSnapshot(path.join(workdir, 'snapshot'));
+  if (o.privateBuild) {
+    process.stderr.write('bench: building hammer2fs privately (tsc into the work directory)\n');
+    const complaints = privateBuild(path.join(workdir, 'build'));
+    if (complaints) process.stderr.write(`bench: tsc complained (the build is used anyway):\n${tail(complaints, 10)}\n`);
+    for (const bin of [BIN.worker, BIN.mount, BIN.memfs]) if (!fs.existsSync(bin)) fail(`private build: ${bin} missing`);
+  }
   if (!dropCaches()) process.stderr.write('bench: cannot drop caches: "cold" figures are not cold\n');
 
   const meta = { runId, started: new Date().toISOString(), machine: machine(), loadStart: loadavg() };

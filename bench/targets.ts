@@ -6,7 +6,6 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatHammer2 } from '../mkfs/newfs';
 import { sample } from './procstat';
 
 export const REPO = path.resolve(__dirname, '..', '..');
@@ -20,13 +19,20 @@ export const BIN = {
 };
 
 /**
- * Run every daemon and worker from a private copy of dist/ and the native
- * shim (node_modules linked), so that a rebuild of the work tree during the
- * run (someone else's `npm run build`) cannot change or break what is measured.
+ * Run every daemon, worker and the formatter from a private build of the
+ * work tree's sources (tsc --outDir, native shim copied, node_modules linked),
+ * so that someone else's `npm run build` during the run (tsc rewrites dist/
+ * file by file for many seconds) cannot change or break what is measured.
+ * Returns tsc's complaints (type errors do not stop it emitting), or ''.
  */
-export function useSnapshot(dir: string): void {
+export function privateBuild(dir: string): string {
   fs.rmSync(dir, { recursive: true, force: true });
-  fs.cpSync(path.join(REPO, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const tsc = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', path.join(REPO, 'tsconfig.json'), '--outDir', path.join(dir, 'dist'), '--sourceMap', 'false'], {
+    encoding: 'utf8',
+  });
+  if (r.error) throw r.error;
   const rel = path.join('native-shim', 'build', 'Release');
   fs.mkdirSync(path.join(dir, rel), { recursive: true });
   for (const f of fs.readdirSync(path.join(REPO, rel))) {
@@ -37,6 +43,15 @@ export function useSnapshot(dir: string): void {
   BIN.mount = path.join(dir, 'dist', 'src', 'cli', 'mount_hammer2.js');
   BIN.memfs = path.join(dir, 'dist', 'bench', 'memfs.js');
   BIN.worker = path.join(dir, 'dist', 'bench', 'worker.js');
+  return r.status === 0 ? '' : (r.stdout + r.stderr).trim();
+}
+
+type Formatter = (o: { paths: string[]; sizes: number[] }) => Promise<unknown>;
+/** newfs from the same build as the daemons. */
+function formatHammer2(o: { paths: string[]; sizes: number[] }): Promise<unknown> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const m = require(path.join(BIN.root, 'dist', 'mkfs', 'newfs.js')) as { formatHammer2: Formatter };
+  return m.formatHammer2(o);
 }
 
 export const FS_NAMES = ['hammer2fs', 'fuse2fs', 'memfs', 'local'] as const;
