@@ -160,13 +160,29 @@ export function rng(seed: number): () => number {
   };
 }
 
-export type FlipTarget = 'metadata' | 'header' | 'data' | 'freemap';
+export type FlipTarget = 'metadata' | 'header' | 'data' | 'freemap' | 'anywhere';
 
 /**
  * Flip 1..3 random bytes in a random block of the given class. Returns a
  * description, or null if the image has no such block.
  */
 export function randomFlip(m: Mutator, r: () => number, target: FlipTarget): string | null {
+  if (target === 'anywhere') {
+    // Any byte up to a little past the last block in use: free space, leaked
+    // blocks, stale freemap slots, boot/aux areas, as well as live blocks.
+    let end = 0;
+    for (const b of m.blocks) end = Math.max(end, b.off + b.bytes);
+    // Half the time near a block in use (slack in its 64 KiB buffer, the
+    // unused half of freemap slots, neighbours), half anywhere.
+    let o: number;
+    if (r() < 0.5 && m.blocks.length) {
+      const b = m.blocks[Math.floor(r() * m.blocks.length)];
+      o = Math.max(0, b.off - 65536 + Math.floor(r() * (b.bytes + 131072)));
+    } else o = Math.floor(r() * (end + (1 << 20)));
+    m.xor(o, 1 + Math.floor(r() * 255));
+    const hit = m.blocks.find((b) => o >= b.off && o < b.off + b.bytes);
+    return `byte 0x${o.toString(16)} (${hit ? `${hit.kind}@0x${hit.off.toString(16)}` : 'no block'})`;
+  }
   const pick = m.blocks.filter((b) =>
     target === 'header'
       ? b.kind === 'volhdr'
@@ -518,7 +534,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
     }
     const maps = copies.map((c) => mapImage(c));
     const r = rng(o.seed);
-    const kinds: (FlipTarget | 'forge')[] = ['metadata', 'metadata', 'metadata', 'header', 'freemap', 'data', 'forge', 'forge'];
+    const kinds: (FlipTarget | 'forge')[] = ['metadata', 'metadata', 'metadata', 'header', 'freemap', 'data', 'forge', 'forge', 'anywhere'];
     for (let it = 0; it < o.iterations && (!o.budgetMs || Date.now() - t0 < o.budgetMs); it++) {
       const k = Math.floor(r() * copies.length);
       const img = copies[k];
@@ -556,7 +572,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
         res.peakRssMb = Math.max(res.peakRssMb, rss);
         if (o.maxRssMb && rss > o.maxRssMb) fail(`${what}: rss ${rss.toFixed(0)} MiB`);
         // Every flip lands in bytes a check code covers: fsck must see it.
-        if (kind !== 'forge' && status === 0) fail(`${what}: reported clean`);
+        if (kind !== 'forge' && kind !== 'anywhere' && status === 0) fail(`${what}: reported clean`);
         let ref = -1;
         if (o.reference) {
           ref = referenceVerdict(o.reference, img);
@@ -566,6 +582,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
           a[ref && ours ? 0 : ref ? 1 : ours ? 2 : 3]++;
           res.agreement.set(key, a);
           if (ref && !ours) fail(`${what}: the reference says not clean, fsck says clean`);
+          if (!ref && ours && kind === 'anywhere') log(`note #${it} ${name} ${what}: only fsck finds a fault`);
         }
         if (o.repairEvery && it % o.repairEvery === 0 && status !== 8) {
           // Repair a copy (a repair writes beyond what the undo log restores).
