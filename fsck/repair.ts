@@ -142,14 +142,24 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
       break;
     }
     seen.add(fp);
-    if (n.media) {
-      await mediaRound(spec, cur, o, act, res);
-    } else if (n.namespace) {
-      await namespaceRound(spec, cur, act, o.lock ?? true);
-    } else if (n.reclaim && !reclaimed && cur.report.errors === 0) {
-      reclaimed = true;
-      await mediaRound(spec, cur, o, act, res);
-    } else {
+    try {
+      if (n.media) {
+        await mediaRound(spec, cur, o, act, res);
+      } else if (n.namespace) {
+        await namespaceRound(spec, cur, act, o.lock ?? true);
+      } else if (n.reclaim && !reclaimed && cur.report.errors === 0) {
+        reclaimed = true;
+        await mediaRound(spec, cur, o, act, res);
+      } else {
+        break;
+      }
+    } catch (e) {
+      if (o.failBeforeHeader) throw e;
+      // A round that fails before its header write changed nothing on media.
+      act(`repair stopped: ${(e as Error).message}`);
+      res.rounds++;
+      res.wrote = true;
+      cur = await recheck();
       break;
     }
     res.wrote = true;
@@ -617,7 +627,11 @@ async function namespaceRound(spec: string, cur: CheckResult, act: (m: string) =
       if (planIsEmpty(plan)) continue;
       const pfs = fs.pfs(plan.pfs);
       if (!pfs) continue;
-      fixNamespace(pfs, plan, now, act);
+      try {
+        fixNamespace(pfs, plan, now, act);
+      } catch (e) {
+        act(`${plan.pfs}: namespace repair incomplete: ${(e as Error).message}`);
+      }
     }
     const st = fs.flush();
     if (st) act(`namespace repairs committed (mirror_tid 0x${st.tid.toString(16)}, ${st.blocks} blocks written)`);
