@@ -33,7 +33,11 @@ let r;
 if (inc) {
   fs.mkdirSync(outDir, { recursive: true });
   const cc = process.env.CC || 'cc';
-  r = run(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${inc}`, '-o', out, path.join(dir, 'hammer2_shim.c')], dir);
+  // Build beside and rename: a running daemon has the old file mapped.
+  const tmp = `${out}.tmp-${process.pid}`;
+  r = run(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${inc}`, '-o', tmp, path.join(dir, 'hammer2_shim.c')], dir);
+  if (r.ok && fs.existsSync(tmp)) fs.renameSync(tmp, out);
+  else fs.rmSync(tmp, { force: true });
 } else {
   r = run(process.execPath, [require.resolve('node-gyp/bin/node-gyp.js', { paths: [path.dirname(process.execPath) + '/../lib/node_modules/npm'] }), 'rebuild'], dir);
 }

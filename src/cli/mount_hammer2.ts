@@ -177,8 +177,11 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
   // Dirty state reaches media within flushSec seconds even if nobody syncs.
   if (!po!.readonly && po!.flushSec > 0) {
     timer = setInterval(() => {
-      if (!h2.dirty) return;
       try {
+        if (!h2.dirty) {
+          h2.idleTick();
+          return;
+        }
         h2.flush();
         h2.maybeReclaim();
       } catch (e) {

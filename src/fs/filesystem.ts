@@ -150,24 +150,86 @@ export class Hammer2Fs {
     if (ok()) return;
     this.bulkfree();
     if (ok()) return;
+    // Deleted data may still be held by older headers' trees.
+    this.retireOlderHeaders();
+    this.bulkfree();
+    if (ok()) return;
     throw new FsError('ENOSPC', 'no space left on the volume');
   }
 
   /**
-   * Reclaim space by itself when it runs low: after a flush, if free space
-   * is under 10 % and a meaningful amount has been written since the last
-   * reclaim (there is probably garbage to find).
+   * Reclaim space by itself: when free space is under 10 % and a meaningful
+   * amount has been written since the last reclaim, or when deletions since
+   * then add up to 5 % of the volume (so df shows them) and the older
+   * headers no longer hold the deleted trees.
    */
   maybeReclaim(): BulkfreeResult | null {
     if (!this.writable || !this.allocator) return null;
     const size = Number(this.dev.header.allocatorSize);
     const fa = this.allocator as FreemapAllocator;
-    if (this.freeBytes() > size / 10) return null;
-    if (fa.bytesAllocated - this.allocatedAtReclaim < size / 50) return null;
+    let released = 0;
+    for (const p of this.pfsByName.values()) released += p.releasedBytes;
+    const low = this.freeBytes() <= size / 10 && fa.bytesAllocated - this.allocatedAtReclaim >= size / 50;
+    if (released - this.releasedAtReclaim >= Math.max(size / 20, 64 << 20) && this.releaseTid === 0n) {
+      this.releaseTid = this.dev.header.mirrorTid;
+    }
+    const aged = this.releaseTid !== 0n && this.dev.header.mirrorTid >= this.releaseTid + BigInt(this.headerSlots());
+    if (!low && !aged) return null;
     const r = this.bulkfree();
     this.allocatedAtReclaim = fa.bytesAllocated;
+    this.releasedAtReclaim = released;
+    this.releaseTid = 0n;
     return r;
   }
+  private releasedAtReclaim = 0;
+
+  /**
+   * Called when the mount is idle: if deletions wait for older headers to
+   * age out, commit an empty transaction (the same tree, a newer tid, the
+   * next header slot) so that they do, and reclaim.
+   */
+  idleTick(): BulkfreeResult | null {
+    if (!this.writable || this.failed || this.dirty) return null;
+    const r = this.maybeReclaim();
+    if (r || this.releaseTid === 0n) return r;
+    const hdr = this.dev.header;
+    const saved = { mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid };
+    try {
+      hdr.mirrorTid += 1n;
+      hdr.freemapTid = hdr.mirrorTid;
+      this.writeHeader();
+      this.dev.vols.sync();
+    } catch (e) {
+      Object.assign(hdr, saved);
+      throw e;
+    }
+    return null;
+  }
+  /** Commit after which enough deletions piled up; 0 when none pending. */
+  private releaseTid = 0n;
+
+  /** Volume header slots in use: older commits stay reachable from the others. */
+  private headerSlots(): number {
+    const root = this.dev.vols.volumes[0];
+    let slots = 0;
+    while (slots < 4 && slots * ZONE_BYTES + ZONE_SEG <= root.size) slots++;
+    return Math.max(1, slots);
+  }
+
+  /**
+   * Write the header in force into every other slot, so no older commit
+   * keeps blocks alive: the last resort before ENOSPC (it gives up the
+   * fallback to older commits).
+   */
+  private retireOlderHeaders(): void {
+    const n = this.headerSlots();
+    if (n < 2) return;
+    const raw = encodeVolumeHeader(this.dev.header);
+    this.dev.vols.sync();
+    for (let z = 0; z < n; z++) if (z !== this.dev.vols.headerZone) this.dev.vols.writeHeader(0, z, raw);
+    this.dev.vols.sync();
+  }
+
   private allocatedAtReclaim = 0;
 
   /**
@@ -260,9 +322,7 @@ export class Hammer2Fs {
     const hdr = this.dev.header;
     const root = vs.volumes[0];
     // Usable zones: j < 4 with j * 2 GiB + 4 MiB inside the volume (the reference's rule).
-    let slots = 0;
-    while (slots < 4 && slots * ZONE_BYTES + ZONE_SEG <= root.size) slots++;
-    const next = (vs.headerZone + 1) % Math.max(1, slots);
+    const next = (vs.headerZone + 1) % this.headerSlots();
     vs.writeHeader(0, next, encodeVolumeHeader(hdr));
     vs.headerZone = next;
   }

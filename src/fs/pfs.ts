@@ -157,6 +157,8 @@ export class Pfs {
   readonly removed = new Set<bigint>();
   /** Bytes of pending file data, for flush pacing. */
   pendingBytes = 0;
+  /** Media bytes of removed inodes (their data), for pacing reclaim. */
+  releasedBytes = 0;
   /** Set by the filesystem when a change needs flushing. */
   onDirty: () => void = () => {};
 
@@ -829,6 +831,7 @@ export class Pfs {
     m.ctime = now;
     if (m.nlinks === 0n) {
       n.deleted = true;
+      if (n.bref) this.releasedBytes += Number(brefStats(n.bref).dataCount) + 1024;
       // An open inode stays (as an orphan with no links) until its last close.
       if (n.opens === 0) this.removed.add(n.inum);
       // Data of a removed, closed inode is never flushed.
