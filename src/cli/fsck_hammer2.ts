@@ -146,7 +146,7 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
       const left = exitStatus(final);
       status = left !== 0 ? left : first.report.errors > 0 ? 1 : 0;
       if (!o.json) {
-        if (repair.final) {
+        if (repair.wrote) {
           io.out('after repair:\n');
           io.out(renderText(final, { ...text, quiet: true }));
         }

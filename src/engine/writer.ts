@@ -49,6 +49,11 @@ export function physicalSize(fileSize: bigint, lbase: bigint): number {
   return p << 1;
 }
 
+/** Per-file count of blocks that did not compress (the reference's comp_heuristic). */
+export interface CompHeuristic {
+  n: number;
+}
+
 export class BlockWriter {
   /** Transaction id stamped into every bref written (the flush's mirror_tid). */
   tid = 0n;
@@ -81,17 +86,26 @@ export class BlockWriter {
    * to the physical size). Returns null when the block becomes a hole
    * (all zeros under autozero/lz4/zlib with a check method, as the reference).
    */
-  writeData(lbase: bigint, data: Buffer, compAlgo: number, checkAlgo: number): Blockref | null {
+  writeData(lbase: bigint, data: Buffer, compAlgo: number, checkAlgo: number, heur?: CompHeuristic): Blockref | null {
     const algo = compAlgo & 15;
     const level = (compAlgo >> 4) & 15;
     if (algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE && isAllZero(data)) return null;
     let stored: Buffer = data;
     let comp: number = CompMethod.NONE;
     if (algo === CompMethod.LZ4 || algo === CompMethod.ZLIB) {
-      const c = encodeData(algo, level, data);
-      if (c) {
-        stored = c;
-        comp = algo;
+      // As the reference: after 8 blocks of a file would not compress, try only every 8th.
+      const h = heur?.n ?? 0;
+      if (h < 8 || (h & 7) === 0) {
+        const c = encodeData(algo, level, data);
+        if (c) {
+          stored = c;
+          comp = algo;
+          if (heur) heur.n = 0;
+        } else if (heur && ++heur.n > 128) {
+          heur.n = 8;
+        }
+      } else if (heur) {
+        heur.n++;
       }
     }
     const b = emptyBlockref();

@@ -77,7 +77,7 @@ function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdat
         updates.push({ key: lbase, bref: null });
         continue;
       }
-      const b = w.writeData(lbase, buf.subarray(0, psize), comp, check);
+      const b = w.writeData(lbase, buf.subarray(0, psize), comp, check, (n.compHeuristic ??= { n: 0 }));
       updates.push({ key: lbase, bref: b });
     }
   }

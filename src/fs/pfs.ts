@@ -60,6 +60,8 @@ export interface Node {
   deleted?: boolean;
   /** Open handles (an unlinked inode lives until the last one closes). */
   opens: number;
+  /** Blocks of this file that did not compress lately (skip trying while it is high). */
+  compHeuristic?: { n: number };
 }
 
 /** Kept for readers of the read-only API. */

@@ -106,11 +106,12 @@ export class Hammer2Ops {
 
   // ------------------------------------------------------------ lookups
 
-  lookup(_c: Caller, parent: bigint, name: Buffer): Entry {
+  /** The entry for `name`, or null when there is none (the common case before a create: no exception). */
+  lookup(_c: Caller, parent: bigint, name: Buffer): Entry | null {
     if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
     const dir = this.node(parent);
     const e = this.pfs.lookup(dir, name);
-    if (!e) throw new FsError('ENOENT');
+    if (!e) return null;
     return this.entry(this.pfs.getInode(e.inum));
   }
 

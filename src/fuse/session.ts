@@ -70,7 +70,13 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
   };
   const ll: LowLevelOps = {
     destroy: () => ops.destroy(),
-    lookup: (req, parent, name, reply) => run(reply, () => reply.entry(entry(ops.lookup(caller(req), parent, bytes(name))))),
+    lookup: (req, parent, name, reply) =>
+      run(reply, () => {
+        const e = ops.lookup(caller(req), parent, bytes(name));
+        // Every change goes through this daemon, so the kernel may cache "no such name" too.
+        if (e) reply.entry(entry(e));
+        else reply.noEntry(so.entryTimeout ?? 1);
+      }),
     getattr: (req, ino, fh, reply) => run(reply, () => reply.attr(fuseAttr(ops.getattr(caller(req), ino, fh === undefined ? undefined : BigInt(fh))))),
     setattr: (req, ino, ch, fh, reply) =>
       run(reply, () => {
