@@ -57,6 +57,8 @@ export interface ZoneStatus {
   pfs: { name: string; counts: number[] }[];
   freemapErrors: number;
   volumeErrors: number;
+  /** Damage in the volume tree that a repair cannot cut out. */
+  unrepairable: number;
   /** Addresses of the freemap blocks its tree references (repair keeps them). */
   freemapBlocks: Set<number>;
   /** Good freemap leaves of this zone. */
@@ -136,6 +138,7 @@ const emptyZone = (zone: number, c: HeaderCandidate | undefined): ZoneStatus => 
   pfs: [],
   freemapErrors: 0,
   volumeErrors: 0,
+  unrepairable: 0,
   freemapBlocks: new Set(),
   leaves: [],
 });
@@ -312,6 +315,7 @@ function runCheck(spec: string, vols: VolumeSet, report: Report, opts: CheckOpti
         zs.checked = true;
         zs.volumeCounts = vw.counts;
         zs.volumeErrors = vw.errors;
+        zs.unrepairable = vw.unrepairable;
         zs.pfs = vw.pfs.map((p) => ({ name: p.name, counts: p.counts }));
         if (zs.best) {
           pfsInfos = vw.pfs;
@@ -331,13 +335,17 @@ function runCheck(spec: string, vols: VolumeSet, report: Report, opts: CheckOpti
   progress?.clear();
 
   // Freemap summary findings.
+  // With parts of the tree in force unreadable, "unreferenced" is unknown.
+  const blind = (zones[bestZone]?.unrepairable ?? 0) > 0 || report.count('no-sroot') > 0;
   if (fm.leakedBytes > 0) {
     add({
       severity: 'warning',
       code: 'leaked',
       zone: bestZone,
-      message: `${fmtSize(fm.leakedBytes)} marked allocated but referenced by no volume header (leaked; bulkfree or fsck -y reclaims it)`,
-      fixable: true,
+      message: blind
+        ? `${fmtSize(fm.leakedBytes)} marked allocated that the readable part of the tree does not reference (not reclaimable while parts are unreadable)`
+        : `${fmtSize(fm.leakedBytes)} marked allocated but referenced by no volume header (leaked; bulkfree or fsck -y reclaims it)`,
+      fixable: !blind,
     });
   }
   if (fm.olderFreeBlocks > 0) {

@@ -172,7 +172,7 @@ export function toJson(r: CheckResult, status: number, repair?: RepairResult, in
   });
   const out: Record<string, unknown> = { image: r.spec, status, ...one(r) };
   if (repair) {
-    out.repair = { rounds: repair.rounds, wrote: repair.wrote, actions: repair.actions, rollback: repair.rollback };
+    out.repair = { rounds: repair.rounds, wrote: repair.wrote, actions: repair.actions, rollback: repair.rollback, stopped: repair.stopped };
     if (initial) out.initial = one(initial);
   }
   return out;

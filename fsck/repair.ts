@@ -68,6 +68,8 @@ export interface RepairResult {
   wrote: boolean;
   /** Set when the repair rolled back to an older volume header. */
   rollback?: { fromZone: number; fromTid: string; toZone: number; toTid: string; lostTids: string };
+  /** Why the repair gave up before the image was clean (nothing of that round was written). */
+  stopped?: string;
   /** The check after the last round. */
   final?: CheckResult;
 }
@@ -156,10 +158,9 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
     } catch (e) {
       if (o.failBeforeHeader) throw e;
       // A round that fails before its header write changed nothing on media.
+      res.stopped = (e as Error).message;
       act(`repair stopped: ${(e as Error).message}`);
-      res.rounds++;
-      res.wrote = true;
-      cur = await recheck();
+      if (res.wrote) cur = await recheck();
       break;
     }
     res.wrote = true;
@@ -355,6 +356,14 @@ async function mediaRound(spec: string, cur: CheckResult, o: RepairOptions, act:
   if (!good(best)) {
     const older = zones.filter((z) => good(z) && z !== best).sort((a, b) => (a.tid! > b.tid! ? -1 : a.tid! < b.tid! ? 1 : 0));
     if (older.length) target = older[0];
+  }
+  if (target.unrepairable || cur.report.count('no-sroot')) {
+    // Whatever that damage references is unknown: rebuilding the freemap
+    // would free it. Leave the image alone.
+    throw new Error(
+      `zone.${target.zone}'s tree has damage that cannot be cut out and no older volume header verifies; ` +
+        `nothing written (a freemap rebuild would free what the damaged blocks reference)`,
+    );
   }
   const prune = target === best && !mediaPlanEmpty(cur.mediaPlan);
   // Zones the new header goes to: every broken one (the reference checks them all).

@@ -199,6 +199,8 @@ export class ZoneWalk {
   readonly counts = newCounts();
   readonly pfs: PfsInfo[] = [];
   errors = 0;
+  /** Bad blockrefs that stay referenced (a repair cannot cut them out). */
+  unrepairable = 0;
   /** Freemap leaves found (key, bref) and every freemap block address referenced. */
   readonly leaves: Blockref[] = [];
   readonly freemapBlocks = new Set<number>();
@@ -232,6 +234,19 @@ export class ZoneWalk {
 
   /** A blockref that must go: report it and plan to empty its slot. */
   private bad(b: Blockref, idx: number, f: Frame, code: string, message: string, fixable = true): void {
+    // Cutting out the super-root or a PFS root (or an indirect block above
+    // PFS roots) would throw away whole PFSs: never done; only a rollback
+    // to an older header can repair that.
+    if (
+      (f.kind === 'sroot' || f.kind === 'superroot') &&
+      (b.type === BrefType.INODE || b.type === BrefType.INDIRECT) &&
+      code !== 'extra-sroot' &&
+      code !== 'not-pfs-root'
+    ) {
+      fixable = false;
+      message += ' (holds whole PFSs: only a rollback to an older volume header can repair it)';
+    }
+    if (!fixable) this.unrepairable++;
     this.add({
       severity: 'error',
       code,
