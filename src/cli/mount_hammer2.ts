@@ -40,7 +40,7 @@ interface ParsedOptions {
 const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'noallow_other']);
 
 export function parseOptions(list: string[]): ParsedOptions {
-  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 64 << 20, attrTimeout: 1, fuse: [] };
+  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 32 << 20, attrTimeout: 1, fuse: [] };
   let allowOther = process.getuid?.() === 0;
   const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
   for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {

@@ -153,7 +153,7 @@ export class Pfs {
   readonly root: Node;
   /** Nodes with pending changes or open handles (strongly held). */
   readonly live = new Map<bigint, Node>();
-  private clean = new LruCache<number, Node>(32 * 1024 * 1024);
+  private clean = new LruCache<number, Node>(16 * 1024 * 1024);
   private nextInum: bigint;
   /** Inodes removed since the last flush (their index entries go at the flush). */
   readonly removed = new Set<bigint>();

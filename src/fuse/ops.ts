@@ -72,7 +72,7 @@ export class Hammer2Ops {
     readonly pfs: Pfs,
     readonly opts: OpsOptions = {},
   ) {
-    this.dirtyLimit = opts.dirtyLimit ?? 64 * 1024 * 1024;
+    this.dirtyLimit = opts.dirtyLimit ?? 32 * 1024 * 1024;
   }
 
   private now(): bigint {
