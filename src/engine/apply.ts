@@ -8,7 +8,7 @@
 // whose key ranges are aligned radix slices: keybits = (smallest child
 // keybits) + log2(entries per indirect block), widened until the groups fit.
 // Indirect blocks left empty by deletions disappear.
-import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, KEY_MAX } from '../media';
+import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, emptyBlockref, KEY_MAX } from '../media';
 import { TableSource } from './tree';
 import { hex, MediaError } from './errors';
 
@@ -213,20 +213,5 @@ export function padTable(entries: Blockref[], capacity: number): Blockref[] {
 }
 
 /** Padding entries are only ever encoded, never mutated: share one. */
-const EMPTY_REF: Blockref = Object.freeze({
-  type: BrefType.EMPTY,
-  methods: 0,
-  copyid: 0,
-  keybits: 0,
-  vradix: 0,
-  flags: 0,
-  leafCount: 0,
-  key: 0n,
-  mirrorTid: 0n,
-  modifyTid: 0n,
-  dataOff: 0n,
-  updateTid: 0n,
-  embed: Buffer.alloc(16),
-  check: Buffer.alloc(64),
-}) as Blockref;
+const EMPTY_REF: Blockref = Object.freeze(emptyBlockref());
 const emptyRef = (): Blockref => EMPTY_REF;
