@@ -357,7 +357,8 @@ async function mediaRound(spec: string, cur: CheckResult, o: RepairOptions, act:
     const older = zones.filter((z) => good(z) && z !== best).sort((a, b) => (a.tid! > b.tid! ? -1 : a.tid! < b.tid! ? 1 : 0));
     if (older.length) target = older[0];
   }
-  if (target.unrepairable || cur.report.count('no-sroot')) {
+  const noSroot = cur.report.findings.some((f) => f.code === 'no-sroot' && f.zone === target.zone);
+  if (target.unrepairable || noSroot) {
     // Whatever that damage references is unknown: rebuilding the freemap
     // would free it. Leave the image alone.
     throw new Error(
