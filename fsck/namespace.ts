@@ -64,6 +64,8 @@ export interface NamespacePlan {
   pfsInumAtLeast?: bigint;
   /** Whether reattached directories raise lost+found's link count. */
   orphanDirs: number;
+  /** Inodes to give valid compression/check methods (the defaults, lz4 and xxhash64). */
+  algo: { inum: bigint; comp?: number; check?: number }[];
 }
 
 export class PfsNamespace {
@@ -81,6 +83,8 @@ export class PfsNamespace {
   eType: Uint8Array = new Uint8Array(1024);
   /** Entries already condemned by the walk (e.g. duplicates): not counted. */
   rekey: { dir: bigint; key: bigint }[] = [];
+  /** Inodes whose compression/check method bytes are invalid (new blocks could not be written). */
+  badAlgo: { inum: bigint; comp: number; check: number }[] = [];
   rootNlinks = 1n;
   rootPfsInum = 0n;
   maxInum = 0n;
@@ -116,6 +120,11 @@ export class PfsNamespace {
     this.eKey[this.m] = key;
     this.eType[this.m] = type;
     this.m++;
+  }
+
+  /** comp_algo: method 0..3 in the low nibble; check_algo: 0..4. */
+  checkAlgos(inum: bigint, comp: number, check: number): void {
+    if ((comp & 15) > 3 || check > 4) this.badAlgo.push({ inum, comp, check });
   }
 
   /** Sort the inode table by number (the walk sees it in key order when the tree is sound). */
@@ -157,10 +166,14 @@ export class PfsNamespace {
   analyze(add: (f: Finding) => void, zone: number): NamespacePlan {
     this.sortInodes();
     const pfs = this.name;
-    const plan: NamespacePlan = { pfs, remove: [], retype: [], rekey: this.rekey.slice(), reattach: [], nlinks: [], iparent: [], orphanDirs: 0 };
+    const plan: NamespacePlan = { pfs, remove: [], retype: [], rekey: this.rekey.slice(), reattach: [], nlinks: [], iparent: [], orphanDirs: 0, algo: [] };
     const err = (code: string, message: string, inum?: bigint, severity: Finding['severity'] = 'error') =>
       add({ severity, code, message, zone, pfs, inum: inum !== undefined ? hex16(inum) : undefined, fixable: true });
 
+    for (const a of this.badAlgo) {
+      err('inode-algo', `invalid comp_algo 0x${a.comp.toString(16)} / check_algo ${a.check} (new blocks could not be written)`, a.inum);
+      plan.algo.push({ inum: a.inum, comp: (a.comp & 15) > 3 ? 2 : undefined, check: a.check > 4 ? 3 : undefined });
+    }
     for (let i = 1; i < this.n; i++) {
       if (this.inum[i - 1] === this.inum[i]) err('duplicate-inode', `inode number appears twice in the inode index`, this.inum[i]);
     }
@@ -357,6 +370,7 @@ export function planIsEmpty(p: NamespacePlan): boolean {
     !p.reattach.length &&
     !p.nlinks.length &&
     !p.iparent.length &&
+    !p.algo.length &&
     p.pfsInumAtLeast === undefined
   );
 }

@@ -94,6 +94,7 @@ const NAMESPACE_CODES = new Set([
   'dir-iparent',
   'pfs-inum',
   'entry-hash',
+  'inode-algo',
 ]);
 /** Warnings a freemap rebuild removes. */
 const RECLAIM_CODES = new Set(['leaked', 'older-unprotected', 'allocator-free', 'freemap-avail', 'freemap-01', 'recovery']);
@@ -652,6 +653,14 @@ async function namespaceRound(spec: string, cur: CheckResult, act: (m: string) =
 
 function fixNamespace(pfs: Pfs, plan: NamespacePlan, now: bigint, act: (m: string) => void): void {
   const p = plan.pfs;
+  // First: everything created below inherits these from its directory.
+  for (const a of plan.algo) {
+    const n = getNode(pfs, a.inum);
+    touch(pfs, n, now);
+    if (a.comp !== undefined) n.data.meta.compAlgo = a.comp;
+    if (a.check !== undefined) n.data.meta.checkAlgo = a.check;
+  }
+  if (plan.algo.length) act(`${p}: reset invalid compression/check methods of ${plan.algo.length} inode${plan.algo.length === 1 ? '' : 's'}`);
   for (const r of plan.remove) {
     const dir = getNode(pfs, r.dir);
     touch(pfs, dir, now);

@@ -78,6 +78,8 @@ function inodeMeta(d: Buffer) {
     nlinks: d.readBigUInt64LE(0x68),
     iparent: d.readBigUInt64LE(0x70),
     nameLen: d.readUInt16LE(0x80),
+    compAlgo: d[0x83],
+    checkAlgo: d[0x85],
     pfsType: d[0x87],
     pfsInum: d.readBigUInt64LE(0x88),
   };
@@ -444,7 +446,10 @@ export class ZoneWalk {
     }
   }
 
-  /** EMPTY slots: the reference still reads and verifies one that has a size. */
+  /**
+   * EMPTY slots must have no size: the reference fsck_hammer2 asserts on one
+   * that has (and with -e reads and verifies it), so such junk is an error.
+   */
   private visitEmpty(b: Blockref, idx: number, f: Frame): void {
     if (this.svc.countEmpty) {
       this.counts[C_BREF]++;
@@ -455,27 +460,7 @@ export class ZoneWalk {
       }
     }
     const radix = Number(b.dataOff & 0x3fn);
-    if (radix === 0) return;
-    if (radix > 16) {
-      this.bad(b, idx, f, 'empty-junk', `Bad I/O bytes (empty blockref with size radix ${radix})`);
-      return;
-    }
-    const bytes = 2 ** radix;
-    const off = b.dataOff & ~0x3fn;
-    if (off + BigInt(bytes) > BigInt(this.svc.layout.total)) {
-      this.bad(b, idx, f, 'empty-junk', 'Failed to read media (empty blockref points beyond the volume)');
-      return;
-    }
-    const method = (b.methods >> 4) & 15;
-    if (method < 2 || method > 5) return;
-    let data: Buffer;
-    try {
-      data = this.svc.vols.read(Number(off), bytes);
-    } catch {
-      this.bad(b, idx, f, 'empty-junk', 'Failed to read media (empty blockref)');
-      return;
-    }
-    if (!verifyCheck(method, b.check, data)) this.bad(b, idx, f, 'empty-junk', `empty blockref fails its check code (junk the reference verifies)`);
+    if (radix !== 0) this.bad(b, idx, f, 'empty-junk', `empty blockref with a size (radix ${radix}): junk the reference fsck aborts on`);
   }
 
   /** Which blockref types a table of each kind may hold. */
@@ -693,6 +678,7 @@ export class ZoneWalk {
       if (ns) {
         ns.rootNlinks = m.nlinks;
         ns.rootPfsInum = m.pfsInum;
+        ns.checkAlgos(1n, m.compAlgo, m.checkAlgo);
       }
       pfs = { name, ns, counts: newCounts() };
       this.visited.clear();
@@ -717,6 +703,7 @@ export class ZoneWalk {
         this.add({ severity: 'warning', code: 'dir-size', message: `directory size is ${m.size}, not 0`, pfs: f.pfs?.name, inum: hex16(m.inum), fixable: false });
       }
       f.pfs?.ns?.addInode(m.inum, m.type, m.nlinks, m.iparent);
+      f.pfs?.ns?.checkAlgos(m.inum, m.compAlgo, m.checkAlgo);
       kind = m.type === ObjType.DIRECTORY ? 'dir' : m.type === ObjType.REGFILE || m.type === ObjType.SOFTLINK ? 'file' : 'other';
       inode = { inum: m.inum, type: m.type, size: m.size, winBase: -1n, winNames: [] };
     } else {
