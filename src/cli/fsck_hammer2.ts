@@ -70,7 +70,7 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
       (acc ?? []).concat(v.split(',').filter(Boolean)),
     )
     .option('-c, --cache <count>', 'accepted for compatibility (blockref cache count)')
-    .option('-d, --debug', 'debug output')
+    .option('-d, --debug', 'accepted for compatibility')
     .option('-y, --yes', 'repair everything repairable without asking')
     .option('-n, --no-write', 'never write (the default without -y)')
     .option('--json', 'machine-readable report on stdout')
