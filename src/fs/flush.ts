@@ -4,12 +4,12 @@
 // blocktables that point at them, so nothing written refers to unwritten media.
 import { applyUpdates, BlockWriter, LeafUpdate, padTable, rollupStats, TreeContext } from '../engine';
 import {
+  CheckMethod,
+  CompMethod,
   inodeBlockset,
   Blockref,
   BREF_FLAG_PFSROOT,
   BrefType,
-  decCheck,
-  decComp,
   emptyBlockref,
   encMethods,
   encodeInode,
@@ -26,23 +26,37 @@ import {
 import { physicalSize } from '../engine/writer';
 import { cloneInode, DirEntry, Node, Pfs, ROOT_INUM } from './pfs';
 
+/**
+ * The check and compression methods an inode asks for. Values no reader
+ * knows (a damaged inode) fall back to the defaults rather than failing every
+ * commit of the mount.
+ */
+export function inodeCheck(d: InodeData): number {
+  const c = d.meta.checkAlgo & 15;
+  return c <= CheckMethod.SHA192 ? c : CheckMethod.XXHASH64;
+}
+export function inodeComp(d: InodeData): number {
+  const algo = d.meta.compAlgo & 15;
+  return algo <= CompMethod.ZLIB ? d.meta.compAlgo : CompMethod.LZ4;
+}
+
 const cmp = (a: LeafUpdate, b: LeafUpdate) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 function treeContext(pfs: Pfs, w: BlockWriter, owner: InodeData): TreeContext {
-  const check = decCheck(owner.meta.checkAlgo) || owner.meta.checkAlgo;
+  const check = inodeCheck(owner);
   const isDir = owner.meta.type === ObjType.DIRECTORY;
   return {
     reader: pfs.reader,
     // The reference's first level under a directory inode is 4 KiB (32 entries), 16 KiB elsewhere.
     indirectBytes: (depth) => (depth === 0 && isDir ? IND_BYTES_MIN : IND_BYTES_NOM),
-    writeIndirect: (key, keybits, table) => w.writeIndirect(key, keybits, table, check & 15),
+    writeIndirect: (key, keybits, table) => w.writeIndirect(key, keybits, table, check),
   };
 }
 
 /** A DIRENT bref: short names live in the check area, long ones in a block of their own. */
 function direntBref(w: BlockWriter, e: DirEntry, dir: InodeData): Blockref {
-  const check = dir.meta.checkAlgo & 15;
-  const comp = dir.meta.compAlgo & 15;
+  const check = inodeCheck(dir);
+  const comp = inodeComp(dir) & 15;
   let b: Blockref;
   if (e.name.length <= 64) {
     b = emptyBlockref();
@@ -69,8 +83,8 @@ function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdat
     for (const [key, e] of n.dirents) updates.push({ key, bref: e ? direntBref(w, e, n.data) : null });
   }
   if (n.blocks) {
-    const comp = m.compAlgo;
-    const check = m.checkAlgo & 15;
+    const comp = inodeComp(n.data);
+    const check = inodeCheck(n.data);
     for (const [lbase, buf] of n.blocks) {
       const psize = physicalSize(m.size, lbase);
       if (psize === 0) {
@@ -102,7 +116,7 @@ function rebuildBlockset(pfs: Pfs, w: BlockWriter, n: Node, extra: LeafUpdate[] 
 
 function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
   const m = data.meta;
-  const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), m.checkAlgo & 15, decComp(m.compAlgo));
+  const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), inodeCheck(data), inodeComp(data) & 15);
   b.flags = flags;
   rollupStats(b, m.opFlags & OPFLAG_DIRECTDATA ? [] : table);
   return b;
