@@ -9,26 +9,14 @@
 //
 // Exit status (fsck(8)): 0 clean, 1 errors corrected, 4 errors left
 // uncorrected, 8 operational error, 16 usage error.
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
+import { CliIo, parseArgs, stdio, toolCommand } from './common';
 import { checkHammer2, CheckResult } from '../../fsck/check';
 import { renderPfsList, renderText, summaryLine, TextOptions, toJson, jsonStringify } from '../../fsck/output';
 import { Progress } from '../../fsck/progress';
 import { repairHammer2, RepairResult } from '../../fsck/repair';
 
 const prog = 'fsck_hammer2';
-
-export interface CliIo {
-  out: (s: string) => void;
-  err: (s: string) => void;
-  /** Progress bar on a terminal. */
-  tty?: boolean;
-}
-
-const stdio: CliIo = {
-  out: (s) => process.stdout.write(s),
-  err: (s) => process.stderr.write(s),
-  tty: !!process.stderr.isTTY,
-};
 
 interface CliOpts {
   force?: boolean;
@@ -56,40 +44,33 @@ export function exitStatus(r: CheckResult): number {
 /** Run the command with `args` (without node and script); resolves to the exit status. */
 export async function run(args: string[], io: CliIo = stdio): Promise<number> {
   const count = (_v: string, prev: number | undefined) => (prev ?? 0) + 1;
-  const program = new Command(prog)
-    .description('verify (and with -y repair) a HAMMER2 file system')
-    .usage('[-f] [-v] [-q] [-e] [-b] [-p] [-P] [-l pfs,..] [-c N] [-y|-n] [--json] special')
-    .option('-f, --force', 'accepted for compatibility (every check always runs)')
-    .option('-v, --verbose', 'more detail (notes, per-finding context); repeatable', count)
-    .option('-q, --quiet', 'only problems and the summary; repeatable', count)
-    .option('-e, --empty', 'count empty blockrefs')
-    .option('-b, --best', 'check only the best volume header zone')
-    .option('-p, --pfs', 'print blockref counts per PFS')
-    .option('-P, --print-pfs', 'list the PFSs and exit')
-    .option('-l, --labels <names>', 'only these PFSs (comma separated)', (v: string, acc: string[] | undefined) =>
-      (acc ?? []).concat(v.split(',').filter(Boolean)),
-    )
-    .option('-c, --cache <count>', 'accepted for compatibility (blockref cache count)')
-    .option('-d, --debug', 'accepted for compatibility')
-    .option('-y, --yes', 'repair everything repairable without asking')
-    .option('-n, --no-write', 'never write (the default without -y)')
-    .option('--json', 'machine-readable report on stdout')
-    .option('--no-progress', 'no progress bar on a terminal')
-    .option('--window <GiB>', 'bitmap window in GiB (bounds memory on huge images; default 8192)')
-    .argument('<special>', 'image file or block device; several volumes as img1:img2:...')
-    .helpOption('-h, --help', 'show this help')
-    .showSuggestionAfterError(false)
-    .exitOverride()
-    .configureOutput({
-      writeOut: io.out,
-      writeErr: (s) => io.err(s.startsWith('error: ') ? `${prog}: ${s.slice(7)}` : s),
-    });
-  try {
-    program.parse(args, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 16;
-    throw e;
-  }
+  const program = toolCommand(
+    new Command(prog)
+      .description('verify (and with -y repair) a HAMMER2 file system')
+      .usage('[-f] [-v] [-q] [-e] [-b] [-p] [-P] [-l pfs,..] [-c N] [-y|-n] [--json] special')
+      .option('-f, --force', 'accepted for compatibility (every check always runs)')
+      .option('-v, --verbose', 'more detail (notes, per-finding context); repeatable', count)
+      .option('-q, --quiet', 'only problems and the summary; repeatable', count)
+      .option('-e, --empty', 'count empty blockrefs')
+      .option('-b, --best', 'check only the best volume header zone')
+      .option('-p, --pfs', 'print blockref counts per PFS')
+      .option('-P, --print-pfs', 'list the PFSs and exit')
+      .option('-l, --labels <names>', 'only these PFSs (comma separated)', (v: string, acc: string[] | undefined) =>
+        (acc ?? []).concat(v.split(',').filter(Boolean)),
+      )
+      .option('-c, --cache <count>', 'accepted for compatibility (blockref cache count)')
+      .option('-d, --debug', 'accepted for compatibility')
+      .option('-y, --yes', 'repair everything repairable without asking')
+      .option('-n, --no-write', 'never write (the default without -y)')
+      .option('--json', 'machine-readable report on stdout')
+      .option('--no-progress', 'no progress bar on a terminal')
+      .option('--window <GiB>', 'bitmap window in GiB (bounds memory on huge images; default 8192)')
+      .argument('<special>', 'image file or block device; several volumes as img1:img2:...'),
+    prog,
+    io,
+  );
+  const usage = parseArgs(program, args, 16);
+  if (usage !== null) return usage;
   const o = program.opts<CliOpts & { write?: boolean }>();
   const spec = program.args[0];
   const verbose = Math.max(0, (o.verbose ?? 0) - (o.quiet ?? 0));

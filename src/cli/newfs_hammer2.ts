@@ -4,7 +4,8 @@
 // Formats one or more volumes (image files or block devices) as a new
 // HAMMER2 filesystem with the PFSs LOCAL and DATA (or LOCAL and the -L
 // labels). A missing image file is created sparse when -s gives its size.
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
+import { CliIo, parseArgs, stdio, toolCommand } from './common';
 import { AUX_MAX_BYTES, BOOT_MAX_BYTES } from '../media';
 import {
   checkAreaSize,
@@ -28,47 +29,29 @@ interface CliOpts {
   debug?: boolean;
 }
 
-export interface CliIo {
-  out: (s: string) => void;
-  err: (s: string) => void;
-}
-
-const stdio: CliIo = {
-  out: (s) => process.stdout.write(s),
-  err: (s) => process.stderr.write(s),
-};
-
 /** Run the command with `args` (without node and script); resolves to the exit status. */
 export async function run(args: string[], io: CliIo = stdio): Promise<number> {
-  const program = new Command(prog)
-    .description('construct a new HAMMER2 file system')
-    .usage('[-f] [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] special ...')
-    .option('-b, --bootsize <size>', 'boot area size (multiple of 8M, 8M..256M; default scales with the volume, up to 64M)')
-    .option('-r, --auxsize <size>', 'aux area size (multiple of 8M, 8M..1G; default scales with the volume, up to 256M)')
-    .option('-V, --version <n>', 'volume version to format: 1 or 2 (default 2; several volumes need 2)')
-    .option(
-      '-L, --label <label>',
-      'create PFS <label> besides LOCAL (repeatable, up to 3; "none": only LOCAL; default: DATA)',
-      (v: string, acc: string[] | undefined) => (acc ?? []).concat(v),
-    )
-    .option('-s, --size <size>', 'filesystem size (K/M/G/T suffix); SIZE1:SIZE2... per volume; creates missing image files sparse')
-    .option('-f, --force', 'format even if a target already holds a HAMMER2 volume')
-    .option('-d, --debug', 'also print the volume table')
-    .argument('<special...>', 'image files or block devices; several form one filesystem')
-    .helpOption('-h, --help', 'show this help')
-    .showSuggestionAfterError(false)
-    .exitOverride()
-    .configureOutput({
-      writeOut: io.out,
-      writeErr: (s) => io.err(s.startsWith('error: ') ? `${prog}: ${s.slice(7)}` : s),
-    });
-
-  try {
-    program.parse(args, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 1;
-    throw e;
-  }
+  const program = toolCommand(
+    new Command(prog)
+      .description('construct a new HAMMER2 file system')
+      .usage('[-f] [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] special ...')
+      .option('-b, --bootsize <size>', 'boot area size (multiple of 8M, 8M..256M; default scales with the volume, up to 64M)')
+      .option('-r, --auxsize <size>', 'aux area size (multiple of 8M, 8M..1G; default scales with the volume, up to 256M)')
+      .option('-V, --version <n>', 'volume version to format: 1 or 2 (default 2; several volumes need 2)')
+      .option(
+        '-L, --label <label>',
+        'create PFS <label> besides LOCAL (repeatable, up to 3; "none": only LOCAL; default: DATA)',
+        (v: string, acc: string[] | undefined) => (acc ?? []).concat(v),
+      )
+      .option('-s, --size <size>', 'filesystem size (K/M/G/T suffix); SIZE1:SIZE2... per volume; creates missing image files sparse')
+      .option('-f, --force', 'format even if a target already holds a HAMMER2 volume')
+      .option('-d, --debug', 'also print the volume table')
+      .argument('<special...>', 'image files or block devices; several form one filesystem'),
+    prog,
+    io,
+  );
+  const usage = parseArgs(program, args, 1);
+  if (usage !== null) return usage;
   const o = program.opts<CliOpts>();
 
   try {

@@ -1,0 +1,43 @@
+// Plumbing shared by the tools that run in-process for tests (newfs, fsck):
+// where output goes, and commander set up to report usage errors as
+// "prog: message" and return an exit status instead of exiting.
+import { Command, CommanderError } from 'commander';
+
+export interface CliIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** A terminal is watching (progress bars). */
+  tty?: boolean;
+}
+
+export const stdio: CliIo = {
+  out: (s) => process.stdout.write(s),
+  err: (s) => process.stderr.write(s),
+  tty: !!process.stderr.isTTY,
+};
+
+/** Finish a tool's Command: -h, no guessing, errors through `io`, no process.exit. */
+export function toolCommand(program: Command, prog: string, io: CliIo): Command {
+  return program
+    .helpOption('-h, --help', 'show this help')
+    .showSuggestionAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: io.out,
+      writeErr: (s) => io.err(s.startsWith('error: ') ? `${prog}: ${s.slice(7)}` : s),
+    });
+}
+
+/**
+ * Parse `args`; null when they parsed, otherwise the exit status to return
+ * (0 after --help, `usageStatus` for a usage error).
+ */
+export function parseArgs(program: Command, args: string[], usageStatus: number): number | null {
+  try {
+    program.parse(args, { from: 'user' });
+    return null;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : usageStatus;
+    throw e;
+  }
+}
