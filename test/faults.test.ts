@@ -29,7 +29,8 @@ else
     const filler = path.join(host, 'filler');
     fs.writeFileSync(filler, Buffer.alloc(24 << 20, 1));
     const mnt = path.join(dir, 'mnt');
-    const m = await mount(t, img, mnt, ['-o', 'flush=0']);
+    // No timer and a dirty limit above the file: the fault surfaces at fsync.
+    const m = await mount(t, img, mnt, ['-o', 'flush=0,dirty=128']);
     fs.writeFileSync(path.join(mnt, 'before'), 'committed before the fault');
     const fh0 = await fs.promises.open(path.join(mnt, 'before'), 'r+');
     await fh0.sync();

@@ -96,14 +96,6 @@ export class Hammer2Ops {
     if (this.fs.failed) throw new FsError('EIO', 'the filesystem stopped accepting changes after a failed flush');
   }
 
-  /** Flush when enough data is pending; reclaim space when it runs low. */
-  private pace(): void {
-    if (this.fs.pendingBytes >= this.dirtyLimit) {
-      this.fs.flush();
-      this.fs.maybeReclaim();
-    }
-  }
-
   // ------------------------------------------------------------ lookups
 
   /** The entry for `name`, or null when there is none (the common case before a create: no exception). */
@@ -253,9 +245,13 @@ export class Hammer2Ops {
     this.writable();
     const n = this.node(ino, fh);
     this.fs.ensureSpace(buf.length);
-    const w = this.pfs.write(n, off, buf, this.now());
-    this.pace();
-    return w;
+    // Commit before taking more than the dirty limit: if the commit fails,
+    // this write fails whole and nothing half-accepted is left behind.
+    if (this.fs.pendingBytes > 0 && this.fs.pendingBytes + buf.length > this.dirtyLimit) {
+      this.fs.flush();
+      this.fs.maybeReclaim();
+    }
+    return this.pfs.write(n, off, buf, this.now());
   }
 
   /**
