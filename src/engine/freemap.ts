@@ -152,18 +152,21 @@ export class FreemapAllocator implements Allocator {
     return { key, bref: null, buf, createdAvail: BigInt(GIB - SEG * full), dirty: true };
   }
 
+  // The 2-bit states live in 64-bit little-endian words; they are read and
+  // written as 32-bit halves to keep BigInt (an allocation per read) out of
+  // the allocator's inner loops.
   private pair(leaf: Leaf, n: number, blk: number): number {
-    const o = n * BMAP_DATA_BYTES + 0x40 + (blk >> 5) * 8;
-    return Number((leaf.buf.readBigUInt64LE(o) >> BigInt((blk & 31) * 2)) & 3n);
+    const o = n * BMAP_DATA_BYTES + 0x40 + (blk >> 4) * 4;
+    return (leaf.buf.readUInt32LE(o) >>> ((blk & 15) * 2)) & 3;
   }
 
   private setPairs(leaf: Leaf, n: number, blk: number, count: number, v: number): void {
     for (let i = 0; i < count; i++) {
       const b = blk + i;
-      const o = n * BMAP_DATA_BYTES + 0x40 + (b >> 5) * 8;
-      const sh = BigInt((b & 31) * 2);
-      const w = leaf.buf.readBigUInt64LE(o);
-      leaf.buf.writeBigUInt64LE((w & ~(3n << sh)) | (BigInt(v) << sh), o);
+      const o = n * BMAP_DATA_BYTES + 0x40 + (b >> 4) * 4;
+      const sh = (b & 15) * 2;
+      const w = leaf.buf.readUInt32LE(o);
+      leaf.buf.writeUInt32LE(((w & ~(3 << sh)) | (v << sh)) >>> 0, o);
     }
   }
 

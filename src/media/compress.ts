@@ -42,16 +42,16 @@ export function decodeData(comp: number, phys: Uint8Array, out: Uint8Array): voi
   }
 }
 
-/** True if every byte is zero (word-at-a-time). */
+/** True if every byte is zero (32 bits at a time; 64-bit views would allocate a BigInt per word). */
 export function isAllZero(b: Uint8Array): boolean {
-  const n8 = b.length & ~7;
-  if ((b.byteOffset & 7) === 0) {
-    const w = new BigUint64Array(b.buffer, b.byteOffset, n8 >>> 3);
-    for (let i = 0; i < w.length; i++) if (w[i] !== 0n) return false;
-  } else {
-    for (let i = 0; i < n8; i++) if (b[i] !== 0) return false;
+  let i = 0;
+  const n = b.length;
+  if ((b.byteOffset & 3) === 0) {
+    const w = new Uint32Array(b.buffer, b.byteOffset, n >>> 2);
+    for (let k = 0; k < w.length; k++) if (w[k] !== 0) return false;
+    i = w.length << 2;
   }
-  for (let i = n8; i < b.length; i++) if (b[i] !== 0) return false;
+  for (; i < n; i++) if (b[i] !== 0) return false;
   return true;
 }
 
