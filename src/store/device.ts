@@ -104,9 +104,10 @@ export class Device {
     }
   }
 
+  /** Make written blocks durable. fdatasync: the data and what is needed to read it back, not timestamps. */
   sync(): void {
     try {
-      fs.fsyncSync(this.fd);
+      fs.fdatasyncSync(this.fd);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new DeviceError(`${this.path}: fsync failed: ${err.message}`, err.code ?? 'EIO');
