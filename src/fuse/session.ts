@@ -34,6 +34,7 @@ function fuseAttr(a: Attr): FuseAttr {
   };
 }
 
+// close() needs no FLUSH round trip: flush is a no-op here (durability is fsync's job).
 const caller = (r: Request): Caller => ({ uid: r.uid, gid: r.gid, pid: r.pid });
 
 export interface SessionOptions {
@@ -106,7 +107,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     rename: (req, parent, name, np, nn, flags, reply) =>
       run(reply, () => (ops.rename(caller(req), parent, bytes(name), np, bytes(nn), flags), reply.ok())),
     link: (req, ino, np, nn, reply) => run(reply, () => reply.entry(entry(ops.link(caller(req), ino, np, bytes(nn))))),
-    open: (req, ino, flags, reply) => run(reply, () => reply.open({ fh: Number(ops.open(caller(req), ino, flags)), keepCache: true })),
+    open: (req, ino, flags, reply) => run(reply, () => reply.open({ fh: Number(ops.open(caller(req), ino, flags)), keepCache: true, noFlush: true })),
     read: (req, ino, size, off, fh, reply) => run(reply, () => reply.buf(ops.read(caller(req), ino, size, off, BigInt(fh)))),
     write: (req, ino, data, off, fh, _wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh)))),
     fallocate: (req, ino, mode, off, len, fh, reply) =>
@@ -128,7 +129,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     create: (req, parent, name, mode, flags, reply) =>
       run(reply, () => {
         const r = ops.create(caller(req), parent, bytes(name), mode, flags);
-        reply.create(entry(r.entry), { fh: Number(r.fh), keepCache: true });
+        reply.create(entry(r.entry), { fh: Number(r.fh), keepCache: true, noFlush: true });
       }),
   };
   return new FuseSession(mountpoint, {
