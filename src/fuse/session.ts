@@ -35,6 +35,7 @@ function fuseAttr(a: Attr): FuseAttr {
 }
 
 // close() needs no FLUSH round trip: flush is a no-op here (durability is fsync's job).
+const Z: Timespec = { sec: 0, nsec: 0 };
 const caller = (r: Request): Caller => ({ uid: r.uid, gid: r.gid, pid: r.pid });
 
 export interface SessionOptions {
@@ -121,6 +122,25 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
         // A dirent takes 24 bytes plus its name: ask for a few more than can fit.
         const list = ops.readdir(caller(req), ino, off, Math.ceil(size / 32) + 2, BigInt(fh));
         reply.dirents(list.map((e) => ({ name: e.name.toString('latin1'), ino: e.ino, type: e.mode, next: e.next })));
+      }),
+    // Entries with their attributes: ls -l, find and tar need no lookup per name.
+    readdirplus: (req, ino, size, off, fh, reply) =>
+      run(reply, () => {
+        const c = caller(req);
+        const list = ops.readdir(c, ino, off, Math.ceil(size / 160) + 2, BigInt(fh));
+        function* plus() {
+          for (const e of list) {
+            let a: Attr | null = null;
+            try {
+              a = ops.getattr(c, e.ino);
+            } catch {
+              a = null; // listed all the same, but not cached: a later lookup reports the error
+            }
+            const attr = a ? fuseAttr(a) : { ino: e.ino, mode: e.mode, nlink: 1, uid: 0, gid: 0, size: 0, atime: Z, mtime: Z, ctime: Z };
+            yield { name: e.name.toString('latin1'), entry: { ino: a ? e.ino : 0n, attr }, next: e.next };
+          }
+        }
+        reply.direntsPlus(plus());
       }),
     releasedir: (req, ino, fh, reply) => run(reply, () => (ops.releasedir(caller(req), ino, BigInt(fh)), reply.ok())),
     fsyncdir: (req, ino, ds, fh, reply) => run(reply, () => (ops.fsyncdir(caller(req), ino, ds, BigInt(fh)), reply.ok())),
