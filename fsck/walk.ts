@@ -18,6 +18,7 @@ import {
   BREF_FLAG_PFSROOT,
   BrefType,
   CHECK_NAMES,
+  decodeBlockrefView,
   decodeInode,
   dirhash,
   DIRHASH_LOMASK,
@@ -88,25 +89,7 @@ function inodeMeta(d: Buffer) {
 /** Blockrefs of a table, as views into its block (no copies: the walk only reads them). */
 export function decodeTable(buf: Buffer, off: number, count: number): Blockref[] {
   const out: Blockref[] = new Array(count);
-  for (let i = 0; i < count; i++) {
-    const o = off + i * 128;
-    out[i] = {
-      type: buf[o],
-      methods: buf[o + 1],
-      copyid: buf[o + 2],
-      keybits: buf[o + 3],
-      vradix: buf[o + 4],
-      flags: buf[o + 5],
-      leafCount: buf.readUInt16LE(o + 6),
-      key: buf.readBigUInt64LE(o + 8),
-      mirrorTid: buf.readBigUInt64LE(o + 0x10),
-      modifyTid: buf.readBigUInt64LE(o + 0x18),
-      dataOff: buf.readBigUInt64LE(o + 0x20),
-      updateTid: buf.readBigUInt64LE(o + 0x28),
-      embed: buf.subarray(o + 0x30, o + 0x40),
-      check: buf.subarray(o + 0x40, o + 0x80),
-    };
-  }
+  for (let i = 0; i < count; i++) out[i] = decodeBlockrefView(buf, off + i * 128);
   return out;
 }
 

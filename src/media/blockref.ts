@@ -42,7 +42,11 @@ export function emptyBlockref(): Blockref {
   };
 }
 
-export function decodeBlockref(buf: Buffer, off: number): Blockref {
+/**
+ * Decode a blockref whose embed and check fields are views into `buf`: no
+ * copies, for readers that never modify what they decode (fsck's walk).
+ */
+export function decodeBlockrefView(buf: Buffer, off: number): Blockref {
   return {
     type: buf[off],
     methods: buf[off + 1],
@@ -56,9 +60,17 @@ export function decodeBlockref(buf: Buffer, off: number): Blockref {
     modifyTid: buf.readBigUInt64LE(off + 0x18),
     dataOff: buf.readBigUInt64LE(off + 0x20),
     updateTid: buf.readBigUInt64LE(off + 0x28),
-    embed: Buffer.from(buf.subarray(off + 0x30, off + 0x40)),
-    check: Buffer.from(buf.subarray(off + 0x40, off + 0x80)),
+    embed: buf.subarray(off + 0x30, off + 0x40),
+    check: buf.subarray(off + 0x40, off + 0x80),
   };
+}
+
+/** Decode a blockref with private copies of its embed and check fields (safe to modify). */
+export function decodeBlockref(buf: Buffer, off: number): Blockref {
+  const b = decodeBlockrefView(buf, off);
+  b.embed = Buffer.from(b.embed);
+  b.check = Buffer.from(b.check);
+  return b;
 }
 
 export function encodeBlockref(b: Blockref, buf: Buffer, off: number): void {
