@@ -4,7 +4,7 @@
 // volume header's tree references is leaked (harmless until bulkfree, but
 // reported with its size). Leaves are also checked on their own: reserved
 // segments fully allocated, avail matching the bitmap, linear in range.
-import { Blockref, verifyCheck } from '../src/media';
+import { Blockref, BMAP_BITMAP, bmapAvail, bmapBase, bmapLinear, verifyCheck } from '../src/media';
 import { VolumeSet } from '../src/store';
 import { BLOCK, BlockBits, CHUNK_BYTES } from './bitmap';
 import { Finding, hex16, Report } from './findings';
@@ -135,18 +135,18 @@ export function compareFreemap(
     let reservedBad = 0;
     for (let n = 0; n < 256; n++) {
       const seg = key + n * SEG;
-      const o = n * 128;
+      const o = bmapBase(n) + BMAP_BITMAP;
       if (seg < lokey || seg >= hikey) {
-        for (let w = 0; w < 16; w++) if (buf.readUInt32LE(o + 0x40 + w * 4) !== ALL) reservedBad++;
+        for (let w = 0; w < 16; w++) if (buf.readUInt32LE(o + w * 4) !== ALL) reservedBad++;
         continue;
       }
-      const linear = buf.readInt32LE(o);
-      const avail = buf.readUInt32LE(o + 0x1c);
+      const linear = bmapLinear(buf, n);
+      const avail = bmapAvail(buf, n);
       let free00 = 0;
       const gblk0 = seg / BLOCK;
       for (let w = 0; w < 8; w++) {
-        const plo = buf.readUInt32LE(o + 0x40 + w * 8);
-        const phi = buf.readUInt32LE(o + 0x44 + w * 8);
+        const plo = buf.readUInt32LE(o + w * 8);
+        const phi = buf.readUInt32LE(o + 4 + w * 8);
         const gb = gblk0 + w * 32;
         const bb = best.bits32(gb);
         const ab = any.bits32(gb);

@@ -31,6 +31,14 @@ import {
 import { Hammer2Fs, Node, Pfs } from '../src/fs';
 import { PendingDirents } from '../src/fs/pending';
 import {
+  BMAP_BITMAP,
+  bmapBase,
+  bmapClass,
+  bmapLinear,
+  setBmapAvail,
+  setBmapClass,
+  setBmapFull,
+  setBmapLinear,
   BLOCKREF_BYTES,
   Blockref,
   BrefType,
@@ -553,10 +561,9 @@ function buildLeaf(key: number, keep: BlockBits, old: Buffer | null, g: FreemapG
   let pairs = 0;
   for (let n = 0; n < 256; n++) {
     const seg = key + n * SEG;
-    const o = n * 128;
+    const o = bmapBase(n) + BMAP_BITMAP;
     if (seg < lokey || seg >= hikey) {
-      buf.writeInt32LE(SEG, o);
-      buf.fill(0xff, o + 0x40, o + 0x80);
+      setBmapFull(buf, n);
       full++;
       continue;
     }
@@ -565,18 +572,16 @@ function buildLeaf(key: number, keep: BlockBits, old: Buffer | null, g: FreemapG
     for (let w = 0; w < 8; w++) {
       const bits = keep.bits32(gblk0 + w * 32) >>> 0;
       if (!bits) continue;
-      buf.writeUInt32LE(expand16(bits & 0xffff), o + 0x40 + w * 8);
-      buf.writeUInt32LE(expand16(bits >>> 16), o + 0x44 + w * 8);
+      buf.writeUInt32LE(expand16(bits & 0xffff), o + w * 8);
+      buf.writeUInt32LE(expand16(bits >>> 16), o + 4 + w * 8);
       for (let i = 0; i < 32; i++) if ((bits >>> i) & 1) used++;
     }
     pairs += used;
-    buf.writeUInt32LE((256 - used) * BLOCK, o + 0x1c);
+    setBmapAvail(buf, n, (256 - used) * BLOCK);
     if (used) {
-      const oldClass = old ? old.readUInt16LE(o + 4) : 0;
-      const oldLinear = old ? old.readInt32LE(o) : 0;
-      buf.writeUInt16LE(oldClass, o + 4);
-      const lin = Math.min(SEG, Math.max(0, Math.ceil(oldLinear / BLOCK) * BLOCK));
-      buf.writeInt32LE(lin, o);
+      setBmapClass(buf, n, old ? bmapClass(old, n) : 0);
+      const oldLinear = old ? bmapLinear(old, n) : 0;
+      setBmapLinear(buf, n, Math.min(SEG, Math.max(0, Math.ceil(oldLinear / BLOCK) * BLOCK)));
     }
   }
   return { buf, pairs, createdAvail: BigInt(GIB - SEG * full) };

@@ -6,7 +6,15 @@
 // whenever a commit changes it.
 import {
   Blockref,
-  BMAP_DATA_BYTES,
+  bmapAvail,
+  bmapClass,
+  bmapLinear,
+  bmapPair,
+  setBmapAvail,
+  setBmapClass,
+  setBmapFull,
+  setBmapLinear,
+  setBmapPairs,
   BrefType,
   CheckMethod,
   emptyBlockref,
@@ -140,34 +148,22 @@ export class FreemapAllocator implements Allocator {
     let full = 0;
     for (let n = 0; n < SEG_PER_LEAF; n++) {
       const seg = key + n * SEG;
-      const o = n * BMAP_DATA_BYTES;
       if (seg < lokey || seg >= hikey) {
-        buf.writeInt32LE(LINEAR_FULL, o);
-        buf.fill(0xff, o + 0x40, o + 0x80);
+        setBmapFull(buf, n);
         full++;
       } else {
-        buf.writeUInt32LE(SEG, o + 0x1c);
+        setBmapAvail(buf, n, SEG);
       }
     }
     return { key, bref: null, buf, createdAvail: BigInt(GIB - SEG * full), dirty: true };
   }
 
-  // The 2-bit states live in 64-bit little-endian words; they are read and
-  // written as 32-bit halves to keep BigInt (an allocation per read) out of
-  // the allocator's inner loops.
   private pair(leaf: Leaf, n: number, blk: number): number {
-    const o = n * BMAP_DATA_BYTES + 0x40 + (blk >> 4) * 4;
-    return (leaf.buf.readUInt32LE(o) >>> ((blk & 15) * 2)) & 3;
+    return bmapPair(leaf.buf, n, blk);
   }
 
   private setPairs(leaf: Leaf, n: number, blk: number, count: number, v: number): void {
-    for (let i = 0; i < count; i++) {
-      const b = blk + i;
-      const o = n * BMAP_DATA_BYTES + 0x40 + (b >> 4) * 4;
-      const sh = (b & 15) * 2;
-      const w = leaf.buf.readUInt32LE(o);
-      leaf.buf.writeUInt32LE(((w & ~(3 << sh)) | (v << sh)) >>> 0, o);
-    }
+    setBmapPairs(leaf.buf, n, blk, count, v);
   }
 
   // -------------------------------------------------------------- allocation
@@ -219,17 +215,16 @@ export class FreemapAllocator implements Allocator {
 
   /** Try to place `bytes` in bmap `n` of a leaf; returns the offset in the segment or -1. */
   private tryBmap(leaf: Leaf, n: number, bytes: number, cls: number, relaxed: boolean): number {
-    const o = n * BMAP_DATA_BYTES;
     const buf = leaf.buf;
-    const bclass = buf.readUInt16LE(o + 4);
+    const bclass = bmapClass(buf, n);
     if (!relaxed && bclass !== 0 && bclass !== cls) return -1;
-    const avail = buf.readUInt32LE(o + 0x1c);
-    const linear = buf.readInt32LE(o);
+    const avail = bmapAvail(buf, n);
+    const linear = bmapLinear(buf, n);
     if (bytes < BLK) {
       // Continue packing the partly used 16 KiB block, if it has room.
       const lin = linear & (BLK - 1);
       if (lin !== 0 && lin + bytes <= BLK && linear < LINEAR_FULL && this.pair(leaf, n, linear >> 14) === 3) {
-        buf.writeInt32LE(linear + bytes, o);
+        setBmapLinear(buf, n, linear + bytes);
         this.markDirty(leaf);
         return linear;
       }
@@ -246,10 +241,10 @@ export class FreemapAllocator implements Allocator {
       }
       if (!freeRun) continue;
       this.setPairs(leaf, n, blk, count, 3);
-      buf.writeUInt32LE(avail - count * BLK, o + 0x1c);
-      if (bclass === 0) buf.writeUInt16LE(cls, o + 4);
+      setBmapAvail(buf, n, avail - count * BLK);
+      if (bclass === 0) setBmapClass(buf, n, cls);
       const off = blk * BLK;
-      if (bytes < BLK) buf.writeInt32LE(off + bytes, o);
+      if (bytes < BLK) setBmapLinear(buf, n, off + bytes);
       this.free -= BigInt(count * BLK);
       this.markDirty(leaf);
       return off;
@@ -283,11 +278,10 @@ export class FreemapAllocator implements Allocator {
     const segOff = off - leafKey - n * SEG;
     const first = Math.floor(segOff / BLK);
     const last = Math.floor((segOff + bytes - 1) / BLK);
-    const o = n * BMAP_DATA_BYTES;
     for (let b = first; b <= last; b++) {
       if (this.pair(leaf, n, b) === 0) {
         this.free -= BigInt(BLK);
-        leaf.buf.writeUInt32LE(leaf.buf.readUInt32LE(o + 0x1c) - BLK, o + 0x1c);
+        setBmapAvail(leaf.buf, n, bmapAvail(leaf.buf, n) - BLK);
       }
       this.setPairs(leaf, n, b, 1, 3);
     }
@@ -320,8 +314,7 @@ export class FreemapAllocator implements Allocator {
       for (let n = 0; n < SEG_PER_LEAF; n++) {
         const seg = leaf.key + n * SEG;
         if (seg < lokey || seg >= hikey) continue;
-        const o = n * BMAP_DATA_BYTES;
-        let avail = leaf.buf.readUInt32LE(o + 0x1c);
+        let avail = bmapAvail(leaf.buf, n);
         let changed = false;
         let anyUsed = false;
         for (let blk = 0; blk < SEG_PER_LEAF; blk++) {
@@ -344,14 +337,14 @@ export class FreemapAllocator implements Allocator {
           if (used) anyUsed = true;
         }
         if (!changed) continue;
-        leaf.buf.writeUInt32LE(avail, o + 0x1c);
-        const linear = leaf.buf.readInt32LE(o);
+        setBmapAvail(leaf.buf, n, avail);
+        const linear = bmapLinear(leaf.buf, n);
         if (!anyUsed) {
-          leaf.buf.writeInt32LE(0, o);
-          leaf.buf.writeUInt16LE(0, o + 4);
+          setBmapLinear(leaf.buf, n, 0);
+          setBmapClass(leaf.buf, n, 0);
         } else if (linear & (BLK - 1) && this.pair(leaf, n, linear >> 14) === 0) {
           // The partly packed block was freed: nothing may be packed after it.
-          leaf.buf.writeInt32LE((linear + BLK - 1) & ~(BLK - 1), o);
+          setBmapLinear(leaf.buf, n, (linear + BLK - 1) & ~(BLK - 1));
         }
         leaf.dirty = true;
       }

@@ -1,43 +1,54 @@
 // Freemap leaf contents: hammer2_bmap_data_t, 128 bytes managing one 4 MiB
-// segment with 2 bits per 16 KiB block (00 free, 11 allocated; 01/10 are
-// bulkfree's staging states), 256 of them per 32 KiB leaf (1 GiB).
-import { BMAP_DATA_BYTES, BMAP_ELEMENTS, FREEMAP_COUNT } from './constants';
+// segment with 2 bits per 16 KiB block (00 free, 11 allocated; 10 is
+// bulkfree's staging state, 01 unused), 256 of them per 32 KiB leaf (1 GiB).
+// Accessors work in place on the leaf's buffer: the allocator, bulkfree and
+// fsck all read and change leaves through them.
+import { BMAP_DATA_BYTES } from './constants';
 
-export interface BmapData {
-  linear: number;
-  class: number;
-  avail: number;
-  bitmapq: BigUint64Array; // 8 x 64 bits
+/** Field offsets inside one bmap. */
+export const BMAP_LINEAR = 0x00; // i32: sub-16 KiB packing cursor within the segment
+export const BMAP_CLASS = 0x04; // u16: (bref type << 8) | 16, 0 when the segment is free
+export const BMAP_AVAIL = 0x1c; // u32: free bytes = 16 KiB x (number of 00 pairs)
+export const BMAP_BITMAP = 0x40; // 8 x u64, block b at bits 2*(b%32) of word b/32
+
+export const bmapBase = (n: number): number => n * BMAP_DATA_BYTES;
+
+export const bmapLinear = (leaf: Buffer, n: number): number => leaf.readInt32LE(bmapBase(n) + BMAP_LINEAR);
+export const setBmapLinear = (leaf: Buffer, n: number, v: number): void => {
+  leaf.writeInt32LE(v, bmapBase(n) + BMAP_LINEAR);
+};
+export const bmapClass = (leaf: Buffer, n: number): number => leaf.readUInt16LE(bmapBase(n) + BMAP_CLASS);
+export const setBmapClass = (leaf: Buffer, n: number, v: number): void => {
+  leaf.writeUInt16LE(v, bmapBase(n) + BMAP_CLASS);
+};
+export const bmapAvail = (leaf: Buffer, n: number): number => leaf.readUInt32LE(bmapBase(n) + BMAP_AVAIL);
+export const setBmapAvail = (leaf: Buffer, n: number, v: number): void => {
+  leaf.writeUInt32LE(v >>> 0, bmapBase(n) + BMAP_AVAIL);
+};
+
+// The 64-bit words are read and written as 32-bit halves (16 blocks each):
+// a BigInt per read would put an allocation in the allocator's inner loops.
+
+/** 2-bit state of 16 KiB block `blk` (0..255) of bmap `n`. */
+export function bmapPair(leaf: Buffer, n: number, blk: number): number {
+  const o = bmapBase(n) + BMAP_BITMAP + (blk >> 4) * 4;
+  return (leaf.readUInt32LE(o) >>> ((blk & 15) * 2)) & 3;
 }
 
-export function decodeBmap(buf: Buffer, off: number): BmapData {
-  const bitmapq = new BigUint64Array(BMAP_ELEMENTS);
-  for (let i = 0; i < BMAP_ELEMENTS; i++) bitmapq[i] = buf.readBigUInt64LE(off + 0x40 + i * 8);
-  return {
-    linear: buf.readInt32LE(off),
-    class: buf.readUInt16LE(off + 4),
-    avail: buf.readUInt32LE(off + 0x1c),
-    bitmapq,
-  };
+/** Set `count` consecutive blocks from `blk` to state `v`. */
+export function setBmapPairs(leaf: Buffer, n: number, blk: number, count: number, v: number): void {
+  for (let i = 0; i < count; i++) {
+    const b = blk + i;
+    const o = bmapBase(n) + BMAP_BITMAP + (b >> 4) * 4;
+    const sh = (b & 15) * 2;
+    const w = leaf.readUInt32LE(o);
+    leaf.writeUInt32LE(((w & ~(3 << sh)) | (v << sh)) >>> 0, o);
+  }
 }
 
-export function encodeBmap(b: BmapData, buf: Buffer, off: number): void {
-  buf.fill(0, off, off + BMAP_DATA_BYTES);
-  buf.writeInt32LE(b.linear, off);
-  buf.writeUInt16LE(b.class, off + 4);
-  buf.writeUInt32LE(b.avail >>> 0, off + 0x1c);
-  for (let i = 0; i < BMAP_ELEMENTS; i++) buf.writeBigUInt64LE(b.bitmapq[i], off + 0x40 + i * 8);
-}
-
-export function decodeFreemapLeaf(buf: Buffer): BmapData[] {
-  const out: BmapData[] = [];
-  for (let i = 0; i < FREEMAP_COUNT; i++) out.push(decodeBmap(buf, i * BMAP_DATA_BYTES));
-  return out;
-}
-
-/** 2-bit state of 16 KiB block `n` (0..255) within a bmap. */
-export function bmapBlockState(b: BmapData, n: number): number {
-  const e = n >>> 5;
-  const shift = BigInt((n & 31) * 2);
-  return Number((b.bitmapq[e] >> shift) & 3n);
+/** Mark a whole segment in use and closed to packing (reserved areas, space past the end). */
+export function setBmapFull(leaf: Buffer, n: number): void {
+  setBmapLinear(leaf, n, 1 << 22);
+  const o = bmapBase(n) + BMAP_BITMAP;
+  leaf.fill(0xff, o, o + 64);
 }
