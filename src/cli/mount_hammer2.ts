@@ -285,9 +285,8 @@ async function main(): Promise<void> {
     await runForeground(special, mnt, o);
   } else {
     // Fail fast on the obvious before detaching.
-    let po: ParsedOptions;
     try {
-      po = parseOptions(o.options);
+      parseOptions(o.options);
     } catch (e) {
       fail((e as Error).message);
     }
@@ -295,7 +294,6 @@ async function main(): Promise<void> {
     if (why) fail(why);
     checkMountpoint(mnt);
     const { h2 } = await openPfs(special, false);
-    void po!;
     h2.close();
     runBackground(process.argv.slice(2));
   }

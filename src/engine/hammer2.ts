@@ -4,7 +4,6 @@ import {
   Blockref,
   BrefType,
   decodeInode,
-  DIRHASH_VISIBLE,
   initCodecs,
   inodeBlockset,
   InodeData,
@@ -86,4 +85,3 @@ export class Hammer2Device {
   }
 }
 
-export { DIRHASH_VISIBLE };

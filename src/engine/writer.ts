@@ -19,7 +19,6 @@ import {
 } from '../media';
 import { VolumeSet } from '../store';
 import { BlockReader } from './blocks';
-import { FsError } from './errors';
 
 /** Media allocation, implemented over the freemap. */
 export interface Allocator {
@@ -175,4 +174,3 @@ export function rollupStats(parent: Blockref, table: readonly Blockref[]): void 
   parent.leafCount = Math.min(leaves, 65535);
 }
 
-export { FsError };

@@ -320,7 +320,6 @@ export class Hammer2Fs {
   private writeHeader(): void {
     const vs = this.dev.vols;
     const hdr = this.dev.header;
-    const root = vs.volumes[0];
     // Usable zones: j < 4 with j * 2 GiB + 4 MiB inside the volume (the reference's rule).
     const next = (vs.headerZone + 1) % this.headerSlots();
     vs.writeHeader(0, next, encodeVolumeHeader(hdr));

@@ -30,7 +30,6 @@ import {
   uuidToXid,
   xidToUuid,
   INODE_VERSION_ONE,
-  BREF_FLAG_PFSROOT,
 } from '../media';
 import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, scanRange } from '../engine';
 
@@ -63,9 +62,6 @@ export interface Node {
   /** Blocks of this file that did not compress lately (skip trying while it is high). */
   compHeuristic?: { n: number };
 }
-
-/** Kept for readers of the read-only API. */
-export type Inode = Node;
 
 export interface Attr {
   ino: number;
@@ -949,10 +945,5 @@ export class Pfs {
       ctime: BigInt.asIntN(64, m.ctime),
       btime: BigInt.asIntN(64, m.btime),
     };
-  }
-
-  /** Is the PFS root flagged in its super-root bref? */
-  get isPfsRootBref(): boolean {
-    return !!(this.entry.bref.flags & BREF_FLAG_PFSROOT);
   }
 }

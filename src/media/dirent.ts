@@ -28,15 +28,3 @@ export function dirhash(name: Uint8Array): bigint {
   key |= 0x8000n;
   return key;
 }
-
-/** A name as stored: raw bytes. Names are bytes on media; FUSE hands us UTF-8 strings. */
-export const nameBytes = (s: string): Buffer => Buffer.from(s, 'utf8');
-
-/** True if the bytes are acceptable as one path component. */
-export function validName(b: Uint8Array): boolean {
-  if (b.length === 0 || b.length > 255) return false;
-  if (b.length === 1 && b[0] === 0x2e) return false;
-  if (b.length === 2 && b[0] === 0x2e && b[1] === 0x2e) return false;
-  for (let i = 0; i < b.length; i++) if (b[i] === 0 || b[i] === 0x2f) return false;
-  return true;
-}

@@ -132,9 +132,3 @@ export function encodeVolumeHeader(v: VolumeHeader): Buffer {
   v.raw = raw;
   return raw;
 }
-
-export function volumeIcrcSects(raw: Buffer): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < 8; i++) out.push(raw.readUInt32LE(OFF_ICRC_SECTS + i * 4));
-  return out;
-}
