@@ -348,19 +348,7 @@ export class Pfs {
 
   /** Every entry of a directory, in hash order (without "." and ".."). */
   readdir(dir: Node): DirEntry[] {
-    if (!isDir(dir)) throw new FsError('ENOTDIR');
-    const out: DirEntry[] = [];
-    const pend = dir.dirents;
-    scanRange(this.reader, this.committedSet(dir), DIRHASH_VISIBLE, KEY_MAX, (b) => {
-      if (pend?.has(b.key)) return;
-      const e = this.entryOf(b);
-      if (e) out.push(e);
-    });
-    if (pend && pend.size) {
-      for (const e of pend.values()) if (e) out.push(e);
-      out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    }
-    return out;
+    return this.readdirFrom(dir, DIRHASH_VISIBLE, Infinity);
   }
 
   /**
