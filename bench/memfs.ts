@@ -3,7 +3,7 @@
 // this binding. It does as little as a POSIX filesystem can: file data in
 // 1 MiB chunks (a full-chunk write keeps the request's buffer, no copy),
 // directories as Maps, no persistence. It is mounted with what mount_hammer2
-// uses by default (default_permissions, allow_other, 1 s attribute and entry
+// uses by default (default_permissions, allow_other, its attribute and entry
 // timeouts, keep_cache on open, no readdirplus, 1 MiB writes), so that the
 // difference to hammer2fs is the filesystem's own work.
 //
@@ -16,6 +16,7 @@ import { constants as C } from 'node:fs';
 import {
   Attr,
   DirEntry,
+  EXCLUSIVE_CACHE_TIMEOUT,
   Entry,
   FuseSession,
   Ino,
@@ -409,8 +410,8 @@ async function main(): Promise<void> {
     mnt,
     {
       options: ['fsname=memfs', 'subtype=memfs', 'default_permissions', 'allow_other', 'auto_unmount'],
-      attrTimeout: 1,
-      entryTimeout: 1,
+      attrTimeout: EXCLUSIVE_CACHE_TIMEOUT,
+      entryTimeout: EXCLUSIVE_CACHE_TIMEOUT,
     },
     memfs.ops(),
   );

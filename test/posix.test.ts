@@ -590,6 +590,15 @@ else {
       fs.closeSync(rfd);
       fs.truncateSync(p('data/big'), 3);
       t.equal(fs.readFileSync(p('data/big'), 'latin1'), 'end', 'truncate down');
+      // st_blocks is an estimate until the commit compresses the data; the
+      // kernel keeps attributes for long, so the commit must invalidate it.
+      fs.writeFileSync(p('data/text'), Buffer.alloc(4 << 20, 'compressible '));
+      const before = fs.statSync(p('data/text')).blocks;
+      const sfd = fs.openSync(p('data/text'), 'r');
+      fs.fsyncSync(sfd);
+      fs.closeSync(sfd);
+      const after = fs.statSync(p('data/text')).blocks;
+      t.ok(before >= (4 << 20) / 512 && after < before / 4, `st_blocks after the commit shows the compressed size (${before} -> ${after})`);
     });
 
     // Persistence: unmount, remount, and everything above is still as it was.

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
-import { fuseLowLevelUnavailable } from '../fuse/lowlevel';
+import { EXCLUSIVE_CACHE_TIMEOUT, fuseLowLevelUnavailable } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
 import { MountError } from '../store';
@@ -34,13 +34,20 @@ interface ParsedOptions {
   dirtyBytes: number;
   /** Kernel attribute/entry cache timeouts, seconds. */
   attrTimeout: number;
+  /** Microseconds the request loop stays awake after a request. */
+  spinUs: number;
   fuse: string[];
 }
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'noallow_other']);
+// Kernel attribute and name cache timeout: see EXCLUSIVE_CACHE_TIMEOUT. The
+// one thing a commit changes behind the kernel's back (st_blocks of files
+// with pending data) is invalidated explicitly (fuse/session.ts).
+const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
+
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'noallow_other']);
 
 export function parseOptions(list: string[]): ParsedOptions {
-  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 32 << 20, attrTimeout: 1, fuse: [] };
+  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 32 << 20, attrTimeout: CACHE_TIMEOUT, spinUs: 50, fuse: [] };
   let allowOther = process.getuid?.() === 0;
   const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
   for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {
@@ -65,6 +72,7 @@ export function parseOptions(list: string[]): ParsedOptions {
     else if (key === 'flush') p.flushSec = num('seconds');
     else if (key === 'dirty') p.dirtyBytes = num('MiB') * 1024 * 1024;
     else if (key === 'attr_timeout' || key === 'entry_timeout') p.attrTimeout = num('seconds');
+    else if (key === 'spin') p.spinUs = Math.min(num('microseconds'), 10000);
     else if (key === 'noallow_other') allowOther = false;
   }
   if (allowOther) fuse.add('allow_other');
@@ -172,6 +180,7 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
     log,
     attrTimeout: po!.attrTimeout,
     entryTimeout: po!.attrTimeout,
+    spinUs: po!.spinUs,
   });
   let timer: NodeJS.Timeout | null = null;
   // Dirty state reaches media within flushSec seconds even if nobody syncs.
@@ -270,7 +279,7 @@ async function main(): Promise<void> {
     .option('-d, --debug', 'FUSE debug output (implies -f)', false)
     .option(
       '-o, --options <opts>',
-      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, allow_other, default_permissions, any libfuse option',
+      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, spin=USEC, allow_other, default_permissions, any libfuse option',
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )

@@ -71,6 +71,8 @@ export class Hammer2Fs {
   failed: Error | null = null;
   lastFlush: FlushStats | null = null;
   onDirty: () => void = () => {};
+  /** Called after every successful commit (caches above may refresh what a commit changes). */
+  readonly commitListeners = new Set<(tid: bigint) => void>();
 
   private constructor(
     readonly dev: Hammer2Device,
@@ -285,6 +287,7 @@ export class Hammer2Fs {
     }
     for (const c of commits) c.apply();
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
+    for (const l of this.commitListeners) l(tid);
     return this.lastFlush;
   }
 

@@ -77,6 +77,11 @@ export interface Attr {
   mtime: bigint;
   ctime: bigint;
   btime: bigint;
+  /**
+   * `blocks` is an estimate until the next commit (pending data, truncation,
+   * holes or directory entries): the commit stores what compression made of it.
+   */
+  provisional: boolean;
 }
 
 const S_IFMT: Record<number, number> = {
@@ -932,6 +937,7 @@ export class Pfs {
       mtime: BigInt.asIntN(64, m.mtime),
       ctime: BigInt.asIntN(64, m.ctime),
       btime: BigInt.asIntN(64, m.btime),
+      provisional: !!(n.blocks?.size || n.truncFrom !== undefined || n.holes?.size || n.dirents?.size),
     };
   }
 }

@@ -300,6 +300,12 @@ export interface FuseSessionOptions {
   handleKillpriv?: boolean;
   /** FUSE_CAP_ASYNC_READ; default true */
   asyncRead?: boolean;
+  /**
+   * microseconds the request loop keeps reading the device after a request
+   * before it sleeps (0: never); default 50. Back-to-back requests then
+   * find the daemon awake instead of paying a cross-CPU wakeup each.
+   */
+  spinUs?: number;
   /** seconds the kernel caches attributes / names when a reply does not say; default 1 */
   attrTimeout?: number;
   entryTimeout?: number;
@@ -312,6 +318,17 @@ export interface FuseSessionOptions {
 }
 
 // ---- constants ----
+
+/**
+ * Attribute and entry timeout (seconds) for a filesystem that owns its
+ * storage exclusively: every change passes through the kernel, which
+ * updates or drops what it cached itself, so the kernel may keep attributes
+ * and names (also "no such name") as long as it likes, as passthrough
+ * filesystems with cache=always do. Most requests then never reach the
+ * daemon. Anything changed behind the kernel's back must be invalidated
+ * (FuseSession.invalidate).
+ */
+export const EXCLUSIVE_CACHE_TIMEOUT = 86400;
 
 /** setattr `toSet` bits */
 export const SETATTR = {
@@ -358,12 +375,13 @@ interface NativeFuseLL {
   create(
     mountpoint: string,
     args: string[],
-    config: { maxWrite: number; writebackCache: boolean; atomicOTrunc: boolean; handleKillpriv: boolean; asyncRead: boolean; latin1: boolean },
+    config: { maxWrite: number; writebackCache: boolean; atomicOTrunc: boolean; handleKillpriv: boolean; asyncRead: boolean; latin1: boolean; spinUs: number },
     ops: number[],
     dispatch: Dispatch,
   ): NativeSession;
   unmount(s: NativeSession): void;
   abort(s: NativeSession): void;
+  invalInode(s: NativeSession, ino: bigint, off: number, len: number): number;
   replyErr(r: NativeReq, errno: number): number;
   replyEntry(r: NativeReq, entry: Buffer): number;
   replyCreate(r: NativeReq, entry: Buffer, fh: number, flags: number): number;
@@ -386,7 +404,7 @@ interface NativeFuseLL {
 }
 
 /** Interface version shared with fuse_ll.c (FUSE_LL_ABI). */
-const FUSE_LL_ABI = 1;
+const FUSE_LL_ABI = 2;
 
 let binding: NativeFuseLL | null = null;
 let bindingError: string | null = null;
@@ -746,6 +764,7 @@ export class FuseSession implements SessionCore {
             handleKillpriv: this.opts.handleKillpriv ?? false,
             asyncRead: this.opts.asyncRead ?? true,
             latin1: this.enc === 'latin1',
+            spinUs: this.opts.spinUs ?? 50,
           },
           registered,
           this.dispatch,
@@ -791,6 +810,19 @@ export class FuseSession implements SessionCore {
     } finally {
       if (timer) clearTimeout(timer);
     }
+  }
+
+  /**
+   * Tell the kernel that what it cached of `ino` changed without a request:
+   * its attributes (no range), or its attributes and the cached file data
+   * in [off, off + len) (len 0: to the end). Returns 0, or a negative errno
+   * (-ENOENT: the kernel had nothing cached; -ENOTCONN: not serving).
+   * Never call it for an inode whose request is being answered by a handler
+   * that the kernel waits on with the inode locked (data ranges only).
+   */
+  invalidate(ino: Ino, range?: { off: number; len: number }): number {
+    if (!this.handle || this.state !== 'mounted') return -107;
+    return this.n.invalInode(this.handle, ino, range ? range.off : -1, range ? range.len : 0);
   }
 
   /** Stop serving at once: pending requests fail, the mount is detached. */

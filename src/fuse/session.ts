@@ -44,6 +44,8 @@ export interface SessionOptions {
   log: (msg: string) => void;
   attrTimeout?: number;
   entryTimeout?: number;
+  /** see FuseSessionOptions.spinUs */
+  spinUs?: number;
 }
 
 /** Errors from the layers below as errno; unexpected ones are logged as bugs. */
@@ -62,7 +64,16 @@ export function errnoOf(e: unknown, log: (m: string) => void): string {
 }
 
 export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionOptions): FuseSession {
-  const entry = (e: { ino: bigint; attr: Attr }): FuseEntry => ({ ino: e.ino, attr: fuseAttr(e.attr) });
+  // The kernel may keep attributes for the whole timeout: every change goes
+  // through it, except st_blocks of inodes with pending data, which the
+  // next commit turns from an estimate into what was stored. Those inodes
+  // are remembered and their attributes invalidated after each commit.
+  const provisional = new Set<bigint>();
+  const attrOut = (a: Attr): FuseAttr => {
+    if (a.provisional) provisional.add(BigInt(a.ino));
+    return fuseAttr(a);
+  };
+  const entry = (e: { ino: bigint; attr: Attr }): FuseEntry => ({ ino: e.ino, attr: attrOut(e.attr) });
   const run = (reply: { err(e: string | number): number }, fn: () => void) => {
     try {
       fn();
@@ -79,7 +90,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
         if (e) reply.entry(entry(e));
         else reply.noEntry(so.entryTimeout ?? 1);
       }),
-    getattr: (req, ino, fh, reply) => run(reply, () => reply.attr(fuseAttr(ops.getattr(caller(req), ino, fh === undefined ? undefined : BigInt(fh))))),
+    getattr: (req, ino, fh, reply) => run(reply, () => reply.attr(attrOut(ops.getattr(caller(req), ino, fh === undefined ? undefined : BigInt(fh))))),
     setattr: (req, ino, ch, fh, reply) =>
       run(reply, () => {
         const t = ch.toSet;
@@ -97,7 +108,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
           },
           fh === undefined ? undefined : BigInt(fh),
         );
-        reply.attr(fuseAttr(a));
+        reply.attr(attrOut(a));
       }),
     readlink: (req, ino, reply) => run(reply, () => reply.readlink(ops.readlink(caller(req), ino).toString('latin1'))),
     mknod: (req, parent, name, mode, rdev, reply) => run(reply, () => reply.entry(entry(ops.mknod(caller(req), parent, bytes(name), mode, rdev)))),
@@ -136,7 +147,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
             } catch {
               a = null; // listed all the same, but not cached: a later lookup reports the error
             }
-            const attr = a ? fuseAttr(a) : { ino: e.ino, mode: e.mode, nlink: 1, uid: 0, gid: 0, size: 0, atime: Z, mtime: Z, ctime: Z };
+            const attr = a ? attrOut(a) : { ino: e.ino, mode: e.mode, nlink: 1, uid: 0, gid: 0, size: 0, atime: Z, mtime: Z, ctime: Z };
             yield { name: e.name.toString('latin1'), entry: { ino: a ? e.ino : 0n, attr }, next: e.next };
           }
         }
@@ -152,13 +163,21 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
         reply.create(entry(r.entry), { fh: Number(r.fh), keepCache: true, noFlush: true });
       }),
   };
-  return new FuseSession(mountpoint, {
+  const session = new FuseSession(mountpoint, {
     options: so.options,
     debug: so.debug,
     log: so.log,
     nameEncoding: 'latin1',
     attrTimeout: so.attrTimeout ?? 1,
     entryTimeout: so.entryTimeout ?? 1,
+    spinUs: so.spinUs,
     errorToErrno: (e) => errnoOf(e, so.log),
   }, ll);
+  const onCommit = () => {
+    for (const ino of provisional) session.invalidate(ino);
+    provisional.clear();
+  };
+  ops.fs.commitListeners.add(onCommit);
+  void session.closed.then(() => ops.fs.commitListeners.delete(onCommit));
+  return session;
 }
