@@ -224,7 +224,7 @@ static void log_func(enum fuse_log_level level, const char *fmt, va_list ap) {
  * so steady streaming reuses memory that is already mapped instead of
  * mmap/munmap'ing (and faulting in) a fresh MiB per request.
  */
-#define POOL_MAX 32
+#define POOL_MAX 8
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *pool[POOL_MAX];
 static size_t pool_n;
@@ -264,7 +264,7 @@ typedef struct sess {
 	uint32_t opmask_lo; /* bit per op code (< 64) */
 	uint32_t opmask_hi;
 	unsigned max_write;
-	int writeback, atomic_trunc, killpriv, async_read;
+	int writeback, atomic_trunc, killpriv, async_read, rdplus_auto;
 	int latin1;
 	uint64_t spin_ns; /* keep reading this long after a request before sleeping */
 	int guard_fd; /* see protect_auto_unmount */
@@ -481,6 +481,11 @@ static void ll_init(void *ud, struct fuse_conn_info *c) {
 	WANT(s->writeback, FUSE_CAP_WRITEBACK_CACHE);
 	WANT(s->atomic_trunc, FUSE_CAP_ATOMIC_O_TRUNC);
 	WANT(s->killpriv, FUSE_CAP_HANDLE_KILLPRIV);
+	if (!s->rdplus_auto) c->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	/* The kernel keeps min(the mount's read_ahead_kb, this): put no limit
+	   here, so the read_ahead_kb a mounter sets in sysfs (before or after
+	   this reply) stands. -o max_readahead= still lowers it. */
+	c->max_readahead = UINT_MAX;
 	c->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 #undef WANT
 	/* -o writeback_cache, max_write=, max_background=, ... override the above */
@@ -1652,6 +1657,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 	s->atomic_trunc = get_prop_u32(env, a[2], "atomicOTrunc", 0);
 	s->killpriv = get_prop_u32(env, a[2], "handleKillpriv", 0);
 	s->async_read = get_prop_u32(env, a[2], "asyncRead", 1);
+	s->rdplus_auto = get_prop_u32(env, a[2], "readdirplusAuto", 1);
 	s->latin1 = get_prop_u32(env, a[2], "latin1", 0);
 	napi_get_array_length(env, a[3], &len);
 	for (uint32_t i = 0; i < len; i++) {

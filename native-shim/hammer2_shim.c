@@ -1,9 +1,12 @@
 /*
- * hammer2fs native shim: the two system calls Node.js does not expose.
+ * hammer2fs native shim: the system calls Node.js does not expose, and codec
+ * accelerators for the write path.
  *   flock(fd, exclusive)      -> 0 or errno   (LOCK_EX|LOCK_NB or LOCK_SH|LOCK_NB)
  *   blockDeviceSize(fd)       -> bytes or -errno   (BLKGETSIZE64)
+ *   crc32c, xxh64, lz4Compress, isZero: codec accelerators (below)
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -49,12 +52,345 @@ static napi_value js_blksize(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* ---- codec accelerators -------------------------------------------------
+ * crc32c(crc, buf, start, end) -> CRC-32C (Castagnoli, reflected) continued
+ *                                from `crc` (0 to start), SSE4.2 when the CPU
+ *                                has it (checked at load: crc32cHw)
+ * xxh64(buf, out, outOff)        XXH64 with HAMMER2's seed, 8 bytes LE into out
+ * lz4Compress(src, dst, dstOff, cap) -> length of one raw LZ4 block written
+ *                                at dst[dstOff..], 0 if it needs more than cap
+ *                                bytes (given up as soon as that is certain)
+ * isZero(buf)                    every byte zero?
+ * Written from the algorithm descriptions (CRC-32C, the XXH64 spec, the LZ4
+ * block format). The JS side keeps its own implementations as fallbacks.
+ */
+#include <string.h>
+
+static uint32_t crc_tab[8][256];
+static int crc_hw;
+
+static void codec_init(void) {
+	for (uint32_t n = 0; n < 256; n++) {
+		uint32_t c = n;
+		for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+		crc_tab[0][n] = c;
+	}
+	for (uint32_t n = 0; n < 256; n++)
+		for (int k = 1; k < 8; k++)
+			crc_tab[k][n] = crc_tab[0][crc_tab[k - 1][n] & 0xff] ^ (crc_tab[k - 1][n] >> 8);
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n) {
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		uint32_t a = (uint32_t)w ^ c, b = (uint32_t)(w >> 32);
+		c = crc_tab[7][a & 0xff] ^ crc_tab[6][(a >> 8) & 0xff] ^ crc_tab[5][(a >> 16) & 0xff] ^
+		    crc_tab[4][a >> 24] ^ crc_tab[3][b & 0xff] ^ crc_tab[2][(b >> 8) & 0xff] ^
+		    crc_tab[1][(b >> 16) & 0xff] ^ crc_tab[0][b >> 24];
+		p += 8;
+		n -= 8;
+	}
+	while (n--) c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+	return c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_sse(uint32_t c, const uint8_t *p, size_t n) {
+	uint64_t c64 = c;
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		c64 = __builtin_ia32_crc32di(c64, w);
+		p += 8;
+		n -= 8;
+	}
+	uint32_t c32 = (uint32_t)c64;
+	while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+	return c32;
+}
+#endif
+
+static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n) {
+	uint32_t c = ~crc;
+#if defined(__x86_64__)
+	if (crc_hw) return ~crc_sse(c, p, n);
+#endif
+	return ~crc_sw(c, p, n);
+}
+
+/* XXH64 */
+#define XP1 0x9E3779B185EBCA87ULL
+#define XP2 0xC2B2AE3D27D4EB4FULL
+#define XP3 0x165667B19E3779F9ULL
+#define XP4 0x85EBCA77C2B2AE63ULL
+#define XP5 0x27D4EB2F165667C5ULL
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t xround(uint64_t acc, uint64_t in) { return rotl64(acc + in * XP2, 31) * XP1; }
+static inline uint64_t xmerge(uint64_t h, uint64_t v) { return (h ^ xround(0, v)) * XP1 + XP4; }
+
+static uint64_t xxh64(const uint8_t *p, size_t len, uint64_t seed) {
+	const uint8_t *end = p + len;
+	uint64_t h;
+	if (len >= 32) {
+		uint64_t v1 = seed + XP1 + XP2, v2 = seed + XP2, v3 = seed, v4 = seed - XP1;
+		const uint8_t *lim = end - 32;
+		do {
+			v1 = xround(v1, rd64(p));
+			v2 = xround(v2, rd64(p + 8));
+			v3 = xround(v3, rd64(p + 16));
+			v4 = xround(v4, rd64(p + 24));
+			p += 32;
+		} while (p <= lim);
+		h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+		h = xmerge(h, v1);
+		h = xmerge(h, v2);
+		h = xmerge(h, v3);
+		h = xmerge(h, v4);
+	} else {
+		h = seed + XP5;
+	}
+	h += (uint64_t)len;
+	while (p + 8 <= end) {
+		h ^= xround(0, rd64(p));
+		h = rotl64(h, 27) * XP1 + XP4;
+		p += 8;
+	}
+	if (p + 4 <= end) {
+		h ^= (uint64_t)rd32(p) * XP1;
+		h = rotl64(h, 23) * XP2 + XP3;
+		p += 4;
+	}
+	while (p < end) {
+		h ^= (uint64_t)(*p++) * XP5;
+		h = rotl64(h, 11) * XP1;
+	}
+	h ^= h >> 33;
+	h *= XP2;
+	h ^= h >> 29;
+	h *= XP3;
+	h ^= h >> 32;
+	return h;
+}
+
+/* LZ4 block compression: greedy, one hash-table probe per position, skipping
+ * faster through data that does not match. Block format rules: the last 5
+ * bytes are literals, and no match starts within the last 12 bytes. */
+#define LZ_HASHLOG 13
+static inline uint32_t lz_hash(uint32_t v) { return (v * 2654435761u) >> (32 - LZ_HASHLOG); }
+
+/* returns new op, or NULL when out of room */
+static uint8_t *lz_len(uint8_t *op, uint8_t *oend, size_t n) {
+	while (n >= 255) {
+		if (op >= oend) return NULL;
+		*op++ = 255;
+		n -= 255;
+	}
+	if (op >= oend) return NULL;
+	*op++ = (uint8_t)n;
+	return op;
+}
+
+static size_t lz4_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) {
+	uint8_t *op = dst, *oend = dst + cap;
+	size_t anchor = 0, ip = 0;
+	uint32_t lz_table[1 << LZ_HASHLOG]; /* on the stack: worker threads may share the module */
+	if (n >= 13) {
+		const size_t mflimit = n - 12, mlimit = n - 5;
+		unsigned misses = 0;
+		memset(lz_table, 0xff, sizeof lz_table);
+		while (ip < mflimit) {
+			uint32_t seq = rd32(src + ip);
+			uint32_t h = lz_hash(seq);
+			uint32_t ref = lz_table[h];
+			lz_table[h] = (uint32_t)ip;
+			if (ref >= ip || ip - ref > 65535 || rd32(src + ref) != seq) {
+				ip += 1 + (misses++ >> 6);
+				continue;
+			}
+			misses = 0;
+			size_t r = ref;
+			while (ip > anchor && r > 0 && src[ip - 1] == src[r - 1]) {
+				ip--;
+				r--;
+			}
+			size_t m = ip + 4, q = r + 4;
+			while (m + 8 <= mlimit) {
+				uint64_t x = rd64(src + m) ^ rd64(src + q);
+				if (x) {
+					m += (size_t)__builtin_ctzll(x) >> 3;
+					goto found;
+				}
+				m += 8;
+				q += 8;
+			}
+			while (m < mlimit && src[m] == src[q]) {
+				m++;
+				q++;
+			}
+		found:;
+			size_t lit = ip - anchor, ml = m - ip - 4;
+			if (op + 1 + lit + lit / 255 + 2 + 1 > oend) return 0;
+			uint8_t *tok = op++;
+			*tok = (uint8_t)((lit >= 15 ? 15 : lit) << 4);
+			if (lit >= 15 && !(op = lz_len(op, oend, lit - 15))) return 0;
+			if (op + lit + 8 <= oend && anchor + lit + 8 <= n) {
+				/* short literal runs dominate text: copy 8 bytes at a time, overrunning */
+				const uint8_t *s8 = src + anchor;
+				uint8_t *d8 = op, *e8 = op + lit;
+				do {
+					memcpy(d8, s8, 8);
+					d8 += 8;
+					s8 += 8;
+				} while (d8 < e8);
+			} else {
+				memcpy(op, src + anchor, lit);
+			}
+			op += lit;
+			if (op + 2 > oend) return 0;
+			size_t off = ip - r;
+			*op++ = (uint8_t)off;
+			*op++ = (uint8_t)(off >> 8);
+			*tok |= (uint8_t)(ml >= 15 ? 15 : ml);
+			if (ml >= 15 && !(op = lz_len(op, oend, ml - 15))) return 0;
+			ip = m;
+			anchor = ip;
+			if (ip - 2 < mflimit) lz_table[lz_hash(rd32(src + ip - 2))] = (uint32_t)(ip - 2);
+		}
+	}
+	size_t lit = n - anchor;
+	if (op + 1 + lit + lit / 255 + 1 > oend) return 0;
+	uint8_t *tok = op++;
+	*tok = (uint8_t)((lit >= 15 ? 15 : lit) << 4);
+	if (lit >= 15 && !(op = lz_len(op, oend, lit - 15))) return 0;
+	memcpy(op, src + anchor, lit);
+	op += lit;
+	return (size_t)(op - dst);
+}
+
+static int bytes_of(napi_env env, napi_value v, uint8_t **p, size_t *len) {
+	bool is = false;
+	if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+		napi_typedarray_type t;
+		napi_value ab;
+		size_t off;
+		void *data;
+		if (napi_get_typedarray_info(env, v, &t, len, &data, &ab, &off) != napi_ok || t != napi_uint8_array) return 0;
+		*p = data;
+		return 1;
+	}
+	return 0;
+}
+
+static napi_value js_crc32c(napi_env env, napi_callback_info info) {
+	size_t argc = 4;
+	napi_value argv[4], ret;
+	uint32_t crc;
+	uint8_t *p;
+	size_t len;
+	int64_t start, end;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 4 || napi_get_value_uint32(env, argv[0], &crc) != napi_ok || !bytes_of(env, argv[1], &p, &len) ||
+	    napi_get_value_int64(env, argv[2], &start) != napi_ok || napi_get_value_int64(env, argv[3], &end) != napi_ok ||
+	    start < 0 || end < start || (size_t)end > len) {
+		napi_throw_type_error(env, NULL, "crc32c(crc, bytes, start, end)");
+		return NULL;
+	}
+	napi_create_uint32(env, crc32c(crc, p + start, (size_t)(end - start)), &ret);
+	return ret;
+}
+
+static napi_value js_xxh64(napi_env env, napi_callback_info info) {
+	size_t argc = 3;
+	napi_value argv[3];
+	uint8_t *p, *o;
+	size_t len, olen;
+	int64_t off;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 3 || !bytes_of(env, argv[0], &p, &len) || !bytes_of(env, argv[1], &o, &olen) ||
+	    napi_get_value_int64(env, argv[2], &off) != napi_ok || off < 0 || (size_t)off + 8 > olen) {
+		napi_throw_type_error(env, NULL, "xxh64(bytes, out, outOff)");
+		return NULL;
+	}
+	uint64_t h = xxh64(p, len, 0x4d617474446c6c6eULL);
+	for (int i = 0; i < 8; i++) o[off + i] = (uint8_t)(h >> (8 * i));
+	return NULL;
+}
+
+static napi_value js_lz4(napi_env env, napi_callback_info info) {
+	size_t argc = 4;
+	napi_value argv[4], ret;
+	uint8_t *s, *d;
+	size_t slen, dlen;
+	int64_t off, cap;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 4 || !bytes_of(env, argv[0], &s, &slen) || !bytes_of(env, argv[1], &d, &dlen) ||
+	    napi_get_value_int64(env, argv[2], &off) != napi_ok || napi_get_value_int64(env, argv[3], &cap) != napi_ok ||
+	    off < 0 || cap < 0 || (size_t)(off + cap) > dlen || slen > 0x7fffffff) {
+		napi_throw_type_error(env, NULL, "lz4Compress(src, dst, dstOff, cap)");
+		return NULL;
+	}
+	napi_create_uint32(env, (uint32_t)lz4_compress(s, slen, d + off, (size_t)cap), &ret);
+	return ret;
+}
+
+static napi_value js_iszero(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	uint8_t *p;
+	size_t len, i = 0;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 1 || !bytes_of(env, argv[0], &p, &len)) {
+		napi_throw_type_error(env, NULL, "isZero(bytes)");
+		return NULL;
+	}
+	uint64_t acc = 0;
+	for (; i + 64 <= len; i += 64) {
+		for (int k = 0; k < 64; k += 8) acc |= rd64(p + i + k);
+		if (acc) break;
+	}
+	for (; !acc && i < len; i++) acc |= p[i];
+	napi_get_boolean(env, acc == 0, &ret);
+	return ret;
+}
+
+/* trimMemory(): give memory free()d to malloc back to the kernel. Block
+   buffers come and go in bursts (commits, sequential reads); glibc keeps
+   the freed pages of its heap, so without this the daemon's RSS only ever
+   grows to its high-water mark. */
+static napi_value js_trim(napi_env env, napi_callback_info info) {
+	(void)info;
+	napi_value ret;
+	napi_get_boolean(env, malloc_trim(0) != 0, &ret);
+	return ret;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
 	napi_value f;
+	napi_create_function(env, "trimMemory", NAPI_AUTO_LENGTH, js_trim, NULL, &f);
+	napi_set_named_property(env, exports, "trimMemory", f);
 	napi_create_function(env, "flock", NAPI_AUTO_LENGTH, js_flock, NULL, &f);
 	napi_set_named_property(env, exports, "flock", f);
 	napi_create_function(env, "blockDeviceSize", NAPI_AUTO_LENGTH, js_blksize, NULL, &f);
 	napi_set_named_property(env, exports, "blockDeviceSize", f);
+	codec_init();
+	napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, js_crc32c, NULL, &f);
+	napi_set_named_property(env, exports, "crc32c", f);
+	napi_create_function(env, "xxh64", NAPI_AUTO_LENGTH, js_xxh64, NULL, &f);
+	napi_set_named_property(env, exports, "xxh64", f);
+	napi_create_function(env, "lz4Compress", NAPI_AUTO_LENGTH, js_lz4, NULL, &f);
+	napi_set_named_property(env, exports, "lz4Compress", f);
+	napi_create_function(env, "isZero", NAPI_AUTO_LENGTH, js_iszero, NULL, &f);
+	napi_set_named_property(env, exports, "isZero", f);
+	napi_value hw;
+	napi_get_boolean(env, crc_hw != 0, &hw);
+	napi_set_named_property(env, exports, "crc32cHw", hw);
 	return exports;
 }
 

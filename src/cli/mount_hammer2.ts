@@ -13,7 +13,7 @@ import { Hammer2Fs, Pfs } from '../fs';
 import { EXCLUSIVE_CACHE_TIMEOUT, fuseLowLevelUnavailable } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
-import { MountError } from '../store';
+import { MountError, trimMemory } from '../store';
 import { parseDeviceSpec } from './spec';
 
 const prog = 'mount_hammer2';
@@ -36,6 +36,10 @@ interface ParsedOptions {
   attrTimeout: number;
   /** Microseconds the request loop stays awake after a request. */
   spinUs: number;
+  /** Metadata block cache, MiB (file data gets an eighth of it on top). */
+  cacheMiB: number;
+  /** KiB of kernel readahead for the mount (its bdi's read_ahead_kb); 0 leaves the kernel's default. */
+  readaheadKb: number;
   fuse: string[];
 }
 
@@ -44,10 +48,25 @@ interface ParsedOptions {
 // with pending data) is invalidated explicitly (fuse/session.ts).
 const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'noallow_other']);
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'noallow_other', 'readahead']);
+
+// Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
+// read arrives as 128 KiB requests (two data blocks each); with more, the
+// kernel asks for up to 1 MiB per request (the binding's max_pages) and
+// keeps several in flight, so each pread covers a run of blocks.
+const DEFAULT_READAHEAD_KB = 4096;
 
 export function parseOptions(list: string[]): ParsedOptions {
-  const p: ParsedOptions = { readonly: false, flushSec: 5, dirtyBytes: 32 << 20, attrTimeout: CACHE_TIMEOUT, spinUs: 50, fuse: [] };
+  const p: ParsedOptions = {
+    readonly: false,
+    flushSec: 5,
+    dirtyBytes: 32 << 20,
+    attrTimeout: CACHE_TIMEOUT,
+    spinUs: 50,
+    cacheMiB: 32,
+    readaheadKb: DEFAULT_READAHEAD_KB,
+    fuse: [],
+  };
   let allowOther = process.getuid?.() === 0;
   const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
   for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {
@@ -73,12 +92,40 @@ export function parseOptions(list: string[]): ParsedOptions {
     else if (key === 'dirty') p.dirtyBytes = num('MiB') * 1024 * 1024;
     else if (key === 'attr_timeout' || key === 'entry_timeout') p.attrTimeout = num('seconds');
     else if (key === 'spin') p.spinUs = Math.min(num('microseconds'), 10000);
+    else if (key === 'cache') p.cacheMiB = Math.max(1, Math.min(Math.floor(num('MiB')), 4096));
     else if (key === 'noallow_other') allowOther = false;
+    else if (key === 'readahead') p.readaheadKb = Math.min(Math.floor(num('KiB')), 1 << 20);
   }
   if (allowOther) fuse.add('allow_other');
   if (p.readonly) fuse.add('ro');
   p.fuse = [...fuse];
   return p;
+}
+
+/**
+ * Set the kernel readahead of the FUSE mount at `mnt` (the read_ahead_kb of
+ * its backing device info, found through /proc/self/mountinfo: a stat of the
+ * mountpoint would be a request to ourselves). Needs root; returns why not.
+ */
+export function setMountReadahead(mnt: string, kb: number): string | null {
+  let dev: string | undefined;
+  try {
+    const unesc = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    for (const l of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const f = l.split(' ');
+      if (f.length > 4 && unesc(f[4]) === mnt) dev = f[2]; // the last one listed is on top
+    }
+  } catch (e) {
+    return `cannot read /proc/self/mountinfo: ${(e as Error).message}`;
+  }
+  if (!dev || !/^\d+:\d+$/.test(dev)) return `${mnt} not found in /proc/self/mountinfo`;
+  const file = `/sys/class/bdi/${dev}/read_ahead_kb`;
+  try {
+    fs.writeFileSync(file, `${kb}\n`);
+  } catch (e) {
+    return `cannot set ${file}: ${(e as Error).message}`;
+  }
+  return null;
 }
 
 function fail(msg: string): never {
@@ -117,11 +164,11 @@ function checkMountpoint(mnt: string): void {
   if (mountsHave(mnt)) fail(`${mnt}: something is already mounted there`);
 }
 
-async function openPfs(spec: string, writable: boolean): Promise<{ h2: Hammer2Fs; pfs: Pfs }> {
+async function openPfs(spec: string, writable: boolean, cacheBytes: number): Promise<{ h2: Hammer2Fs; pfs: Pfs }> {
   const { devices, label } = parseDeviceSpec(spec);
   let h2: Hammer2Fs;
   try {
-    h2 = await Hammer2Fs.open(devices, { writable, lock: true });
+    h2 = await Hammer2Fs.open(devices, { writable, lock: true, cacheBytes });
   } catch (e) {
     if (e instanceof MountError || e instanceof MediaError) fail(e.message);
     throw e;
@@ -172,7 +219,7 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
   const why = fuseLowLevelUnavailable();
   if (why) die(why);
   checkMountpoint(mnt);
-  const { h2, pfs } = await openPfs(spec, !po!.readonly);
+  const { h2, pfs } = await openPfs(spec, !po!.readonly, po!.cacheMiB << 20);
   const ops = new Hammer2Ops(h2, pfs, { dirtyLimit: po!.dirtyBytes, log });
   const session = hammer2Session(mnt, ops, {
     options: po!.fuse,
@@ -198,10 +245,15 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
       }
     }, po!.flushSec * 1000);
   }
+  // Block buffers are freed in bursts (after commits, during big reads);
+  // hand the freed heap back so RSS follows what is in use, not the peak.
+  const trimmer = setInterval(trimMemory, 2000);
+  trimmer.unref();
   let finished = false;
   const finish = (code: number) => {
     if (finished) return;
     finished = true;
+    clearInterval(trimmer);
     if (timer) clearInterval(timer);
     try {
       ops.destroy();
@@ -220,6 +272,10 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
     die(`cannot mount on ${mnt}: ${(e as Error).message}`);
   }
   log(`mounted ${spec} (PFS ${pfs.name}) on ${mnt}, ${po!.readonly ? 'read-only' : 'read-write'}`);
+  if (po!.readaheadKb > 0) {
+    const why = setMountReadahead(mnt, po!.readaheadKb);
+    if (why) log(`readahead left at the kernel's default: ${why}`);
+  }
   if (notifyFd < 0 && !o.log) {
     process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount3 -u ${mnt}\` to unmount\n`);
   }
@@ -279,7 +335,7 @@ async function main(): Promise<void> {
     .option('-d, --debug', 'FUSE debug output (implies -f)', false)
     .option(
       '-o, --options <opts>',
-      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, spin=USEC, allow_other, default_permissions, any libfuse option',
+      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, readahead=KiB, spin=USEC, allow_other, default_permissions, any libfuse option',
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )
@@ -302,7 +358,7 @@ async function main(): Promise<void> {
     const why = fuseLowLevelUnavailable();
     if (why) fail(why);
     checkMountpoint(mnt);
-    const { h2 } = await openPfs(special, false);
+    const { h2 } = await openPfs(special, false, 1 << 20);
     h2.close();
     runBackground(process.argv.slice(2));
   }

@@ -13,6 +13,7 @@ import {
   BrefType,
   BREF_TYPE_NAMES,
   CHECK_NAMES,
+  CompMethod,
   CorruptCompressedData,
   decodeBlockrefArray,
   decodeData,
@@ -51,6 +52,10 @@ export class BlockReader {
   /** File data, separately and smaller, so a big sequential read cannot evict the tree. */
   private dataCache: LruCache<number, CachedBlock>;
   checkErrors = 0;
+  /** Run buffer of readDataBlocks for blocks that are decoded, not read in place (reads are synchronous). */
+  private scratch: Buffer | null = null;
+  /** One logical block, for readDataPart of compressed blocks. */
+  private partScratch: Buffer | null = null;
 
   constructor(
     readonly vols: VolumeSet,
@@ -108,18 +113,22 @@ export class BlockReader {
     } catch (e) {
       throw new MediaError(`read error at ${hex(off)}: ${(e as Error).message}`, b.dataOff);
     }
-    const method = brefCheck(b);
-    if (!verifyCheck(method, b.check, data)) {
-      this.checkErrors++;
-      const msg =
-        `check failed (${CHECK_NAMES[method] ?? method}) for ${BREF_TYPE_NAMES[b.type] ?? b.type} block ` +
-        `at ${hex(b.dataOff)} key ${hex(b.key)}`;
-      this.opts.onCheckError?.(msg);
-      throw new MediaError(msg, b.dataOff);
-    }
+    this.verify(b, data);
     const e: CachedBlock = { check8, methods: b.methods, bytes: data };
     cache?.set(Number(b.dataOff), e, bytes + 64);
     return e;
+  }
+
+  /** Throw (and count, and report) if `data` fails the check code of `b`. */
+  private verify(b: Blockref, data: Uint8Array): void {
+    const method = brefCheck(b);
+    if (verifyCheck(method, b.check, data)) return;
+    this.checkErrors++;
+    const msg =
+      `check failed (${CHECK_NAMES[method] ?? method}) for ${BREF_TYPE_NAMES[b.type] ?? b.type} block ` +
+      `at ${hex(b.dataOff)} key ${hex(b.key)}`;
+    this.opts.onCheckError?.(msg);
+    throw new MediaError(msg, b.dataOff);
   }
 
   /** The blockrefs of an indirect block, checked against its range and sorted (cached). */
@@ -149,7 +158,33 @@ export class BlockReader {
       out.fill(0);
       return;
     }
+    this.decode(b, this.readPhysical(b), out);
+  }
+
+  /**
+   * Decode bytes [from, to) of a DATA block's logical contents into `out`
+   * at `outOff` (a read covering part of a block). Uncompressed blocks are
+   * copied from the verified physical block without a full decode.
+   */
+  readDataPart(b: Blockref, from: number, to: number, out: Buffer, outOff: number): void {
+    if (brefRadix(b) === 0) {
+      out.fill(0, outOff, outOff + to - from);
+      return;
+    }
     const phys = this.readPhysical(b);
+    if (isRaw(b)) {
+      const n = Math.max(0, Math.min(to, phys.length) - from);
+      if (n > 0) phys.copy(out, outOff, from, from + n);
+      if (n < to - from) out.fill(0, outOff + n, outOff + to - from);
+      return;
+    }
+    if (!this.partScratch) this.partScratch = Buffer.allocUnsafe(PBUFSIZE);
+    const s = this.partScratch.subarray(0, 1 << b.keybits);
+    this.decode(b, phys, s);
+    s.copy(out, outOff, from, to);
+  }
+
+  private decode(b: Blockref, phys: Uint8Array, out: Uint8Array): void {
     try {
       decodeData(brefComp(b), phys, out);
     } catch (e) {
@@ -157,6 +192,74 @@ export class BlockReader {
         throw new MediaError(`undecodable data block at ${hex(b.dataOff)}: ${e.message}`, b.dataOff);
       }
       throw e;
+    }
+  }
+
+  /**
+   * Decode whole DATA blocks, `bs[i]` into `outs[i]` (its logical size), for
+   * a read spanning several blocks. Blocks lying back to back on the media
+   * are read with one pread per run; uncompressed ones whose slices of one
+   * output buffer are adjacent too are read straight into it and verified
+   * in place, the others through a scratch buffer. Every block's check is
+   * verified as in readData; the first failure throws. Blocks read this way
+   * are not cached: a sequential read would only churn the data cache, and
+   * the kernel keeps the pages.
+   */
+  readDataBlocks(bs: readonly Blockref[], outs: readonly Buffer[]): void {
+    let i = 0;
+    while (i < bs.length) {
+      const b = bs[i];
+      if (brefRadix(b) === 0) {
+        outs[i++].fill(0);
+        continue;
+      }
+      const hit = this.dataCache.get(Number(b.dataOff));
+      if (hit && hit.check8 === b.check.readBigUInt64LE(0) && hit.methods === b.methods) {
+        this.decode(b, hit.bytes, outs[i++]);
+        continue;
+      }
+      const first = this.locate(b);
+      // Extend the run while the next block starts where this one ends.
+      let j = i + 1;
+      let runEnd = first.off + first.bytes;
+      let direct = isRaw(b) && first.bytes === outs[i].length;
+      while (j < bs.length && runEnd - first.off < MAX_RUN) {
+        const nb = bs[j];
+        if (brefRadix(nb) === 0) break;
+        const l = this.locate(nb);
+        if (l.off !== runEnd) break;
+        const prev = outs[j - 1];
+        direct &&=
+          isRaw(nb) &&
+          l.bytes === outs[j].length &&
+          outs[j].buffer === prev.buffer &&
+          outs[j].byteOffset === prev.byteOffset + prev.length;
+        runEnd += l.bytes;
+        j++;
+      }
+      const len = runEnd - first.off;
+      let buf: Buffer;
+      if (direct) {
+        buf = Buffer.from(outs[i].buffer, outs[i].byteOffset, len);
+      } else {
+        if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(Math.max(len, PBUFSIZE));
+        buf = this.scratch;
+      }
+      try {
+        this.vols.readSpan(first.off, len, buf);
+      } catch (e) {
+        throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
+      }
+      let at = 0;
+      for (let k = i; k < j; k++) {
+        const kb = bs[k];
+        const bytes = brefBytes(kb);
+        const phys = buf.subarray(at, at + bytes);
+        at += bytes;
+        this.verify(kb, phys);
+        if (!direct) this.decode(kb, phys, outs[k]);
+      }
+      i = j;
     }
   }
 
@@ -175,5 +278,14 @@ export class BlockReader {
     return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.size };
   }
 }
+
+/** Longest run of adjacent blocks read with one pread. */
+const MAX_RUN = 4 << 20;
+
+/** A block whose media bytes are its contents (no compression: NONE, or AUTOZERO's stored blocks). */
+const isRaw = (b: Blockref): boolean => {
+  const c = brefComp(b) & 15;
+  return c === CompMethod.NONE || c === CompMethod.AUTOZERO;
+};
 
 export const isLeafType = (t: number): boolean => t !== BrefType.INDIRECT && t !== BrefType.FREEMAP_NODE && t !== BrefType.EMPTY;

@@ -69,7 +69,10 @@ export class BlockWriter {
     const off = this.alloc.alloc(bytes, type);
     const dataOff = BigInt(off) | BigInt(radixOf(bytes));
     this.reader.invalidate(dataOff);
-    this.vols.write(off, content);
+    // Queued: a commit's blocks mostly sit back to back and go out as a few
+    // large pwritev calls when the commit syncs. `content` must stay as it is
+    // until then (pending blocks and fresh encodings do).
+    this.vols.writeQueued(off, content);
     this.bytesWritten += bytes;
     this.blocksWritten++;
     return dataOff;

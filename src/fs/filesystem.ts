@@ -276,6 +276,7 @@ export class Hammer2Fs {
       this.dev.vols.sync();
     } catch (e) {
       Object.assign(hdr, saved);
+      this.dev.vols.discardWrites();
       this.allocator.rollback();
       // A header write that failed half way may have destroyed that slot; the
       // others still hold older commits, but this mount must not go on.

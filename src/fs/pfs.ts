@@ -463,22 +463,37 @@ export class Pfs {
 
   /** Read committed data of logical block `lbase` into out (64 KiB). */
   private readCommittedBlock(n: Node, lbase: bigint, out: Buffer): void {
-    out.fill(0);
-    if (n.truncFrom !== undefined && lbase >= n.truncFrom) return;
-    if (n.holes?.has(lbase)) return;
     const disk = n.disk;
-    if (!disk) return;
+    if (!disk || (n.truncFrom !== undefined && lbase >= n.truncFrom) || n.holes?.has(lbase)) {
+      out.fill(0);
+      return;
+    }
     if (disk.meta.opFlags & OPFLAG_DIRECTDATA) {
+      out.fill(0);
       if (lbase === 0n) disk.u.copy(out, 0, 0, Math.min(EMBEDDED_BYTES, Number(disk.meta.size)));
       return;
     }
+    if (out.length > PBUFSIZE) out.fill(0, PBUFSIZE);
     this.readRange(n, this.committedFileSet(n), Number(lbase), out.subarray(0, PBUFSIZE));
   }
 
-  /** Fill `out` with committed data from [pos, pos+out.length) of a block tree. */
+  /**
+   * Fill every byte of `out` with committed data from [pos, pos+out.length)
+   * of a block tree (holes as zeros). Whole blocks are collected and read
+   * together (adjacent ones with one pread, see BlockReader.readDataBlocks);
+   * blocks the range covers only in part go through the data cache.
+   */
   private readRange(n: Node, set: Blockref[], pos: number, out: Buffer): void {
     const end = pos + out.length;
-    let scratch: Buffer | null = null;
+    /** out[0, filled) is written or queued in `whole`. */
+    let filled = 0;
+    const whole: Blockref[] = [];
+    const dst: Buffer[] = [];
+    const flushWhole = () => {
+      if (whole.length === 0) return;
+      this.reader.readDataBlocks(whole, dst);
+      whole.length = dst.length = 0;
+    };
     scanRange(this.reader, set, BigInt(pos), BigInt(end - 1), (b) => {
       if (b.type !== BrefType.DATA) throw new MediaError(`inode ${n.inum}: ${b.type} blockref among file data`, b.dataOff);
       if (b.keybits < 10 || b.keybits > 16) throw new MediaError(`inode ${n.inum}: data block with keybits ${b.keybits}`, b.dataOff);
@@ -487,38 +502,53 @@ export class Pfs {
       if (n.truncFrom !== undefined && b.key >= n.truncFrom) return;
       const from = Math.max(pos, lbase);
       const to = Math.min(end, lbase + lsize);
+      if (from - pos > filled) out.fill(0, filled, from - pos);
       if (from === lbase && to === lbase + lsize) {
-        this.reader.readData(b, out.subarray(from - pos, to - pos));
+        whole.push(b);
+        dst.push(out.subarray(from - pos, to - pos));
       } else {
-        scratch ??= Buffer.allocUnsafe(PBUFSIZE);
-        const s = scratch.subarray(0, lsize);
-        this.reader.readData(b, s);
-        s.copy(out, from - pos, from - lbase, to - lbase);
+        // Keep the media order of writes should blocks overlap (corrupt trees).
+        flushWhole();
+        this.reader.readDataPart(b, from - lbase, to - lbase, out, from - pos);
       }
+      filled = Math.max(filled, to - pos);
     });
+    flushWhole();
+    if (filled < out.length) out.fill(0, filled);
   }
 
   /** Read up to `len` bytes at `pos` from a file or symlink; short only at EOF. */
   read(n: Node, pos: number, len: number): Buffer {
+    return this.readInto(n, pos, len, null);
+  }
+
+  /**
+   * read() into `into` when it is large enough (the result is then a view of
+   * it): a caller that is done with the data before its next read can reuse
+   * one buffer instead of allocating every time.
+   */
+  readInto(n: Node, pos: number, len: number, into: Buffer | null): Buffer {
     if (pos < 0 || len < 0) throw new FsError('EINVAL');
     try {
-      return this.readNoContext(n, pos, len);
+      return this.readNoContext(n, pos, len, into);
     } catch (e) {
       throw withInode(e, n);
     }
   }
 
-  private readNoContext(n: Node, pos: number, len: number): Buffer {
+  private readNoContext(n: Node, pos: number, len: number, into: Buffer | null): Buffer {
     const m = n.data.meta;
     if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
     const size = Number(m.size);
     if (pos >= size || len <= 0) return Buffer.alloc(0);
     const cnt = Math.min(len, size - pos);
-    const out = Buffer.alloc(cnt);
     if (m.opFlags & OPFLAG_DIRECTDATA) {
+      const out = Buffer.alloc(cnt);
       n.data.u.copy(out, 0, pos, pos + cnt);
       return out;
     }
+    // Every byte is written below (data, or zeros for holes): no zero-fill first.
+    const out = into && into.length >= cnt ? into.subarray(0, cnt) : Buffer.allocUnsafe(cnt);
     const end = pos + cnt;
     if (!n.blocks?.size && n.disk === n.data) {
       this.readRange(n, this.committedFileSet(n), pos, out);
@@ -572,7 +602,12 @@ export class Pfs {
     this.pendingBytes += PBUFSIZE;
   }
 
-  /** Write `buf` at `pos`. */
+  /**
+   * Write `buf` at `pos`. `buf` is taken over, not copied where it covers
+   * whole 64 KiB blocks: those become pending blocks that point into it
+   * (a FUSE request's buffer belongs to its handler; holding a slice keeps
+   * it alive). The caller must not change `buf` afterwards.
+   */
   write(n: Node, pos: number, buf: Uint8Array, now: bigint): number {
     const m = n.data.meta;
     if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
@@ -591,16 +626,15 @@ export class Pfs {
         const lbase = p - (p % LBLOCK);
         const off = Number(p - lbase);
         const cnt = Math.min(PBUFSIZE - off, buf.length - done);
-        let blk = n.blocks?.get(lbase);
-        if (!blk) {
-          if (off === 0 && cnt === PBUFSIZE) {
-            blk = Buffer.allocUnsafe(PBUFSIZE);
-            (n.blocks ??= new Map()).set(lbase, blk);
-            this.pendingBytes += PBUFSIZE;
-          } else {
-            blk = this.blockFor(n, lbase);
-          }
+        if (off === 0 && cnt === PBUFSIZE) {
+          // A whole block: adopt the caller's bytes (replacing any pending copy).
+          const map = (n.blocks ??= new Map());
+          if (!map.has(lbase)) this.pendingBytes += PBUFSIZE;
+          map.set(lbase, Buffer.from(buf.buffer, buf.byteOffset + done, PBUFSIZE));
+          done += cnt;
+          continue;
         }
+        const blk = n.blocks?.get(lbase) ?? this.blockFor(n, lbase);
         blk.set(buf.subarray(done, done + cnt), off);
         done += cnt;
       }

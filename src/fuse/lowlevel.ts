@@ -306,6 +306,13 @@ export interface FuseSessionOptions {
    * find the daemon awake instead of paying a cross-CPU wakeup each.
    */
   spinUs?: number;
+  /**
+   * With a readdirplus handler: 'auto' (default) lets the kernel ask for
+   * attributes only while it sees lookups after readdir; 'always' returns
+   * them with every batch, so walkers (ls -l, find, tar, rm -r) find every
+   * entry cached and send no LOOKUP per name.
+   */
+  readdirplus?: 'auto' | 'always';
   /** seconds the kernel caches attributes / names when a reply does not say; default 1 */
   attrTimeout?: number;
   entryTimeout?: number;
@@ -375,7 +382,7 @@ interface NativeFuseLL {
   create(
     mountpoint: string,
     args: string[],
-    config: { maxWrite: number; writebackCache: boolean; atomicOTrunc: boolean; handleKillpriv: boolean; asyncRead: boolean; latin1: boolean; spinUs: number },
+    config: { maxWrite: number; writebackCache: boolean; atomicOTrunc: boolean; handleKillpriv: boolean; asyncRead: boolean; latin1: boolean; spinUs: number; readdirplusAuto: boolean },
     ops: number[],
     dispatch: Dispatch,
   ): NativeSession;
@@ -765,6 +772,7 @@ export class FuseSession implements SessionCore {
             asyncRead: this.opts.asyncRead ?? true,
             latin1: this.enc === 'latin1',
             spinUs: this.opts.spinUs ?? 50,
+            readdirplusAuto: this.opts.readdirplus !== 'always',
           },
           registered,
           this.dispatch,

@@ -237,9 +237,20 @@ export class Hammer2Ops {
     return this.openNode(n, flags);
   }
 
+  /**
+   * File data. Large reads land in one reused buffer: the session sends the
+   * reply (copied into the kernel) before it takes the next request, and a
+   * fresh 1 MiB buffer per request of a sequential read cost more in
+   * allocation and garbage collection than the read itself.
+   */
   read(_c: Caller, ino: bigint, size: number, off: number, fh?: bigint): Buffer {
-    return this.pfs.read(this.node(ino, fh), off, size);
+    const n = this.node(ino, fh);
+    // Small reads are cheap to allocate; past 4 MiB (more than FUSE asks for) keep nothing.
+    if (size < 16 << 10 || size > 4 << 20) return this.pfs.read(n, off, size);
+    if (!this.readBuf || this.readBuf.length < size) this.readBuf = Buffer.allocUnsafe(Math.max(size, 128 << 10));
+    return this.pfs.readInto(n, off, size, this.readBuf);
   }
+  private readBuf: Buffer | null = null;
 
   write(_c: Caller, ino: bigint, buf: Buffer, off: number, fh?: bigint): number {
     this.writable();

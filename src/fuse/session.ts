@@ -171,6 +171,8 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     attrTimeout: so.attrTimeout ?? 1,
     entryTimeout: so.entryTimeout ?? 1,
     spinUs: so.spinUs,
+    // Attributes come from the inode index anyway; walkers then need no LOOKUP per name.
+    readdirplus: 'always',
     errorToErrno: (e) => errnoOf(e, so.log),
   }, ll);
   const onCommit = () => {

@@ -4,8 +4,7 @@
 import { deflateSync, inflateSync } from 'node:zlib';
 import { CompMethod } from './constants';
 import { CorruptCompressedData, lz4DecodeHammer2, lz4EncodeHammer2 } from './lz4';
-
-
+import { accel } from './accel';
 
 /**
  * Decode a physical data block into `out` (the logical buffer, usually
@@ -44,6 +43,7 @@ export function decodeData(comp: number, phys: Uint8Array, out: Uint8Array): voi
 
 /** True if every byte is zero (32 bits at a time; 64-bit views would allocate a BigInt per word). */
 export function isAllZero(b: Uint8Array): boolean {
+  if (accel && b.length >= 256) return accel.isZero(b);
   let i = 0;
   const n = b.length;
   if ((b.byteOffset & 3) === 0) {
@@ -66,6 +66,19 @@ export function encodeData(comp: number, level: number, data: Uint8Array): Buffe
   const algo = comp & 15;
   const pblksize = data.length;
   // The reference gives compression at most half the block (minus the length word).
+  if (algo === CompMethod.LZ4 && accel) {
+    // Native: compress straight into the block to store, giving up at half.
+    const half = pblksize >>> 1;
+    const out = Buffer.allocUnsafe(Math.max(half, 4));
+    const clen = half > 4 ? accel.lz4Compress(data, out, 4, half - 4) : 0;
+    if (clen === 0) return null;
+    out.writeUInt32LE(clen, 0);
+    let size = 1024;
+    while (size < clen + 4) size <<= 1;
+    if (size >= pblksize) return null; // also: size <= half, so it fits `out`
+    out.fill(0, clen + 4, size);
+    return out.subarray(0, size);
+  }
   let c: Buffer | null = null;
   if (algo === CompMethod.LZ4) {
     c = lz4EncodeHammer2(data, pblksize / 2);

@@ -104,6 +104,31 @@ export class Device {
     }
   }
 
+  /** Write `bufs` back to back at `pos` (`bytes` = their total), one pwritev when the kernel takes it all. */
+  writev(pos: number, bufs: Uint8Array[], bytes: number): void {
+    if (!this.writable) throw new DeviceError(`${this.path}: opened read-only`, 'EROFS');
+    if (pos < 0 || pos + bytes > this.size) {
+      throw new DeviceError(`${this.path}: write at ${pos}+${bytes} outside device of ${this.size} bytes`);
+    }
+    let n: number;
+    try {
+      n = fs.writevSync(this.fd, bufs as NodeJS.ArrayBufferView[], pos);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new DeviceError(`${this.path}: write error at ${pos}: ${err.message}`, err.code ?? 'EIO');
+    }
+    if (n === bytes) return;
+    // Short: finish buffer by buffer.
+    let at = 0;
+    for (const b of bufs) {
+      if (at + b.length > n) {
+        const skip = Math.max(0, n - at);
+        this.write(pos + at + skip, b.subarray(skip));
+      }
+      at += b.length;
+    }
+  }
+
   /** Make written blocks durable. fdatasync: the data and what is needed to read it back, not timestamps. */
   sync(): void {
     try {

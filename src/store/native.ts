@@ -7,6 +7,13 @@ export interface NativeShim {
   flock(fd: number, exclusive: boolean): number;
   /** BLKGETSIZE64; -errno on failure. */
   blockDeviceSize(fd: number): number;
+  /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
+  trimMemory?(): boolean;
+}
+
+/** Return memory freed to malloc to the kernel, where the shim can. */
+export function trimMemory(): void {
+  nativeShim()?.trimMemory?.();
 }
 
 let loaded: NativeShim | null | undefined;

@@ -13,6 +13,7 @@ import {
   VolumeHeader,
   ZONE_BYTES,
 } from '../media';
+import { PHYS_BUFFER, PhysBufferCache } from './bufcache';
 import { Device, DeviceError } from './device';
 
 export class MountError extends Error {
@@ -168,28 +169,108 @@ export class VolumeSet {
     throw new DeviceError(`media offset 0x${loff.toString(16)}+${len} is outside every volume`);
   }
 
+  /** Small reads come from whole 64 KiB buffers kept here (see bufcache.ts); 16 MiB. */
+  readonly bufCache = new PhysBufferCache(16 << 20);
+
   read(loff: number, len: number, out?: Buffer, outOff?: number): Buffer {
+    if (this.queue.length) this.flushWrites(); // reads see queued writes
     const v = this.volumeFor(loff, len);
+    const base = loff - (loff % PHYS_BUFFER);
+    if (!out && len < PHYS_BUFFER && base >= v.offset) {
+      return this.bufCache.read(loff, len, v.offset + v.size, (b, size) => v.dev.read(b - v.offset, size));
+    }
     return v.dev.read(loff - v.offset, len, out, outOff);
+  }
+
+  /**
+   * Read [loff, loff+len) into out at outOff, one pread per volume the span
+   * touches (adjacent blocks read as one run may cross a volume boundary).
+   */
+  readSpan(loff: number, len: number, out: Buffer, outOff = 0): void {
+    if (this.queue.length) this.flushWrites(); // reads see queued writes
+    while (len > 0) {
+      const v = this.volumeFor(loff, 1);
+      const n = Math.min(len, v.offset + v.size - loff);
+      v.dev.read(loff - v.offset, n, out, outOff);
+      loff += n;
+      outOff += n;
+      len -= n;
+    }
   }
 
   write(loff: number, buf: Uint8Array): void {
     const v = this.volumeFor(loff, buf.length);
+    this.bufCache.invalidate(loff, buf.length);
     v.dev.write(loff - v.offset, buf);
+  }
+
+  /** Writes waiting in writeQueued's queue, in order; adjacent ones merge into one run. */
+  private queue: { loff: number; bufs: Uint8Array[]; bytes: number }[] = [];
+  private queuedBytes = 0;
+
+  /**
+   * Write later: blocks queued at consecutive offsets (the allocator places
+   * a commit's blocks of one kind one after another) go out as one pwritev
+   * each at flushWrites(), which sync() and every read do first. A run never
+   * crosses a volume boundary. Memory: `buf` is held, not copied, so the
+   * caller must not change it until then; the queue flushes itself past
+   * 16 MiB.
+   */
+  writeQueued(loff: number, buf: Uint8Array): void {
+    if (buf.length === 0) return;
+    const v = this.volumeFor(loff, buf.length);
+    // dropped now: a later read writes the queue out before it loads anything
+    this.bufCache.invalidate(loff, buf.length);
+    const last = this.queue[this.queue.length - 1];
+    if (
+      last &&
+      last.loff + last.bytes === loff &&
+      last.loff >= v.offset && // same volume: the run started inside it
+      last.bufs.length < 1024 && // IOV_MAX
+      last.bytes < 8 << 20
+    ) {
+      last.bufs.push(buf);
+      last.bytes += buf.length;
+    } else {
+      this.queue.push({ loff, bufs: [buf], bytes: buf.length });
+    }
+    this.queuedBytes += buf.length;
+    if (this.queuedBytes >= 16 << 20) this.flushWrites();
+  }
+
+  /** Write out everything writeQueued holds (one pwritev per run). */
+  flushWrites(): void {
+    const q = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    for (const run of q) {
+      const v = this.volumeFor(run.loff, run.bytes);
+      if (run.bufs.length === 1) v.dev.write(run.loff - v.offset, run.bufs[0]);
+      else v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
+    }
+  }
+
+  /** Forget queued writes (a failed commit: nothing refers to those blocks). */
+  discardWrites(): void {
+    this.queue = [];
+    this.queuedBytes = 0;
   }
 
   /** Write a volume header copy into a zone of a given volume. */
   writeHeader(volumeId: number, zone: number, raw: Buffer): void {
     const v = this.volumes.find((x) => x.id === volumeId);
     if (!v) throw new DeviceError(`no volume ${volumeId}`);
+    this.bufCache.invalidate(v.offset + zone * ZONE_BYTES, raw.length);
     v.dev.write(zone * ZONE_BYTES, raw);
   }
 
   sync(): void {
+    if (this.queue.length) this.flushWrites();
     for (const v of this.volumes) v.dev.sync();
   }
 
   close(): void {
+    if (this.queue.length) this.flushWrites();
     for (const v of this.volumes) v.dev.close();
   }
 }

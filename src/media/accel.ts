@@ -1,0 +1,40 @@
+// Optional native accelerators for the codec (native-shim/hammer2_shim.c):
+// hardware CRC32C, XXH64, LZ4 block compression and zero detection, called
+// on whole blocks without copying them. Everything has a JS or wasm
+// fallback, used when the shim is not built, predates these functions, or
+// HAMMER2_NO_NATIVE is set (tests compare both paths).
+import * as path from 'node:path';
+
+export interface CodecAccel {
+  crc32c(crc: number, buf: Uint8Array, start: number, end: number): number;
+  /** XXH64 with HAMMER2's seed, written little-endian at out[outOff..outOff+8). */
+  xxh64(buf: Uint8Array, out: Uint8Array, outOff: number): void;
+  /** One raw LZ4 block of src into dst[dstOff..]; its length, or 0 if it needs more than `cap` bytes. */
+  lz4Compress(src: Uint8Array, dst: Uint8Array, dstOff: number, cap: number): number;
+  isZero(buf: Uint8Array): boolean;
+  /** Whether crc32c runs on the CPU's CRC32 instruction. */
+  crc32cHw: boolean;
+}
+
+function load(): CodecAccel | null {
+  if (process.env.HAMMER2_NO_NATIVE) return null;
+  for (const c of [
+    path.join(__dirname, '..', '..', '..', 'native-shim', 'build', 'Release', 'hammer2_shim.node'),
+    path.join(__dirname, '..', '..', 'native-shim', 'build', 'Release', 'hammer2_shim.node'),
+  ]) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const m = require(c) as Partial<CodecAccel>;
+      if (typeof m.crc32c === 'function' && typeof m.xxh64 === 'function' && typeof m.lz4Compress === 'function' && typeof m.isZero === 'function') {
+        return m as CodecAccel;
+      }
+      return null; // an older build without them
+    } catch {
+      /* try the next place */
+    }
+  }
+  return null;
+}
+
+/** The accelerators, or null (callers fall back to JS/wasm). */
+export const accel: CodecAccel | null = load();

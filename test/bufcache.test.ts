@@ -1,0 +1,63 @@
+// The store's 64 KiB physical buffer cache: small reads share one load per
+// buffer, and no write path (direct, queued, header) leaves a stale copy.
+import t from 'tap';
+import * as path from 'node:path';
+import { formatHammer2 } from '../mkfs/newfs';
+import { PhysBufferCache, VolumeSet } from '../src/store';
+import { tempDir } from './lib/env';
+
+t.test('PhysBufferCache: LRU within budget, reads are copies', async (t) => {
+  const loads: number[] = [];
+  const c = new PhysBufferCache(3 * 65536);
+  const load = (base: number, size: number) => {
+    loads.push(base);
+    return Buffer.alloc(size, base / 65536);
+  };
+  for (const off of [0, 1024, 65536 + 5, 2 * 65536, 100]) c.read(off, 16, 1 << 30, load);
+  t.same(loads, [0, 65536, 2 * 65536], 'one load per 64 KiB buffer');
+  c.read(3 * 65536, 16, 1 << 30, load); // evicts the least recently used: 65536
+  c.read(65536, 16, 1 << 30, load);
+  t.same(loads.slice(3), [3 * 65536, 65536], 'least recently used buffer evicted first');
+  const a = c.read(0, 8, 1 << 30, load);
+  a.fill(9);
+  t.equal(c.read(0, 8, 1 << 30, load)[0], 0, 'callers get copies');
+  const e = c.read(10 * 65536 + 100, 50, 10 * 65536 + 200, load);
+  t.equal(e.length, 50, 'a buffer is cut at the volume end');
+  c.invalidate(65536 * 2 - 1, 2);
+  const before = loads.length;
+  c.read(2 * 65536, 1, 1 << 30, load);
+  t.equal(loads.length, before + 1, 'invalidate drops every buffer the range touches');
+});
+
+t.test('VolumeSet: reads after direct, queued and header writes see the new bytes', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'img');
+  await formatHammer2({ paths: [img], sizes: [1 << 30] });
+  const vols = VolumeSet.open(img, { writable: true });
+  t.teardown(() => vols.close());
+  const off = 64 << 20; // somewhere in free space
+  const old = vols.read(off, 1024);
+  t.equal(vols.read(off + 4096, 1024).length, 1024);
+  const hits = vols.bufCache.hits;
+  vols.read(off + 8192, 1024);
+  t.equal(vols.bufCache.hits, hits + 1, 'a neighbour comes from the cached buffer');
+
+  vols.write(off + 1024, Buffer.alloc(1024, 0xa1));
+  t.equal(vols.read(off + 1024, 1024)[0], 0xa1, 'direct write');
+  t.same(vols.read(off, 1024), old, 'the rest of the buffer reads as before');
+
+  vols.read(off + 2048, 1024);
+  vols.writeQueued(off + 2048, Buffer.alloc(1024, 0xb2));
+  t.equal(vols.read(off + 2048, 1024)[0], 0xb2, 'queued write');
+
+  vols.read(off + 65536 - 1024, 1024);
+  vols.writeQueued(off + 65536 - 1024, Buffer.alloc(2048, 0xc3)); // spans two buffers
+  vols.read(off + 65536, 1024);
+  t.equal(vols.read(off + 65536 - 1024, 1024)[0], 0xc3, 'queued write across buffers (first)');
+  t.equal(vols.read(off + 65536, 1024)[0], 0xc3, 'queued write across buffers (second)');
+
+  const hdr = vols.read(0, 1024);
+  vols.writeHeader(0, 0, Buffer.concat([Buffer.alloc(1024, 0xd4), Buffer.alloc(65536 - 1024)]));
+  t.equal(vols.read(0, 1024)[0], 0xd4, 'header write');
+  t.not(hdr[0], 0xd4);
+});
