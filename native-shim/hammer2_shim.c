@@ -372,22 +372,16 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-	napi_value f;
-	napi_create_function(env, "trimMemory", NAPI_AUTO_LENGTH, js_trim, NULL, &f);
-	napi_set_named_property(env, exports, "trimMemory", f);
-	napi_create_function(env, "flock", NAPI_AUTO_LENGTH, js_flock, NULL, &f);
-	napi_set_named_property(env, exports, "flock", f);
-	napi_create_function(env, "blockDeviceSize", NAPI_AUTO_LENGTH, js_blksize, NULL, &f);
-	napi_set_named_property(env, exports, "blockDeviceSize", f);
+	static const struct { const char *name; napi_callback fn; } fns[] = {
+		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
+		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4}, {"isZero", js_iszero},
+	};
 	codec_init();
-	napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, js_crc32c, NULL, &f);
-	napi_set_named_property(env, exports, "crc32c", f);
-	napi_create_function(env, "xxh64", NAPI_AUTO_LENGTH, js_xxh64, NULL, &f);
-	napi_set_named_property(env, exports, "xxh64", f);
-	napi_create_function(env, "lz4Compress", NAPI_AUTO_LENGTH, js_lz4, NULL, &f);
-	napi_set_named_property(env, exports, "lz4Compress", f);
-	napi_create_function(env, "isZero", NAPI_AUTO_LENGTH, js_iszero, NULL, &f);
-	napi_set_named_property(env, exports, "isZero", f);
+	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+		napi_value f;
+		napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+		napi_set_named_property(env, exports, fns[i].name, f);
+	}
 	napi_value hw;
 	napi_get_boolean(env, crc_hw != 0, &hw);
 	napi_set_named_property(env, exports, "crc32cHw", hw);

@@ -63,7 +63,7 @@ export function parseOptions(list: string[]): ParsedOptions {
     dirtyBytes: 32 << 20,
     attrTimeout: CACHE_TIMEOUT,
     spinUs: 50,
-    cacheMiB: 32,
+    cacheMiB: 16,
     readaheadKb: DEFAULT_READAHEAD_KB,
     fuse: [],
   };

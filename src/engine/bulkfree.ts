@@ -4,7 +4,7 @@
 // freemap. Runs between flushes, when nothing uncommitted holds media, so
 // the staging state (10) the reference needs for a live scan is not needed:
 // unreferenced blocks go straight from 11 to 00.
-import { Blockref, brefBytes, BrefType, decodeInode, inodeBlockset, OPFLAG_DIRECTDATA, VolumeHeader } from '../media';
+import { Blockref, brefBytes, BrefType, rawInodeBlockset, VolumeHeader } from '../media';
 import { readHeaderCandidates } from '../store';
 import { BlockReader } from './blocks';
 import { MediaError } from './errors';
@@ -56,9 +56,8 @@ export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: Block
     } else if (b.type === BrefType.INODE) {
       if (seen.has(b.dataOff)) continue;
       seen.add(b.dataOff);
-      const ip = decodeInode(reader.readPhysical(b));
-      if (ip.meta.opFlags & OPFLAG_DIRECTDATA) continue;
-      for (const c of inodeBlockset(ip)) if (c.type !== BrefType.EMPTY) stack.push(c);
+      const set = rawInodeBlockset(reader.readPhysical(b));
+      if (set) for (const c of set) if (c.type !== BrefType.EMPTY) stack.push(c);
     } else if (b.type !== BrefType.DATA && b.type !== BrefType.DIRENT) {
       throw new MediaError(`unexpected ${b.type} blockref in a filesystem tree`, b.dataOff);
     }

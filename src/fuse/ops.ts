@@ -56,6 +56,9 @@ const S_ISGID = 0o2000;
 const COOKIE_MASK = DIRHASH_VISIBLE - 1n;
 const isDir = (n: Node) => n.data.meta.type === ObjType.DIRECTORY;
 
+/** Inodes held in memory (changed or open) before a metadata change commits first (~4 KiB each). */
+const LIVE_LIMIT = 8192;
+
 export interface OpsOptions {
   /** Flush once this much file data is pending (bytes). */
   dirtyLimit?: number;
@@ -94,6 +97,9 @@ export class Hammer2Ops {
   private writable(): void {
     if (!this.pfs.writable) throw new FsError('EROFS');
     if (this.fs.failed) throw new FsError('EIO', 'the filesystem stopped accepting changes after a failed flush');
+    // Changed inodes stay in memory until a commit; bound how many (rm -r or
+    // untar of a large tree within one flush interval), as dirtyLimit bounds data.
+    if (this.pfs.live.size >= LIVE_LIMIT) this.fs.flush();
   }
 
   // ------------------------------------------------------------ lookups

@@ -1,7 +1,7 @@
 // hammer2_inode_data_t: 1024 bytes = 256-byte meta, 256-byte filename,
 // 512 bytes of either a 4-entry blockset or embedded (DIRECTDATA) bytes.
-import { decodeBlockrefArray, encodeBlockref, Blockref } from './blockref';
-import { EMBEDDED_BYTES, INODE_BYTES, SET_COUNT } from './constants';
+import { decodeBlockrefArray, decodeBlockrefView, encodeBlockref, Blockref } from './blockref';
+import { EMBEDDED_BYTES, INODE_BYTES, OPFLAG_DIRECTDATA, SET_COUNT } from './constants';
 
 export interface InodeMeta {
   version: number;
@@ -138,6 +138,19 @@ export function encodeInode(ip: InodeData): Buffer {
   ip.u.copy(r, 0x200, 0, EMBEDDED_BYTES);
   ip.raw = r;
   return r;
+}
+
+/**
+ * The blockset straight from an inode's media bytes, without decoding the
+ * rest (null when the inode embeds its data): for walks over every inode,
+ * such as bulkfree. The blockrefs are views of `raw`.
+ */
+export function rawInodeBlockset(raw: Buffer): Blockref[] | null {
+  if (raw.length < INODE_BYTES) throw new Error(`inode block is ${raw.length} bytes, need ${INODE_BYTES}`);
+  if (raw[0x51] & OPFLAG_DIRECTDATA) return null;
+  const out: Blockref[] = [];
+  for (let i = 0; i < SET_COUNT; i++) out.push(decodeBlockrefView(raw, 0x200 + i * 128));
+  return out;
 }
 
 /** The inode's 4-entry blockset (meaningless when DIRECTDATA is set). */

@@ -169,8 +169,8 @@ export class VolumeSet {
     throw new DeviceError(`media offset 0x${loff.toString(16)}+${len} is outside every volume`);
   }
 
-  /** Small reads come from whole 64 KiB buffers kept here (see bufcache.ts); 16 MiB. */
-  readonly bufCache = new PhysBufferCache(16 << 20);
+  /** Small reads come from whole 64 KiB buffers kept here (see bufcache.ts); 8 MiB. */
+  readonly bufCache = new PhysBufferCache(8 << 20);
 
   read(loff: number, len: number, out?: Buffer, outOff?: number): Buffer {
     if (this.queue.length) this.flushWrites(); // reads see queued writes
