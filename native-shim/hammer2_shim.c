@@ -340,6 +340,71 @@ static napi_value js_lz4(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* One raw LZ4 block src[0,slen) into dst[0,dlen): bytes produced, or -1 for
+   malformed input or output that would not fit. Never reads or writes out
+   of bounds, whatever the input (same checks as media/lz4.ts). */
+static int64_t lz4_decompress(const uint8_t *src, size_t slen, uint8_t *dst, size_t dlen) {
+	size_t ip = 0, op = 0;
+	while (ip < slen) {
+		unsigned token = src[ip++];
+		size_t lit = token >> 4;
+		if (lit == 15) {
+			unsigned b;
+			do {
+				if (ip >= slen) return -1;
+				b = src[ip++];
+				lit += b;
+			} while (b == 255);
+		}
+		if (lit > slen - ip || lit > dlen - op) return -1;
+		memcpy(dst + op, src + ip, lit);
+		ip += lit;
+		op += lit;
+		if (ip >= slen) break; /* the last sequence has only literals */
+		if (slen - ip < 2) return -1;
+		size_t off = (size_t)src[ip] | ((size_t)src[ip + 1] << 8);
+		ip += 2;
+		if (off == 0 || off > op) return -1;
+		size_t mlen = (token & 15) + 4;
+		if ((token & 15) == 15) {
+			unsigned b;
+			do {
+				if (ip >= slen) return -1;
+				b = src[ip++];
+				mlen += b;
+			} while (b == 255);
+		}
+		if (mlen > dlen - op) return -1;
+		const uint8_t *from = dst + op - off;
+		if (off >= mlen) {
+			memcpy(dst + op, from, mlen);
+		} else {
+			/* overlapping: repeats the last `off` bytes, byte by byte */
+			for (size_t k = 0; k < mlen; k++) dst[op + k] = from[k];
+		}
+		op += mlen;
+	}
+	return (int64_t)op;
+}
+
+/* lz4Decompress(src, start, end, dst) -> bytes produced, or -1 */
+static napi_value js_lz4d(napi_env env, napi_callback_info info) {
+	size_t argc = 4;
+	napi_value argv[4], ret;
+	uint8_t *s, *d;
+	size_t slen, dlen;
+	int64_t start, end;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 4 || !bytes_of(env, argv[0], &s, &slen) || napi_get_value_int64(env, argv[1], &start) != napi_ok ||
+	    napi_get_value_int64(env, argv[2], &end) != napi_ok || !bytes_of(env, argv[3], &d, &dlen) || start < 0 ||
+	    end < start || (size_t)end > slen) {
+		napi_throw_type_error(env, NULL, "lz4Decompress(src, start, end, dst)");
+		return NULL;
+	}
+	napi_create_int64(env, lz4_decompress(s + start, (size_t)(end - start), d, dlen), &ret);
+	return ret;
+}
+
 static napi_value js_iszero(napi_env env, napi_callback_info info) {
 	size_t argc = 1;
 	napi_value argv[1], ret;
@@ -374,7 +439,8 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
 		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
-		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4}, {"isZero", js_iszero},
+		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
+		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero},
 	};
 	codec_init();
 	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -42,6 +42,14 @@ t.test('VolumeSet: reads after direct, queued and header writes see the new byte
   vols.read(off + 8192, 1024);
   t.equal(vols.bufCache.hits, hits + 1, 'a neighbour comes from the cached buffer');
 
+  // a small read across a buffer boundary (adjacent blocks read as one run)
+  vols.write(off + 65536 - 512, Buffer.alloc(1024, 0x5e));
+  vols.read(off + 65536 - 4096, 1024); // caches the first buffer
+  const across = vols.read(off + 65536 - 512, 1024);
+  t.equal(across.length, 1024, 'a read across two buffers is whole');
+  t.ok(across.every((x) => x === 0x5e), 'and has both halves');
+  t.throws(() => vols.bufCache.read(65536 - 10, 20, 1 << 30, () => Buffer.alloc(65536)), RangeError);
+
   vols.write(off + 1024, Buffer.alloc(1024, 0xa1));
   t.equal(vols.read(off + 1024, 1024)[0], 0xa1, 'direct write');
   t.same(vols.read(off, 1024), old, 'the rest of the buffer reads as before');

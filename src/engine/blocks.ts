@@ -239,16 +239,28 @@ export class BlockReader {
       }
       const len = runEnd - first.off;
       let buf: Buffer;
-      if (direct) {
+      if (len < PBUFSIZE) {
+        // Small (compressed, or a small file's) blocks: through the volume's
+        // 64 KiB buffer cache, which brings their neighbours along (the data
+        // of files written together, read together by tar, cp -r, builds).
+        direct = false;
+        try {
+          buf = this.vols.read(first.off, len);
+        } catch (e) {
+          throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
+        }
+      } else if (direct) {
         buf = Buffer.from(outs[i].buffer, outs[i].byteOffset, len);
       } else {
         if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(Math.max(len, PBUFSIZE));
         buf = this.scratch;
       }
-      try {
-        this.vols.readSpan(first.off, len, buf);
-      } catch (e) {
-        throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
+      if (len >= PBUFSIZE) {
+        try {
+          this.vols.readSpan(first.off, len, buf);
+        } catch (e) {
+          throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
+        }
       }
       let at = 0;
       for (let k = i; k < j; k++) {

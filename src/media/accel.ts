@@ -11,6 +11,8 @@ export interface CodecAccel {
   xxh64(buf: Uint8Array, out: Uint8Array, outOff: number): void;
   /** One raw LZ4 block of src into dst[dstOff..]; its length, or 0 if it needs more than `cap` bytes. */
   lz4Compress(src: Uint8Array, dst: Uint8Array, dstOff: number, cap: number): number;
+  /** Decode one raw LZ4 block src[start,end) into dst; bytes produced, -1 if malformed or too big (absent in older builds). */
+  lz4Decompress?(src: Uint8Array, start: number, end: number, dst: Uint8Array): number;
   isZero(buf: Uint8Array): boolean;
   /** Whether crc32c runs on the CPU's CRC32 instruction. */
   crc32cHw: boolean;

@@ -2,6 +2,7 @@
 // length, then one raw LZ4 block. Decoding writes straight into the caller's
 // buffer and never reads or writes out of bounds, whatever the input.
 import { compress as lz4wasmCompress } from 'lz4-wasm-nodejs';
+import { accel } from './accel';
 
 export class CorruptCompressedData extends Error {
   override name = 'CorruptCompressedData';
@@ -13,6 +14,17 @@ export class CorruptCompressedData extends Error {
  * the output would not fit in dst.
  */
 export function lz4DecodeBlock(src: Uint8Array, start: number, end: number, dst: Uint8Array): number {
+  if (end > src.length || start > end) throw new CorruptCompressedData('lz4: input past end');
+  if (accel?.lz4Decompress) {
+    const n = accel.lz4Decompress(src, start, end, dst);
+    if (n < 0) throw new CorruptCompressedData('lz4: malformed block or output overflow');
+    return n;
+  }
+  return lz4DecodeBlockJs(src, start, end, dst);
+}
+
+/** lz4DecodeBlock in JS: the fallback without the shim, and the reference the native one is tested against. */
+export function lz4DecodeBlockJs(src: Uint8Array, start: number, end: number, dst: Uint8Array): number {
   let ip = start;
   let op = 0;
   const dend = dst.length;

@@ -23,10 +23,12 @@ export class PhysBufferCache {
   /**
    * [loff, loff+len) from the buffer holding it, loading that buffer with
    * `load(base, size)` when it is not cached. `limit` is where the volume
-   * ends: a buffer is cut short there. Returns a copy (callers may keep it).
+   * ends: a buffer is cut short there. The range must lie within one
+   * buffer. Returns a copy (callers may keep it).
    */
   read(loff: number, len: number, limit: number, load: (base: number, size: number) => Buffer): Buffer {
     const base = loff - (loff % PHYS_BUFFER);
+    if (loff + len > base + PHYS_BUFFER) throw new RangeError(`read of ${len} at ${loff} crosses a 64 KiB buffer`);
     let b = this.map.get(base);
     if (b && loff + len <= base + b.length) {
       this.hits++;

@@ -176,7 +176,7 @@ export class VolumeSet {
     if (this.queue.length) this.flushWrites(); // reads see queued writes
     const v = this.volumeFor(loff, len);
     const base = loff - (loff % PHYS_BUFFER);
-    if (!out && len < PHYS_BUFFER && base >= v.offset) {
+    if (!out && loff + len <= base + PHYS_BUFFER && base >= v.offset) {
       return this.bufCache.read(loff, len, v.offset + v.size, (b, size) => v.dev.read(b - v.offset, size));
     }
     return v.dev.read(loff - v.offset, len, out, outOff);
