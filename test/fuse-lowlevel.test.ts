@@ -310,6 +310,20 @@ else {
     t.ok((await toy.stats()).readdirplusCalls > 1, 'listings came through readdirplus');
   });
 
+  t.test("readdirplus 'always', and a request loop that never spins", async (t) => {
+    const dir = tempDir(t, 'h2ll-');
+    const mnt = path.join(dir, 'mnt');
+    const toy = await startToy(t, mnt, { toy: { readdirplus: true }, readdirplus: 'always', spinUs: 0 });
+    await fs.promises.mkdir(path.join(mnt, 'd'));
+    await run('python3', ['-c', `import os\nfor i in range(300): open(os.path.join(${JSON.stringify(path.join(mnt, 'd'))}, 'f%03d' % i), 'w').write('x' * i)`]);
+    const before = await toy.stats();
+    const names = await fs.promises.readdir(path.join(mnt, 'd'));
+    t.equal(new Set(names).size, 300, 'every name listed (requests served without spinning)');
+    const after = await toy.stats();
+    t.ok(after.readdirplusCalls - before.readdirplusCalls > 1, 'several readdirplus batches');
+    t.equal(after.readdirCalls - before.readdirCalls, 0, 'no plain readdir: attributes come with every batch');
+  });
+
   t.test('auto_unmount cleans up after SIGKILL; writeback cache is opt-in', async (t) => {
     const dir = tempDir(t, 'h2ll-');
     const mnt = path.join(dir, 'mnt');
