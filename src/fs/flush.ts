@@ -148,8 +148,7 @@ export function flushPfs(pfs: Pfs, w: BlockWriter): PfsCommit | null {
   }
   const removed = [...pfs.removed];
   for (const inum of removed) {
-    const n = pfs.live.get(inum);
-    if (!n || n.bref !== null) index.push({ key: inum, bref: null });
+    if (!pfs.removedNew.has(inum)) index.push({ key: inum, bref: null });
   }
   index.sort(cmp);
   const root = pfs.root;

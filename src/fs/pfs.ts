@@ -165,6 +165,8 @@ export class Pfs {
   private nextInum: bigint;
   /** Inodes removed since the last flush (their index entries go at the flush). */
   readonly removed = new Set<bigint>();
+  /** ... of which these never reached media (no index entry to remove). */
+  readonly removedNew = new Set<bigint>();
   /** Bytes of pending file data, for flush pacing. */
   pendingBytes = 0;
   /** Media bytes of removed inodes (their data), for pacing reclaim. */
@@ -274,6 +276,7 @@ export class Pfs {
   /** Drop a removed inode whose removal has been flushed. */
   forget(inum: bigint): void {
     this.removed.delete(inum);
+    this.removedNew.delete(inum);
     const n = this.live.get(inum);
     if (n && n.opens === 0) this.live.delete(inum);
     this.clean.delete(Number(inum));
@@ -865,13 +868,25 @@ export class Pfs {
       n.deleted = true;
       if (n.bref) this.releasedBytes += Number(brefStats(n.bref).dataCount) + 1024;
       // An open inode stays (as an orphan with no links) until its last close.
-      if (n.opens === 0) this.removed.add(n.inum);
-      // Data of a removed, closed inode is never flushed.
-      if (n.blocks && n.opens === 0) {
-        this.pendingBytes -= n.blocks.size * PBUFSIZE;
-        n.blocks = undefined;
-      }
+      if (n.opens === 0) this.retire(n);
     }
+  }
+
+  /**
+   * A removed inode nobody holds open: keep only its number, to take it out
+   * of the inode index at the next flush (rm -r of a large tree must not
+   * hold every removed inode in memory until then). Its pending data is
+   * never written.
+   */
+  private retire(n: Node): void {
+    this.removed.add(n.inum);
+    if (n.bref === null) this.removedNew.add(n.inum);
+    if (n.blocks) {
+      this.pendingBytes -= n.blocks.size * PBUFSIZE;
+      n.blocks = undefined;
+    }
+    this.live.delete(n.inum);
+    this.clean.delete(Number(n.inum));
   }
 
   /** Is `anc` an ancestor of (or the same as) `n`? Walks iparent links. */
@@ -948,7 +963,7 @@ export class Pfs {
   release(n: Node): void {
     if (n.opens > 0) n.opens--;
     if (n.opens === 0 && n.deleted && n !== this.root) {
-      this.removed.add(n.inum);
+      this.retire(n);
       this.onDirty();
       return;
     }
