@@ -108,16 +108,13 @@ export function parseOptions(list: string[]): ParsedOptions {
  * mountpoint would be a request to ourselves). Needs root; returns why not.
  */
 export function setMountReadahead(mnt: string, kb: number): string | null {
-  let dev: string | undefined;
+  let mounts: Mount[];
   try {
-    const unesc = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    for (const l of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-      const f = l.split(' ');
-      if (f.length > 4 && unesc(f[4]) === mnt) dev = f[2]; // the last one listed is on top
-    }
+    mounts = mountTable();
   } catch (e) {
     return `cannot read /proc/self/mountinfo: ${(e as Error).message}`;
   }
+  const dev = mounts.filter((m) => m.point === mnt).pop()?.dev; // the last one listed is on top
   if (!dev || !/^\d+:\d+$/.test(dev)) return `${mnt} not found in /proc/self/mountinfo`;
   const file = `/sys/class/bdi/${dev}/read_ahead_kb`;
   try {
@@ -128,18 +125,32 @@ export function setMountReadahead(mnt: string, kb: number): string | null {
   return null;
 }
 
+interface Mount {
+  /** The mountpoint, unescaped. */
+  point: string;
+  /** major:minor of the mounted filesystem. */
+  dev: string;
+}
+
+/** This process's view of the mounts, in mount order (/proc/self/mountinfo). */
+function mountTable(): Mount[] {
+  const unesc = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length > 4)
+    .map((f) => ({ point: unesc(f[4]), dev: f[2] }));
+}
+
 function fail(msg: string): never {
   process.stderr.write(`${prog}: ${msg}\n`);
   process.exit(1);
 }
 
 function mountsHave(mnt: string): boolean {
-  const enc = mnt.replace(/\\/g, '\\134').replace(/ /g, '\\040').replace(/\t/g, '\\011').replace(/\n/g, '\\012');
   try {
-    return fs
-      .readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .some((l) => l.split(' ')[1] === enc);
+    return mountTable().some((m) => m.point === mnt);
   } catch {
     return false;
   }

@@ -107,16 +107,20 @@ export class BlockReader {
     const hit = cache?.get(Number(b.dataOff));
     if (hit && hit.check8 === check8 && hit.methods === b.methods) return hit;
     const { off, bytes } = this.locate(b);
-    let data: Buffer;
-    try {
-      data = this.vols.read(off, bytes);
-    } catch (e) {
-      throw new MediaError(`read error at ${hex(off)}: ${(e as Error).message}`, b.dataOff);
-    }
+    const data = this.media(off, b, () => this.vols.read(off, bytes));
     this.verify(b, data);
     const e: CachedBlock = { check8, methods: b.methods, bytes: data };
     cache?.set(Number(b.dataOff), e, bytes + 64);
     return e;
+  }
+
+  /** Run a device read at `off` for `b`, device trouble reported as a MediaError. */
+  private media<T>(off: number, b: Blockref, read: () => T): T {
+    try {
+      return read();
+    } catch (e) {
+      throw new MediaError(`read error at ${hex(off)}: ${(e as Error).message}`, b.dataOff);
+    }
   }
 
   /** Throw (and count, and report) if `data` fails the check code of `b`. */
@@ -244,23 +248,14 @@ export class BlockReader {
         // 64 KiB buffer cache, which brings their neighbours along (the data
         // of files written together, read together by tar, cp -r, builds).
         direct = false;
-        try {
-          buf = this.vols.read(first.off, len);
-        } catch (e) {
-          throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
-        }
-      } else if (direct) {
-        buf = Buffer.from(outs[i].buffer, outs[i].byteOffset, len);
+        buf = this.media(first.off, b, () => this.vols.read(first.off, len));
       } else {
-        if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(Math.max(len, PBUFSIZE));
-        buf = this.scratch;
-      }
-      if (len >= PBUFSIZE) {
-        try {
-          this.vols.readSpan(first.off, len, buf);
-        } catch (e) {
-          throw new MediaError(`read error at ${hex(first.off)}: ${(e as Error).message}`, b.dataOff);
+        if (direct) buf = Buffer.from(outs[i].buffer, outs[i].byteOffset, len);
+        else {
+          if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(Math.max(len, PBUFSIZE));
+          buf = this.scratch;
         }
+        this.media(first.off, b, () => this.vols.readSpan(first.off, len, buf));
       }
       let at = 0;
       for (let k = i; k < j; k++) {

@@ -11,8 +11,8 @@ export interface CodecAccel {
   xxh64(buf: Uint8Array, out: Uint8Array, outOff: number): void;
   /** One raw LZ4 block of src into dst[dstOff..]; its length, or 0 if it needs more than `cap` bytes. */
   lz4Compress(src: Uint8Array, dst: Uint8Array, dstOff: number, cap: number): number;
-  /** Decode one raw LZ4 block src[start,end) into dst; bytes produced, -1 if malformed or too big (absent in older builds). */
-  lz4Decompress?(src: Uint8Array, start: number, end: number, dst: Uint8Array): number;
+  /** Decode one raw LZ4 block src[start,end) into dst; bytes produced, -1 if malformed or too big. */
+  lz4Decompress(src: Uint8Array, start: number, end: number, dst: Uint8Array): number;
   isZero(buf: Uint8Array): boolean;
   /** Whether crc32c runs on the CPU's CRC32 instruction. */
   crc32cHw: boolean;
@@ -27,7 +27,7 @@ function load(): CodecAccel | null {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const m = require(c) as Partial<CodecAccel>;
-      if (typeof m.crc32c === 'function' && typeof m.xxh64 === 'function' && typeof m.lz4Compress === 'function' && typeof m.isZero === 'function') {
+      if (['crc32c', 'xxh64', 'lz4Compress', 'lz4Decompress', 'isZero'].every((f) => typeof m[f as keyof CodecAccel] === 'function')) {
         return m as CodecAccel;
       }
       return null; // an older build without them

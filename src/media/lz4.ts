@@ -15,7 +15,7 @@ export class CorruptCompressedData extends Error {
  */
 export function lz4DecodeBlock(src: Uint8Array, start: number, end: number, dst: Uint8Array): number {
   if (end > src.length || start > end) throw new CorruptCompressedData('lz4: input past end');
-  if (accel?.lz4Decompress) {
+  if (accel) {
     const n = accel.lz4Decompress(src, start, end, dst);
     if (n < 0) throw new CorruptCompressedData('lz4: malformed block or output overflow');
     return n;
