@@ -1,4 +1,5 @@
 // Human and JSON renderings of a check (and of a repair).
+import { pfsListType } from '../src/media';
 import { C_BREF, C_DATA, C_DIRENT, C_EMPTY, C_FLEAF, C_FNODE, C_INDIRECT, C_INODE, C_BYTES } from './walk';
 import { CheckResult, fmtSize } from './check';
 import { formatFinding, hex16 } from './findings';
@@ -26,13 +27,8 @@ export function freemapCountsLine(c: number[], countEmpty: boolean): string {
   return `${TAB}${c[C_BREF]} blockref (${c[C_FNODE]} node, ${c[C_FLEAF]} leaf${e}), ${sizetostr(c[C_BYTES])}`;
 }
 
-const PFS_TYPES: Record<number, string> = { 0: 'NONE', 1: 'CACHE', 3: 'SLAVE', 4: 'SOFT_SLAVE', 5: 'SOFT_MASTER', 6: 'MASTER', 8: 'SUPROOT', 9: 'DUMMY' };
-const PFS_SUBTYPES: Record<number, string> = { 0: 'NONE', 1: 'SNAPSHOT', 2: 'AUTOSNAP' };
-
-export function pfsTypeName(type: number, subtype: number): string {
-  if (type === 6) return subtype === 0 ? 'MASTER' : PFS_SUBTYPES[subtype] ?? 'ILLEGAL';
-  return PFS_TYPES[type] ?? 'ILLEGAL';
-}
+/** The type fsck -P prints: a MASTER's subtype if it has one. */
+const pfsTypeName = pfsListType;
 
 export interface TextOptions {
   quiet: boolean;

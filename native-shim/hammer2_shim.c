@@ -3,12 +3,15 @@
  * accelerators for the write path.
  *   flock(fd, exclusive)      -> 0 or errno   (LOCK_EX|LOCK_NB or LOCK_SH|LOCK_NB)
  *   blockDeviceSize(fd)       -> bytes or -errno   (BLKGETSIZE64)
+ *   peerCred(fd)              -> [pid, uid, gid] of a unix socket's peer, or -errno (SO_PEERCRED)
  *   crc32c, xxh64, lz4Compress, isZero: codec accelerators (below)
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <node_api.h>
@@ -49,6 +52,34 @@ static napi_value js_blksize(napi_env env, napi_callback_info info) {
 		napi_create_double(env, -(double)errno, &ret);
 	else
 		napi_create_double(env, (double)bytes, &ret);
+	return ret;
+}
+
+/* Who is on the other end of a connected unix socket: the control channel
+   lets only root or the mount's owner change a filesystem. */
+static napi_value js_peercred(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	int32_t fd;
+	struct ucred uc;
+	socklen_t len = sizeof uc;
+
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 1 || !get_i32(env, argv[0], &fd)) {
+		napi_throw_type_error(env, NULL, "peerCred(fd: number)");
+		return NULL;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0) {
+		napi_create_int32(env, -errno, &ret);
+		return ret;
+	}
+	napi_create_array_with_length(env, 3, &ret);
+	int32_t v[3] = {(int32_t)uc.pid, (int32_t)uc.uid, (int32_t)uc.gid};
+	for (uint32_t i = 0; i < 3; i++) {
+		napi_value n;
+		napi_create_int32(env, v[i], &n);
+		napi_set_element(env, ret, i, n);
+	}
 	return ret;
 }
 
@@ -439,6 +470,7 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
 		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
+		{"peerCred", js_peercred},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero},
 	};

@@ -32,13 +32,25 @@ import {
   IND_BYTES_MIN,
   IND_BYTES_NOM,
   inodeBlockset,
+  DIRHASH_LOMASK,
+  dirhash,
+  INODE_VERSION_ONE,
+  NAME_MAX,
+  ObjType,
+  OPFLAG_PFSROOT,
+  PfsType,
+  PFSSUBTYPE_SNAPSHOT,
+  uuidRandom,
+  BREF_FLAG_PFSROOT,
+  CheckMethod,
+  CompMethod,
   InodeData,
   SET_COUNT,
   setInodeBlockset,
   ZONE_BYTES,
   ZONE_SEG,
 } from '../media';
-import { flushPfs, PfsCommit } from './flush';
+import { flushPfs, PfsCommit, writeInode } from './flush';
 import { Pfs } from './pfs';
 
 export interface FlushStats {
@@ -63,8 +75,33 @@ export interface FreemapCommit {
   readonly dirty: boolean;
 }
 
+/** What pfs-create may set; the rest is the reference's defaults. */
+export interface PfsCreateOptions {
+  /** PfsType; MASTER by default. */
+  type?: number;
+  subtype?: number;
+  /** Cluster id (16 bytes, media order); a new one by default. */
+  clid?: Buffer;
+  /** Private id; a new one by default. */
+  fsid?: Buffer;
+}
+
+/** Why a PFS label cannot be used, or null. */
+export function badPfsLabel(label: string): string | null {
+  const b = Buffer.from(label, 'utf8');
+  if (b.length === 0) return 'a PFS label cannot be empty';
+  if (b.length > NAME_MAX) return `PFS label is ${b.length} bytes long, the format allows ${NAME_MAX}`;
+  // '@' separates the label in IMAGE@LABEL; '/' and NUL cannot be in a name.
+  if (/[\/\0@]/.test(label)) return `PFS label "${label}" contains '/', '@' or NUL`;
+  return null;
+}
+
+const nowUs = () => BigInt(Date.now()) * 1000n;
+
 export class Hammer2Fs {
   private pfsByName = new Map<string, Pfs>();
+  /** Super-root entries the next commit adds (a new PFS inode) or removes (null), by key. */
+  private staged = new Map<bigint, InodeData | null>();
   private writer: BlockWriter | null = null;
   private allocator: (Allocator & FreemapCommit) | null = null;
   /** Set when writing the volume header itself failed: the mount refuses further writes. */
@@ -102,6 +139,7 @@ export class Hammer2Fs {
   }
 
   get dirty(): boolean {
+    if (this.staged.size) return true;
     for (const p of this.pfsByName.values()) if (p.dirty) return true;
     return !!this.allocator?.dirty;
   }
@@ -262,6 +300,9 @@ export class Hammer2Fs {
         commits.push(c);
         srootUpdates.push({ key: c.bref.key, bref: c.bref });
       }
+      for (const [key, ip] of this.staged) {
+        srootUpdates.push({ key, bref: ip ? writeInode(w, ip, key, inodeBlockset(ip), BREF_FLAG_PFSROOT) : null });
+      }
       srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
       const sroot = srootUpdates.length ? [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)] : hdr.sroot;
       const fm = this.allocator.commit(tid);
@@ -287,9 +328,139 @@ export class Hammer2Fs {
       throw new FsError(code, (e as Error).message);
     }
     for (const c of commits) c.apply();
+    this.staged.clear();
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
     for (const l of this.commitListeners) l(tid);
     return this.lastFlush;
+  }
+
+  // ------------------------------------------------------------ PFS management
+  // Each change is its own transaction: it commits at once, together with
+  // whatever was pending, so a PFS appears or goes in one volume header.
+
+  /** Stage super-root changes and commit them; on failure nothing of them remains. */
+  private commitStaged(changes: [bigint, InodeData | null][]): void {
+    if (!this.writable) throw new FsError('EROFS');
+    for (const [k, v] of changes) this.staged.set(k, v);
+    try {
+      this.flush();
+    } catch (e) {
+      for (const [k] of changes) this.staged.delete(k);
+      throw e;
+    }
+  }
+
+  /** A free super-root key for `label`: its hash, or the next unused one in its collision range. */
+  private pfsKey(label: string): bigint {
+    const base = dirhash(Buffer.from(label, 'utf8'));
+    const used = new Set(this.dev.listPfs().map((p) => p.bref.key));
+    for (let k = base; k <= (base | DIRHASH_LOMASK); k++) if (!used.has(k) && !this.staged.has(k)) return k;
+    throw new FsError('ENOSPC', `no free key for PFS "${label}" (too many hash collisions)`);
+  }
+
+  private checkNewLabel(label: string): void {
+    const why = badPfsLabel(label);
+    if (why) throw new FsError('EINVAL', why);
+    if (this.dev.findPfs(label)) throw new FsError('EEXIST', `a PFS labelled "${label}" already exists`);
+  }
+
+  /** A PFS root inode as the reference's pfs-create makes it. */
+  private newPfsInode(label: string, key: bigint, o: PfsCreateOptions): InodeData {
+    const ip = decodeInode(Buffer.alloc(1024));
+    const m = ip.meta;
+    const now = nowUs();
+    m.version = INODE_VERSION_ONE;
+    m.type = ObjType.DIRECTORY;
+    m.mode = 0o755;
+    m.inum = 1n;
+    m.iparent = 1n;
+    m.nlinks = 1n;
+    m.ctime = m.mtime = m.atime = m.btime = now;
+    // The boot loader cannot decompress: a PFS named boot gets zero detection only.
+    m.compAlgo = label === 'boot' || label === 'BOOT' ? CompMethod.AUTOZERO : CompMethod.LZ4;
+    m.checkAlgo = CheckMethod.XXHASH64;
+    m.pfsType = o.type ?? PfsType.MASTER;
+    m.pfsSubtype = o.subtype ?? 0;
+    m.pfsClid = o.clid ? Buffer.from(o.clid) : uuidRandom();
+    m.pfsFsid = o.fsid ? Buffer.from(o.fsid) : uuidRandom();
+    m.opFlags = OPFLAG_PFSROOT;
+    ip.filename = Buffer.from(label, 'utf8');
+    m.nameLen = ip.filename.length;
+    m.nameKey = key;
+    return ip;
+  }
+
+  /** pfs-create: a new, empty PFS. */
+  createPfs(label: string, o: PfsCreateOptions = {}): void {
+    this.checkNewLabel(label);
+    const key = this.pfsKey(label);
+    this.commitStaged([[key, this.newPfsInode(label, key, o)]]);
+  }
+
+  /**
+   * snapshot: a new PFS whose root shares the source's committed tree.
+   * Constant time: it commits what is pending, then writes one inode. The
+   * snapshot root keeps the source root's attributes and methods (so the
+   * snapshot reads exactly as the source did), with a new cluster and
+   * private id, as the reference gives a snapshot.
+   */
+  snapshotPfs(source: Pfs, label: string): void {
+    this.checkNewLabel(label);
+    this.flush();
+    const src = source.root.data;
+    const key = this.pfsKey(label);
+    const ip = this.newPfsInode(label, key, {});
+    const tid = this.dev.header.mirrorTid + 1n;
+    const keep = ip.meta;
+    ip.meta = {
+      ...src.meta,
+      uid: Buffer.from(src.meta.uid),
+      gid: Buffer.from(src.meta.gid),
+      pfsType: PfsType.MASTER,
+      pfsSubtype: PFSSUBTYPE_SNAPSHOT,
+      pfsClid: keep.pfsClid,
+      pfsFsid: keep.pfsFsid,
+      pfsInum: source.inumAllocator,
+      pfsLsnapTid: tid,
+      opFlags: src.meta.opFlags | OPFLAG_PFSROOT,
+      nameLen: keep.nameLen,
+      nameKey: key,
+      iparent: 1n,
+    };
+    setInodeBlockset(ip, inodeBlockset(src));
+    const saved = src.meta.pfsLsnapTid;
+    source.markSnapshot(tid);
+    try {
+      this.commitStaged([[key, ip]]);
+    } catch (e) {
+      source.root.data.meta.pfsLsnapTid = saved;
+      throw e;
+    }
+  }
+
+  /**
+   * pfs-delete: remove a PFS from the super-root. What nothing else
+   * references (snapshots share blocks) returns to the freemap at the next
+   * bulkfree. The caller refuses a PFS that is mounted.
+   */
+  deletePfs(label: string): void {
+    if (!this.writable) throw new FsError('EROFS');
+    const all = this.dev.listPfs();
+    const entry = all.find((p) => p.name === label);
+    if (!entry) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+    if (entry.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be deleted');
+    if (label === 'LOCAL') throw new FsError('EPERM', 'the LOCAL PFS belongs to the device and cannot be deleted');
+    const others = all.filter((p) => p.name !== label && p.name !== 'LOCAL');
+    if (others.length === 0) throw new FsError('EPERM', `"${label}" is the last PFS of the image; deleting it would leave nothing to mount`);
+    this.flush();
+    const held = this.pfsByName.get(label);
+    this.pfsByName.delete(label);
+    try {
+      this.commitStaged([[entry.bref.key, null]]);
+    } catch (e) {
+      if (held) this.pfsByName.set(label, held);
+      throw e;
+    }
   }
 
   /**

@@ -114,7 +114,8 @@ function rebuildBlockset(pfs: Pfs, w: BlockWriter, n: Node, extra: LeafUpdate[] 
   return padded;
 }
 
-function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
+/** Write an inode block; its bref's statistics sum up `table`. */
+export function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
   const m = data.meta;
   const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), inodeCheck(data), inodeComp(data) & 15);
   b.flags = flags;

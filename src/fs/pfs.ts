@@ -954,6 +954,22 @@ export class Pfs {
     m.ctime = BigInt.asUintN(64, a.ctime ?? now);
   }
 
+  /**
+   * setcomp/setcheck: the methods new blocks of this inode (and, by
+   * inheritance, new inodes below a directory) are written with. Blocks
+   * already on media keep the methods their blockrefs record.
+   */
+  setMethods(n: Node, m: { comp?: number; check?: number }): void {
+    const d = this.touch(n).meta;
+    if (m.comp !== undefined) d.compAlgo = m.comp;
+    if (m.check !== undefined) d.checkAlgo = m.check;
+  }
+
+  /** The root remembers the transaction of the last snapshot taken of this PFS (pfs_lsnap_tid). */
+  markSnapshot(tid: bigint): void {
+    this.touch(this.root).meta.pfsLsnapTid = tid;
+  }
+
   open(n: Node): void {
     n.opens++;
     if (n !== this.root) this.live.set(n.inum, n);

@@ -63,6 +63,8 @@ export interface OpsOptions {
   /** Flush once this much file data is pending (bytes). */
   dirtyLimit?: number;
   log?: (msg: string) => void;
+  /** This mount refuses changes even though the image is open for writing (-o ro beside read-write mounts). */
+  readonly?: boolean;
 }
 
 export class Hammer2Ops {
@@ -95,7 +97,7 @@ export class Hammer2Ops {
   }
 
   private writable(): void {
-    if (!this.pfs.writable) throw new FsError('EROFS');
+    if (!this.pfs.writable || this.opts.readonly) throw new FsError('EROFS');
     if (this.fs.failed) throw new FsError('EIO', 'the filesystem stopped accepting changes after a failed flush');
     // Changed inodes stay in memory until a commit; bound how many (rm -r or
     // untar of a large tree within one flush interval), as dirtyLimit bounds data.
@@ -380,13 +382,13 @@ export class Hammer2Ops {
   access(c: Caller, ino: bigint, mask: number): void {
     const n = this.node(ino);
     if (mask === 0 || c.uid === 0) {
-      if (mask & 2 && !this.pfs.writable) throw new FsError('EROFS');
+      if (mask & 2 && (!this.pfs.writable || this.opts.readonly)) throw new FsError('EROFS');
       return;
     }
     const a = this.pfs.attr(n);
     const bits = c.uid === a.uid ? (a.mode >> 6) & 7 : c.gid === a.gid ? (a.mode >> 3) & 7 : a.mode & 7;
     if ((bits & mask) !== mask) throw new FsError('EACCES');
-    if (mask & 2 && !this.pfs.writable) throw new FsError('EROFS');
+    if (mask & 2 && (!this.pfs.writable || this.opts.readonly)) throw new FsError('EROFS');
   }
 
   /** Commit and stop: the mount is going away. */

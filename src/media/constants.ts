@@ -124,6 +124,21 @@ export const enum PfsType {
   DUMMY = 0x09,
 }
 
+const PFS_TYPE_NAMES: Record<number, string> = { 0: 'NONE', 1: 'CACHE', 3: 'SLAVE', 4: 'SOFT_SLAVE', 5: 'SOFT_MASTER', 6: 'MASTER', 8: 'SUPROOT', 9: 'DUMMY' };
+const PFS_SUBTYPE_NAMES: Record<number, string> = { 0: 'NONE', 1: 'SNAPSHOT', 2: 'AUTOSNAP' };
+/** The reference's names of PFS types and subtypes ("ILLEGAL" for others). */
+export const pfsTypeName = (t: number): string => PFS_TYPE_NAMES[t] ?? 'ILLEGAL';
+export const pfsSubtypeName = (t: number): string => PFS_SUBTYPE_NAMES[t] ?? 'ILLEGAL';
+/** A type name as pfs-create -t takes it (any case); undefined if unknown. */
+export function parsePfsType(name: string): number | undefined {
+  const up = name.toUpperCase();
+  for (const [k, v] of Object.entries(PFS_TYPE_NAMES)) if (v === up && v !== 'NONE' && v !== 'SUPROOT') return Number(k);
+  return undefined;
+}
+/** What pfs-list shows: a MASTER's subtype (SNAPSHOT) if it has one, else the type. */
+export const pfsListType = (type: number, subtype: number): string =>
+  type === PfsType.MASTER && subtype !== PFSSUBTYPE_NONE ? pfsSubtypeName(subtype) : pfsTypeName(type);
+
 export const PFSSUBTYPE_NONE = 0;
 export const PFSSUBTYPE_SNAPSHOT = 1;
 export const PFSSUBTYPE_AUTOSNAP = 2;

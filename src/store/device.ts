@@ -3,6 +3,7 @@
 // daemon serves one request at a time on its JS thread and the image lives on
 // another filesystem, so a pread costs less than a trip through the threadpool.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { nativeShim } from './native';
 
 export class DeviceError extends Error {
@@ -57,8 +58,10 @@ export class Device {
     if (!shim) return; // warned once by nativeShim()
     const r = shim.flock(this.fd, exclusive);
     if (r !== 0) {
+      const holders = lockHolders(this.fd);
+      const who = holders.length ? ` ${holders.map(describePid).join(', ')}` : ' another process';
       throw new DeviceError(
-        `${this.path}: image is in use by another process (${exclusive ? 'exclusive' : 'shared'} lock refused)`,
+        `${this.path}: image is in use by${who} (${exclusive ? 'exclusive' : 'shared'} lock refused)`,
         'EBUSY',
       );
     }
@@ -162,4 +165,36 @@ function blockDeviceSize(fd: number, st: fs.Stats, path: string): number {
     /* fall through */
   }
   throw new DeviceError(`${path}: cannot determine block device size (native shim unavailable and no sysfs entry)`);
+}
+
+/** The pids holding flock locks on the file open as `fd` (from /proc/locks). */
+export function lockHolders(fd: number): number[] {
+  try {
+    const st = fs.fstatSync(fd);
+    const id = `${(st.dev >>> 8).toString(16).padStart(2, '0')}:${(st.dev & 0xff).toString(16).padStart(2, '0')}:${st.ino}`;
+    const pids = new Set<number>();
+    for (const line of fs.readFileSync('/proc/locks', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/);
+      // "1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF" ("->" marks a waiter)
+      if (f[1] !== 'FLOCK' || f[4] === undefined) continue;
+      const dev = f[5]?.split(':');
+      if (!dev || dev.length !== 3) continue;
+      const norm = `${parseInt(dev[0], 16).toString(16).padStart(2, '0')}:${parseInt(dev[1], 16).toString(16).padStart(2, '0')}:${dev[2]}`;
+      if (norm === id && f[4] !== String(process.pid)) pids.add(Number(f[4]));
+    }
+    return [...pids];
+  } catch {
+    return [];
+  }
+}
+
+/** "process 1234 (mount_hammer2 ...)" for messages. */
+export function describePid(pid: number): string {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const shown = cmd.map((a) => path.basename(a)).slice(0, 4).join(' ');
+    return `process ${pid} (${shown})`;
+  } catch {
+    return `process ${pid}`;
+  }
 }

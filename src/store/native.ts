@@ -7,6 +7,8 @@ export interface NativeShim {
   flock(fd: number, exclusive: boolean): number;
   /** BLKGETSIZE64; -errno on failure. */
   blockDeviceSize(fd: number): number;
+  /** SO_PEERCRED of a connected unix socket: [pid, uid, gid], or -errno. */
+  peerCred(fd: number): [number, number, number] | number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// hammer2 [-s path] [-t type] [-u uuid] [-m mem] [-r] [-v] [-q] [--json] directive [argument ...]
+//
+// The HAMMER2 administration command, with the reference's directives and
+// output. On a mounted PFS (a path inside it, -s MOUNTPOINT, or the current
+// directory) requests go to the daemon that owns the image, over its
+// control channel; an unmounted IMAGE[@LABEL] is opened in-process.
+import { ControlError } from '../control';
+import { parsePfsType } from '../media';
+import { CliIo, stdio } from './common';
+import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './hammer2/context';
+import { directives as misc } from './hammer2/misc';
+import { directives as modes } from './hammer2/modes';
+import { directives as pfs } from './hammer2/pfs';
+
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc };
+
+const USAGE = `hammer2 [options] command [argument ...]
+    -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
+    -t type            PFS type for pfs-create
+    -u uuid            uuid for pfs-create
+    -m mem[k,m,g]      buffer memory (bulkfree)
+    -r                 recurse (setcomp, setcheck)
+    -v / -q            more / less output
+    --json             machine-readable output (listing and status directives)
+
+    pfs-list [<path>...]              List PFSs
+    pfs-clid <label>                  Print cluster id for specific PFS
+    pfs-fsid <label>                  Print private id for specific PFS
+    pfs-create <label>                Create a PFS
+    pfs-delete <label>                Destroy a PFS
+    snapshot <path> [<label>]         Snapshot a PFS
+    snapshot-debug <path> [<label>]   Snapshot (same as snapshot here)
+    stat [<path>...]                  Return inode quota & config
+    info [<path>...]                  Image, daemon and mounts
+    volume-list [<path>...]           List volumes
+    setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
+    setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
+    clrcheck [<path>...]              Clear check code override
+    setcrc32 [<path>...]              Set check algo to crc32
+    setxxhash64 [<path>...]           Set check algo to xxhash64
+    setsha192 [<path>...]             Set check algo to sha192
+    bulkfree <path>                   Run bulkfree pass
+`;
+
+/** getopt("m:rs:t:u:vq") plus --json: options stop at the directive. */
+function parseGlobal(args: string[], io: CliIo): { ctx: Hammer2Ctx; rest: string[] } {
+  const ctx: Hammer2Ctx = { io, recurse: false, verbose: 0, quiet: 0, json: false };
+  let i = 0;
+  for (; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--') {
+      i++;
+      break;
+    }
+    if (a === '--json') {
+      ctx.json = true;
+      continue;
+    }
+    if (a === '-h' || a === '--help') throw new UsageError('');
+    if (!a.startsWith('-') || a === '-') break;
+    for (let j = 1; j < a.length; j++) {
+      const c = a[j];
+      const value = (): string => {
+        const v = j + 1 < a.length ? a.slice(j + 1) : args[++i];
+        j = a.length;
+        if (v === undefined) throw new UsageError(`option requires an argument -- ${c}`);
+        return v;
+      };
+      if (c === 'r') ctx.recurse = true;
+      else if (c === 'v') ctx.quiet ? ctx.quiet-- : ctx.verbose++;
+      else if (c === 'q') ctx.verbose ? ctx.verbose-- : ctx.quiet++;
+      else if (c === 's') ctx.sel = value();
+      else if (c === 'u') ctx.uuid = value();
+      else if (c === 't') {
+        const v = value();
+        const t = parsePfsType(v);
+        if (t === undefined) throw new UsageError('-t: Unrecognized node type');
+        ctx.pfsType = t;
+      } else if (c === 'm') {
+        const v = value();
+        const m = /^(\d+)([kKmMgG]?)$/.exec(v);
+        if (!m) throw new UsageError('-m: Unrecognized suffix');
+        ctx.mem = Number(m[1]) * 1024 ** ' kmg'.indexOf(m[2].toLowerCase() || ' ');
+      } else throw new UsageError(`Unknown option: ${c}`);
+    }
+  }
+  return { ctx, rest: args.slice(i) };
+}
+
+/** Run with `args` (without node and script); resolves to the exit status. */
+export async function run(args: string[], io: CliIo = stdio): Promise<number> {
+  let ctx: Hammer2Ctx;
+  let rest: string[];
+  try {
+    ({ ctx, rest } = parseGlobal(args, io));
+    if (!rest.length) throw new UsageError('Missing command');
+  } catch (e) {
+    const msg = (e as Error).message;
+    if (msg) io.err(`${msg}\n`);
+    io.err(USAGE);
+    return msg ? 1 : 0;
+  }
+  const d = DIRECTIVES[rest[0]];
+  if (!d) {
+    io.err(`Unrecognized command: ${rest[0]}\n${USAGE}`);
+    return 1;
+  }
+  try {
+    return await d(ctx, rest.slice(1));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`${e.message}\n${USAGE}`);
+      return e.status;
+    }
+    if (e instanceof DirectiveError || e instanceof ControlError) {
+      io.err(`hammer2: ${e.message}\n`);
+      return e instanceof DirectiveError ? e.status : 1;
+    }
+    io.err(`hammer2: ${(e as Error)?.stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  run(process.argv.slice(2)).then((code) => process.exit(code));
+}

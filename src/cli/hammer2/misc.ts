@@ -1,0 +1,105 @@
+// bulkfree, info, volume-list: whole-filesystem directives.
+import { Directive, DirectiveError, UsageError } from './context';
+import { sizeToStr } from './modes';
+import { hammer2Mounts, openTarget } from './target';
+
+interface Info {
+  pid: number;
+  devices: string;
+  writable: boolean;
+  socket: string | null;
+  mounts: { label: string; mountpoint: string; readonly: boolean }[];
+  header: { fsid: string; version: number; volumes: { path: string; size: number }[]; size: string; allocatorSize: string; allocatorFree: string; mirrorTid: string; freemapTid: string };
+}
+
+const bulkfree: Directive = async (ctx, args) => {
+  if (args.length !== 1) throw new UsageError('bulkfree: requires path to mount');
+  const t = await openTarget(args[0], { write: true });
+  try {
+    const progress = ctx.io.tty && !ctx.json ? (p: { done: number; total: number }) => ctx.io.err(`\rbulkfree: ${Math.floor((100 * p.done) / Math.max(1, p.total))}%`) : undefined;
+    const r = await t.request<{ freed: number; freeBefore: number; freeAfter: number; ms: number; headers: number }>('bulkfree', {}, progress);
+    if (progress) ctx.io.err('\r\x1b[K');
+    if (ctx.json) ctx.io.out(JSON.stringify(r) + '\n');
+    else if (ctx.verbose > 0 || ctx.io.tty) ctx.io.out(`bulkfree: freed ${r.freed} bytes in ${r.ms} ms (free ${r.freeBefore} -> ${r.freeAfter})\n`);
+    return 0;
+  } catch (e) {
+    ctx.io.err(`hammer2: bulkfree: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await t.close();
+  }
+};
+
+const info: Directive = async (ctx, args) => {
+  const paths = args.length ? args : ctx.sel ? [ctx.sel] : hammer2Mounts();
+  if (!paths.length) throw new DirectiveError('no HAMMER2 filesystem is mounted (give a path, -s MOUNTPOINT or IMAGE)');
+  const out: Info[] = [];
+  const seen = new Set<string>();
+  for (const p of paths) {
+    const t = await openTarget(p, { write: false });
+    try {
+      const i = await t.request<Info>('info');
+      if (seen.has(i.devices)) continue;
+      seen.add(i.devices);
+      out.push(i);
+    } finally {
+      await t.close();
+    }
+  }
+  if (ctx.json) {
+    ctx.io.out(JSON.stringify(out, null, 2) + '\n');
+    return 0;
+  }
+  for (const i of out) {
+    const h = i.header;
+    ctx.io.out(`${i.devices}\n`);
+    ctx.io.out(`    fsid            ${h.fsid}\n    version         ${h.version}\n    size            ${h.size}\n`);
+    ctx.io.out(`    free            ${h.allocatorFree} of ${h.allocatorSize}\n    mirror_tid      0x${BigInt(h.mirrorTid).toString(16).padStart(16, '0')}\n`);
+    ctx.io.out(`    daemon          ${i.socket ? `pid ${i.pid}, ${i.writable ? 'read-write' : 'read-only'}` : 'none (not mounted)'}\n`);
+    for (const m of i.mounts) ctx.io.out(`    mounted         @${m.label} on ${m.mountpoint}${m.readonly ? ' (ro)' : ''}\n`);
+  }
+  return 0;
+};
+
+const volumeList: Directive = async (ctx, args) => {
+  const paths = args.length ? args : ctx.sel ? [ctx.sel] : hammer2Mounts();
+  if (!paths.length) throw new DirectiveError('no HAMMER2 filesystem is mounted (give a path, -s MOUNTPOINT or IMAGE)');
+  const json: unknown[] = [];
+  for (const [n, p] of paths.entries()) {
+    const t = await openTarget(p, { write: false });
+    try {
+      const i = await t.request<Info>('info');
+      if (ctx.json) {
+        json.push({ path: p, version: i.header.version, label: t.label, volumes: i.header.volumes });
+        continue;
+      }
+      if (paths.length > 1) {
+        if (n > 0) ctx.io.out('\n');
+        ctx.io.out(`${p}\n`);
+      }
+      const vols = i.header.volumes;
+      const w = Math.max(...vols.map((v) => v.path.length));
+      if (ctx.quiet === 0) {
+        ctx.io.out(`version ${i.header.version}\n`);
+        if (t.label) ctx.io.out(`@${t.label}\n`);
+      }
+      let off = 0;
+      for (const [id, v] of vols.entries()) {
+        if (ctx.quiet > 0) {
+          ctx.io.out(`${v.path}\n`);
+          continue;
+        }
+        let line = `volume${String(id).padEnd(2)} ${v.path.padEnd(w)} ${sizeToStr(v.size)}`;
+        if (ctx.verbose > 0) line += ` 0x${off.toString(16).padStart(16, '0')} 0x${v.size.toString(16).padStart(16, '0')}`;
+        ctx.io.out(line + '\n');
+        off += v.size;
+      }
+    } finally {
+      await t.close();
+    }
+  }
+  if (ctx.json) ctx.io.out(JSON.stringify(json, null, 2) + '\n');
+  return 0;
+};
+
+export const directives: Record<string, Directive> = { bulkfree, info, 'volume-list': volumeList };

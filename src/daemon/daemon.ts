@@ -1,0 +1,211 @@
+// One daemon per open image: it owns the image (the only process that has
+// it open for writing), serves every mounted PFS of it, commits them all in
+// one transaction, and answers the control channel (further mounts, the
+// hammer2 command). It stops when its last mount goes.
+import * as path from 'node:path';
+import { AdminHost, adminOps, MountedPfs } from '../admin';
+import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
+import { FsError, MediaError } from '../engine';
+import { Hammer2Fs, Pfs } from '../fs';
+import { FuseSession } from '../fuse/lowlevel';
+import { Hammer2Ops } from '../fuse/ops';
+import { hammer2Session } from '../fuse/session';
+import { trimMemory } from '../store';
+import { ParsedOptions, parseOptions, setMountReadahead } from './options';
+
+export interface DaemonOptions {
+  /** The image: one volume or several as img1:img2 (absolute paths). */
+  devices: string;
+  writable: boolean;
+  cacheBytes: number;
+  /** Seconds between background commits (0: none). */
+  flushSec: number;
+  log: (msg: string) => void;
+  /** Besides root, the uid that may change the filesystem over the control channel. */
+  owner: number;
+}
+
+interface Mounted extends MountedPfs {
+  session: FuseSession;
+  ops: Hammer2Ops;
+}
+
+/** Escape a value for libfuse's -o list (commas and backslashes). */
+const fuseOptValue = (v: string) => v.replace(/[\\,]/g, (c) => '\\' + c);
+
+export class ImageDaemon {
+  private mounted = new Map<string, Mounted>();
+  private timer: NodeJS.Timeout | null = null;
+  private trimmer: NodeJS.Timeout;
+  private control: ControlServer | null = null;
+  private stopping = false;
+  private resolveDone!: (code: number) => void;
+  /** Resolves with the exit status once the last mount has gone and the image is closed. */
+  readonly done = new Promise<number>((r) => (this.resolveDone = r));
+  private exitCode = 0;
+
+  private constructor(
+    readonly fs: Hammer2Fs,
+    readonly o: DaemonOptions,
+  ) {
+    // Dirty state reaches media within flushSec seconds even if nobody syncs.
+    if (o.writable && o.flushSec > 0) {
+      this.timer = setInterval(() => this.tick(), o.flushSec * 1000);
+    }
+    // Block buffers are freed in bursts (after commits, during big reads);
+    // hand the freed heap back so RSS follows what is in use, not the peak.
+    this.trimmer = setInterval(trimMemory, 2000);
+    this.trimmer.unref();
+  }
+
+  /** Open the image (locked) and start answering on its control socket. */
+  static async open(o: DaemonOptions): Promise<ImageDaemon> {
+    const fs = await Hammer2Fs.open(o.devices, { writable: o.writable, lock: true, cacheBytes: o.cacheBytes });
+    const d = new ImageDaemon(fs, o);
+    try {
+      const first = o.devices.split(':')[0];
+      d.control = await ControlServer.listen(path.join(runtimeDir(), socketName(first)), d.ops(), { owner: o.owner, log: o.log });
+    } catch (e) {
+      // Mounting still works; only the hammer2 command and further mounts cannot reach us.
+      o.log(`control channel unavailable: ${(e as Error).message}`);
+    }
+    return d;
+  }
+
+  get socket(): string | null {
+    return this.control?.file ?? null;
+  }
+
+  mounts(): MountedPfs[] {
+    return [...this.mounted.values()].map(({ label, mountpoint, readonly }) => ({ label, mountpoint, readonly }));
+  }
+
+  private tick(): void {
+    try {
+      if (!this.fs.dirty) {
+        this.fs.idleTick();
+        return;
+      }
+      this.fs.flush();
+      this.fs.maybeReclaim();
+    } catch (e) {
+      this.o.log(`background flush failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** The PFS with `label`, with a clear error when it is missing or bad. */
+  private pfs(label: string): Pfs {
+    let names: string[];
+    try {
+      names = this.fs.dev.listPfs().map((p) => p.name);
+    } catch (e) {
+      throw new MediaError(`${this.o.devices}: cannot read the super-root: ${(e as Error).message}`);
+    }
+    let pfs: Pfs | undefined;
+    try {
+      pfs = this.fs.pfs(label);
+    } catch (e) {
+      throw new MediaError(`${this.o.devices}@${label}: bad PFS root: ${(e as Error).message}`);
+    }
+    if (!pfs) throw new FsError('ENOENT', `${this.o.devices}: no PFS labelled "${label}" (available: ${names.join(', ') || 'none'})`);
+    return pfs;
+  }
+
+  /** Mount PFS `label` on `mountpoint` with mount_hammer2's -o options. */
+  async mount(label: string, mountpoint: string, po: ParsedOptions, debug = false): Promise<void> {
+    if (this.stopping) throw new FsError('ESHUTDOWN', 'the daemon is shutting down');
+    const pfs = this.pfs(label);
+    const already = this.mounted.get(label);
+    // Two FUSE mounts of one PFS would each keep kernel caches the other's changes bypass.
+    if (already) throw new FsError('EBUSY', `PFS "${label}" is already mounted on ${already.mountpoint}`);
+    if (!po.readonly && !this.fs.writable) {
+      throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon (pid ${process.pid}); unmount its mounts to mount read-write`);
+    }
+    const log = this.o.log;
+    const ops = new Hammer2Ops(this.fs, pfs, { dirtyLimit: po.dirtyBytes, log, readonly: po.readonly });
+    const fuse = po.fuse.filter((f) => !f.startsWith('fsname='));
+    fuse.push(`fsname=${fuseOptValue(`${this.o.devices}@${label}`)}`);
+    const session = hammer2Session(mountpoint, ops, {
+      options: fuse,
+      debug,
+      log,
+      attrTimeout: po.attrTimeout,
+      entryTimeout: po.attrTimeout,
+      spinUs: po.spinUs,
+    });
+    await session.mount();
+    const m: Mounted = { label, mountpoint, readonly: po.readonly, session, ops };
+    this.mounted.set(label, m);
+    log(`mounted ${this.o.devices} (PFS ${label}) on ${mountpoint}, ${po.readonly ? 'read-only' : 'read-write'}`);
+    if (po.readaheadKb > 0) {
+      const why = setMountReadahead(mountpoint, po.readaheadKb);
+      if (why) log(`readahead left at the kernel's default: ${why}`);
+    }
+    void session.closed.then((end) => {
+      log(`${mountpoint}: session ended (${end.message})`);
+      if (!end.ok) this.exitCode = 1;
+      this.mounted.delete(label);
+      try {
+        ops.destroy();
+      } catch (e) {
+        log(`final flush failed: ${(e as Error).message}`);
+        this.exitCode = 1;
+      }
+      if (this.mounted.size === 0) this.finish();
+    });
+  }
+
+  /** Unmount everything (signals); the daemon ends when the last session closes. */
+  stop(why: string): void {
+    this.stopping = true;
+    if (this.mounted.size === 0) return this.finish();
+    for (const m of this.mounted.values()) {
+      this.o.log(`unmounting ${m.mountpoint} (${why})`);
+      m.session.unmount().catch((e) => this.o.log(`unmount: ${(e as Error).message}`));
+    }
+  }
+
+  private finish(): void {
+    if (this.timer) clearInterval(this.timer);
+    clearInterval(this.trimmer);
+    this.control?.close();
+    this.control = null;
+    try {
+      if (this.fs.writable) this.fs.flush();
+    } catch (e) {
+      this.o.log(`final flush failed: ${(e as Error).message}`);
+      this.exitCode = 1;
+    }
+    this.fs.close();
+    this.resolveDone(this.exitCode);
+  }
+
+  /** What the control channel answers: the administration table plus mounting. */
+  private ops(): Record<string, ControlOp> {
+    const host: AdminHost = {
+      fs: this.fs,
+      mounts: () => this.mounts(),
+      describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket }),
+    };
+    return {
+      ...adminOps(host),
+      mount: {
+        changes: true,
+        run: async (args) => {
+          const label = String(args.label ?? '');
+          const mountpoint = String(args.mountpoint ?? '');
+          if (!label || !path.isAbsolute(mountpoint)) throw new FsError('EINVAL', 'mount needs a label and an absolute mountpoint');
+          const opts = Array.isArray(args.options) ? args.options.map(String) : [];
+          let po: ParsedOptions;
+          try {
+            po = parseOptions(opts);
+          } catch (e) {
+            throw new FsError('EINVAL', (e as Error).message);
+          }
+          await this.mount(label, mountpoint, po);
+          return { label, mountpoint, pid: process.pid };
+        },
+      },
+    };
+  }
+}

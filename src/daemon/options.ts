@@ -1,0 +1,141 @@
+// mount_hammer2's options, and the mount table: shared by the command and
+// by the daemon that takes further mounts of an image over its control channel.
+import * as fs from 'node:fs';
+import { EXCLUSIVE_CACHE_TIMEOUT } from '../fuse/lowlevel';
+
+/** Our own -o options, and the ones handed to libfuse. */
+export interface ParsedOptions {
+  readonly: boolean;
+  /** Seconds between background flushes of dirty state. */
+  flushSec: number;
+  /** Flush once this much file data is pending. */
+  dirtyBytes: number;
+  /** Kernel attribute/entry cache timeouts, seconds. */
+  attrTimeout: number;
+  /** Microseconds the request loop stays awake after a request. */
+  spinUs: number;
+  /** Metadata block cache, MiB (file data gets an eighth of it on top). */
+  cacheMiB: number;
+  /** KiB of kernel readahead for the mount (its bdi's read_ahead_kb); 0 leaves the kernel's default. */
+  readaheadKb: number;
+  fuse: string[];
+}
+
+// Kernel attribute and name cache timeout: see EXCLUSIVE_CACHE_TIMEOUT. The
+// one thing a commit changes behind the kernel's back (st_blocks of files
+// with pending data) is invalidated explicitly (fuse/session.ts).
+const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
+
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead']);
+
+// Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
+// read arrives as 128 KiB requests (two data blocks each); with more, the
+// kernel asks for up to 1 MiB per request (the binding's max_pages) and
+// keeps several in flight, so each pread covers a run of blocks.
+const DEFAULT_READAHEAD_KB = 4096;
+
+export function parseOptions(list: string[]): ParsedOptions {
+  const p: ParsedOptions = {
+    readonly: false,
+    flushSec: 5,
+    dirtyBytes: 32 << 20,
+    attrTimeout: CACHE_TIMEOUT,
+    spinUs: 50,
+    cacheMiB: 16,
+    readaheadKb: DEFAULT_READAHEAD_KB,
+    fuse: [],
+  };
+  let allowOther = process.getuid?.() === 0;
+  const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
+  for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=([^,\s]*))?$/.exec(o);
+    if (!m) throw new Error(`bad mount option "${o}"`);
+    const [, key, val] = m;
+    const num = (what: string) => {
+      const n = Number(val);
+      if (val === undefined || !Number.isFinite(n) || n < 0) throw new Error(`-o ${key}= needs ${what}`);
+      return n;
+    };
+    if (!OWN.has(key)) {
+      if (key === 'allow_other') allowOther = true;
+      else if (key === 'fsname' || key === 'subtype') {
+        for (const f of [...fuse]) if (f.startsWith(key + '=')) fuse.delete(f);
+        fuse.add(o);
+      } else fuse.add(o);
+      continue;
+    }
+    if (key === 'ro') p.readonly = true;
+    else if (key === 'rw') p.readonly = false;
+    else if (key === 'flush') p.flushSec = num('seconds');
+    else if (key === 'dirty') p.dirtyBytes = num('MiB') * 1024 * 1024;
+    else if (key === 'attr_timeout' || key === 'entry_timeout') p.attrTimeout = num('seconds');
+    else if (key === 'spin') p.spinUs = Math.min(num('microseconds'), 10000);
+    else if (key === 'cache') p.cacheMiB = Math.max(1, Math.min(Math.floor(num('MiB')), 4096));
+    else if (key === 'noallow_other') allowOther = false;
+    else if (key === 'readahead') p.readaheadKb = Math.min(Math.floor(num('KiB')), 1 << 20);
+  }
+  if (allowOther) fuse.add('allow_other');
+  if (p.readonly) fuse.add('ro');
+  p.fuse = [...fuse];
+  return p;
+}
+
+/**
+ * Set the kernel readahead of the FUSE mount at `mnt` (the read_ahead_kb of
+ * its backing device info, found through /proc/self/mountinfo: a stat of the
+ * mountpoint would be a request to ourselves). Needs root; returns why not.
+ */
+export function setMountReadahead(mnt: string, kb: number): string | null {
+  let mounts: Mount[];
+  try {
+    mounts = mountTable();
+  } catch (e) {
+    return `cannot read /proc/self/mountinfo: ${(e as Error).message}`;
+  }
+  const dev = mounts.filter((m) => m.point === mnt).pop()?.dev; // the last one listed is on top
+  if (!dev || !/^\d+:\d+$/.test(dev)) return `${mnt} not found in /proc/self/mountinfo`;
+  const file = `/sys/class/bdi/${dev}/read_ahead_kb`;
+  try {
+    fs.writeFileSync(file, `${kb}\n`);
+  } catch (e) {
+    return `cannot set ${file}: ${(e as Error).message}`;
+  }
+  return null;
+}
+
+export interface Mount {
+  /** The mountpoint, unescaped. */
+  point: string;
+  /** major:minor of the mounted filesystem. */
+  dev: string;
+  /** Filesystem type (fuse.hammer2 for ours). */
+  fstype: string;
+  /** Mount source (ours: the image spec and @LABEL). */
+  source: string;
+}
+
+/** This process's view of the mounts, in mount order (/proc/self/mountinfo). */
+export function mountTable(): Mount[] {
+  // Bytes are octal escapes; latin1 keeps them bytes, then they become UTF-8 text.
+  const unesc = (f: string) =>
+    Buffer.from(f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), 'latin1').toString('utf8');
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'latin1')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length > 4)
+    .map((f) => {
+      const sep = f.indexOf('-', 6);
+      return { point: unesc(f[4]), dev: f[2], fstype: sep > 0 ? f[sep + 1] ?? '' : '', source: sep > 0 ? unesc(f[sep + 2] ?? '') : '' };
+    });
+}
+
+/** The innermost hammer2 mount that contains `p` (a resolved absolute path). */
+export function hammer2MountOf(p: string): Mount | undefined {
+  let best: Mount | undefined;
+  for (const m of mountTable()) {
+    const inside = p === m.point || p.startsWith(m.point.endsWith('/') ? m.point : m.point + '/');
+    if (inside && (!best || m.point.length >= best.point.length)) best = m;
+  }
+  return best && best.fstype === 'fuse.hammer2' ? best : undefined;
+}
