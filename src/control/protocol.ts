@@ -56,3 +56,11 @@ export function lineReader(onLine: (line: string) => void, onTooLong: () => void
     }
   };
 }
+
+/** Any error as the channel carries it: its errno name (FsError.errno, a system error's code) or EIO. */
+export function asControlError(e: unknown): ControlError {
+  if (e instanceof ControlError) return e;
+  const o = e as { errno?: unknown; code?: unknown; message?: unknown };
+  const code = typeof o?.errno === 'string' ? o.errno : o?.code;
+  return new ControlError(typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : 'EIO', String(o?.message ?? e));
+}

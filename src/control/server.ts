@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { nativeShim } from '../store/native';
-import { ControlError, lineReader, Message, Progress, Request } from './protocol';
+import { asControlError, ControlError, lineReader, Message, Progress, Request } from './protocol';
 
 export interface Peer {
   pid: number;
@@ -113,12 +113,8 @@ export class ControlServer {
         const result = await op.run(req.args ?? {}, ctx);
         send({ id: req.id, ok: true, result: result ?? null });
       } catch (e) {
-        const code = (e as { code?: unknown; errno?: unknown }).errno ?? (e as { code?: unknown }).code;
-        send({
-          id: req.id,
-          ok: false,
-          error: { code: typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : 'EIO', message: (e as Error).message },
-        });
+        const ce = asControlError(e);
+        send({ id: req.id, ok: false, error: { code: ce.code, message: ce.message } });
       }
     };
     sock.on(

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const SHARED = process.env.HAMMER2_SHARED ?? path.resolve(REPO, '..', 'shared');
@@ -55,4 +56,47 @@ export function unpackFixture(name: string, dir: string, archive = `${name}.img.
   const img = fs.readdirSync(dir).find((f) => f.endsWith('.img'));
   if (!img) throw new Error(`no image in ${archive}`);
   return path.join(dir, img);
+}
+
+/** The reference tools, built outside the repo (H2_REF_BIN, default /work/ref/bin); checks using them skip when absent. */
+export const REF_BIN = process.env.H2_REF_BIN ?? '/work/ref/bin';
+export const haveRef = (tool: 'fsck_hammer2' | 'makefs' | 'hammer2'): boolean => fs.existsSync(path.join(REF_BIN, tool));
+
+/** The reference fsck_hammer2's verdict: exit status and output. */
+export function refFsck(img: string, args: string[] = []): { status: number | null; out: string } {
+  const r = spawnSync(path.join(REF_BIN, 'fsck_hammer2'), [...args, img], { encoding: 'utf8' });
+  return { status: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
+}
+
+/**
+ * Read PFS `label` of `img` through the reference makefs (-o m=LABEL -o R=/)
+ * into a new directory under `dir`, working on a sparse copy (makefs opens
+ * the image read-write). Returns the directory, or throws with its output.
+ */
+export function refRead(img: string, label: string, dir: string, from = '/'): string {
+  const copy = path.join(dir, `ref-copy-${label}.img`);
+  const out = path.join(dir, `ref-read-${label}`);
+  fs.rmSync(out, { recursive: true, force: true });
+  fs.mkdirSync(out);
+  const cp = spawnSync('cp', ['--sparse=always', img, copy]);
+  if (cp.status !== 0) throw new Error(`cp failed: ${cp.stderr}`);
+  const r = spawnSync(path.join(REF_BIN, 'makefs'), ['-t', 'hammer2', '-o', `m=${label}`, '-o', `R=${from}`, copy, out], { encoding: 'utf8' });
+  fs.rmSync(copy, { force: true });
+  if (r.status !== 0) throw new Error(`makefs R= of ${label} failed (${r.status}): ${(r.stdout + r.stderr).slice(-2000)}`);
+  return out;
+}
+
+/** Regular files under `root` by relative path with their sha256 (what makefs R= extracts). */
+export function fileHashes(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string, rel: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(p, r);
+      else if (e.isFile()) out.set(r, crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex'));
+    }
+  };
+  walk(root, '');
+  return out;
 }

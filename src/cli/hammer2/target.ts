@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { adminOps } from '../../admin';
-import { allSockets, ControlClient, ControlError, findSockets, Progress } from '../../control';
+import { allSockets, asControlError, ControlClient, ControlError, findSockets, Progress } from '../../control';
 import { hammer2MountOf, mountTable } from '../../daemon';
 import { Hammer2Fs } from '../../fs';
 import { parseDeviceSpec } from '../spec';
@@ -50,7 +50,11 @@ class ImageTarget implements Target {
     const o = this.ops[op];
     if (!o) throw new ControlError('EOPNOTSUPP', `unknown request "${op}"`);
     if (o.changes && !this.h2.writable) throw new ControlError('EROFS', `${this.name} is open read-only`);
-    return (await o.run(args, { peer: { pid: process.pid, uid: process.getuid?.() ?? 0, gid: 0 }, progress: progress ?? (() => {}) })) as T;
+    try {
+      return (await o.run(args, { peer: { pid: process.pid, uid: process.getuid?.() ?? 0, gid: 0 }, progress: progress ?? (() => {}) })) as T;
+    } catch (e) {
+      throw asControlError(e); // as a daemon would answer
+    }
   }
   async close(): Promise<void> {
     try {
