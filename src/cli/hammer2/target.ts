@@ -135,7 +135,10 @@ export async function openTarget(what: string | undefined, o: TargetOptions): Pr
   let real: string | null = null;
   try {
     real = fs.realpathSync(given);
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOTCONN') {
+      throw new DirectiveError(`${given}: the daemon serving this mount died ("Transport endpoint is not connected"); clear it with \`fusermount3 -u MOUNTPOINT\``);
+    }
     real = null;
   }
   if (real) {
