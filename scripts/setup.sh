@@ -10,6 +10,12 @@ mnt=${2:-$repo/mnt/default}
 
 bash scripts/ensure-deps.sh
 
+# mount -t fuse.hammer2 and fstab lines go through this helper (root only).
+if [ "$(id -u)" = 0 ]; then
+  sed "s#^HAMMER2FS_DIR=.*#HAMMER2FS_DIR=\${HAMMER2FS_DIR:-$repo}#" scripts/mount.fuse.hammer2 > /sbin/mount.fuse.hammer2
+  chmod 755 /sbin/mount.fuse.hammer2
+fi
+
 if [ ! -e "$img" ]; then
   mkdir -p "$(dirname "$img")"
   echo "Formatting $img (8 GiB, sparse: it takes only the space its data needs)..."

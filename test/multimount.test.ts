@@ -260,3 +260,24 @@ t.test('a killed daemon: clear messages, the image stays consistent', { skip }, 
   for (const m of mnts) spawnSync('fusermount3', ['-u', m]);
   t.ok(await waitGone(again.proc.pid!));
 });
+
+t.test('the mount(8) helper: mount -t fuse.hammer2 and fstab options', { skip }, async (t) => {
+  const dir = tempDir(t);
+  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
+  const img = path.join(dir, 'f.img');
+  t.equal(spawnSync(process.execPath, [NEWFS, '-s', '256M', img]).status, 0);
+  const mnt = path.join(dir, 'm');
+  fs.mkdirSync(mnt);
+  t.teardown(() => forceUnmount(mnt));
+  // What mount(8) runs for an fstab line "IMG@DATA MNT fuse.hammer2 defaults,noauto,ro,x-systemd.automount 0 0".
+  const r = spawnSync(path.join(REPO, 'scripts', 'mount.fuse.hammer2'), [`${img}@DATA`, mnt, '-o', 'rw,defaults,noauto,ro,x-systemd.automount,dirty=8'], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '', HAMMER2FS_DIR: REPO },
+  });
+  t.equal(r.status, 0, r.stderr);
+  const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt) ?? '';
+  t.match(line, new RegExp(`^${img}@DATA ${mnt} fuse\\.hammer2 ro,`), 'mounted read-only, named after the image');
+  await t.rejects(fsp.writeFile(path.join(mnt, 'x'), 'x'), { code: 'EROFS' });
+  t.equal(spawnSync('umount', [mnt]).status, 0, 'umount works');
+  t.notOk(isMounted(mnt));
+});
