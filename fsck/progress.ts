@@ -6,6 +6,7 @@ export class Progress {
   private phase = '';
   private done = 0;
   private total = 1;
+  private unit: (n: number) => string = fmtBytes;
   private last = 0;
   private shown = false;
 
@@ -15,10 +16,12 @@ export class Progress {
     return enabled && process.stderr.isTTY ? new Progress() : null;
   }
 
-  start(phase: string, totalBytes: number): void {
+  /** `unit` formats the amount done (bytes by default; a count for work that is not bytes). */
+  start(phase: string, total: number, unit: (n: number) => string = fmtBytes): void {
     this.phase = phase;
     this.done = 0;
-    this.total = Math.max(1, totalBytes);
+    this.total = Math.max(1, total);
+    this.unit = unit;
     this.draw(true);
   }
 
@@ -34,7 +37,7 @@ export class Progress {
     this.last = now;
     const cols = Math.max(40, Math.min(this.out.columns || 80, 120));
     const frac = Math.min(1, this.done / this.total);
-    const label = `${this.phase} ${fmtBytes(this.done)}`.padEnd(Math.min(28, cols - 25));
+    const label = `${this.phase} ${this.unit(this.done)}`.padEnd(Math.min(28, cols - 25));
     const width = Math.max(5, cols - 1 - label.length - 8);
     const fill = Math.round(frac * width);
     const line = `${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${String(Math.floor(frac * 100)).padStart(3)}%`;

@@ -12,8 +12,9 @@ import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './hammer2/con
 import { directives as misc } from './hammer2/misc';
 import { directives as modes } from './hammer2/modes';
 import { directives as pfs } from './hammer2/pfs';
+import { directives as recover } from './hammer2/recover';
 
-const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc };
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover };
 
 const USAGE = `hammer2 [options] command [argument ...]
     -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
@@ -41,6 +42,9 @@ const USAGE = `hammer2 [options] command [argument ...]
     setxxhash64 [<path>...]           Set check algo to xxhash64
     setsha192 [<path>...]             Set check algo to sha192
     bulkfree <path>                   Run bulkfree pass
+    recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
+    recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
+    recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;
 
 /** getopt("m:rs:t:u:vq") plus --json: options stop at the directive. */

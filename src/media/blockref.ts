@@ -65,6 +65,9 @@ export function decodeBlockrefView(buf: Buffer, off: number): Blockref {
   };
 }
 
+/** The type byte of the blockref at buf[off]: raw media scans filter on it before decoding. */
+export const rawBrefType = (buf: Uint8Array, off: number): number => buf[off];
+
 /** Decode a blockref with private copies of its embed and check fields (safe to modify). */
 export function decodeBlockref(buf: Buffer, off: number): Blockref {
   const b = decodeBlockrefView(buf, off);
@@ -155,4 +158,9 @@ export function setDirentHead(b: Blockref, h: DirentHead): void {
 /** Statistics in bref.embed for INODE and INDIRECT brefs. */
 export function brefStats(b: Blockref): { dataCount: bigint; inodeCount: bigint } {
   return { dataCount: b.embed.readBigUInt64LE(0), inodeCount: b.embed.readBigUInt64LE(8) };
+}
+
+/** Allocation hints a FREEMAP_NODE or FREEMAP_LEAF bref keeps in check, after its icrc32. */
+export function brefFreemapHints(b: Blockref): { bigmask: number; avail: bigint } {
+  return { bigmask: b.check.readUInt32LE(4), avail: b.check.readBigUInt64LE(8) };
 }

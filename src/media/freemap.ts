@@ -35,6 +35,9 @@ export function bmapPair(leaf: Buffer, n: number, blk: number): number {
   return (leaf.readUInt32LE(o) >>> ((blk & 15) * 2)) & 3;
 }
 
+/** Word `i` (0..7) of bmap `n`'s bitmap as stored (blocks 32i..32i+31), for dumps. */
+export const bmapWord = (leaf: Buffer, n: number, i: number): bigint => leaf.readBigUInt64LE(bmapBase(n) + BMAP_BITMAP + i * 8);
+
 /** Set `count` consecutive blocks from `blk` to state `v`. */
 export function setBmapPairs(leaf: Buffer, n: number, blk: number, count: number, v: number): void {
   for (let i = 0; i < count; i++) {

@@ -153,6 +153,19 @@ export function rawInodeBlockset(raw: Buffer): Blockref[] | null {
   return out;
 }
 
+/**
+ * The fields a raw media scan filters candidate inodes on, read in place at
+ * raw[off] (decodeInode copies the whole inode): type, op_flags, inum, iparent.
+ */
+export function peekInode(raw: Buffer, off = 0): { type: number; opFlags: number; inum: bigint; iparent: bigint } {
+  return {
+    type: raw[off + 0x50],
+    opFlags: raw[off + 0x51],
+    inum: raw.readBigUInt64LE(off + 0x58),
+    iparent: raw.readBigUInt64LE(off + 0x70),
+  };
+}
+
 /** The inode's 4-entry blockset (meaningless when DIRECTDATA is set). */
 export function inodeBlockset(ip: InodeData): Blockref[] {
   return decodeBlockrefArray(ip.u, 0, SET_COUNT);

@@ -94,6 +94,39 @@ export function decodeVolumeHeader(raw: Buffer): VolumeHeader {
 }
 
 /**
+ * The header fields decodeVolumeHeader leaves in `raw` (reserved and unused
+ * words, the CRCs as stored), with the CRCs computed over the bytes they
+ * cover: what a dump of the header shows beside the decoded fields.
+ */
+export interface VolumeHeaderExtras {
+  reserved0080: bigint;
+  reserved0088: bigint;
+  reserved00A0: bigint[];
+  copyexists: number[];
+  /** icrc_sects[0..7] as stored: [7] covers sector 0, [6] sector 1, the rest are unused. */
+  icrcSects: number[];
+  icrcVolheader: number;
+  crcSect0: number;
+  crcSect1: number;
+  crcVolheader: number;
+}
+
+export function volumeHeaderExtras(raw: Buffer): VolumeHeaderExtras {
+  const u32s = (off: number, n: number) => Array.from({ length: n }, (_, i) => raw.readUInt32LE(off + i * 4));
+  return {
+    reserved0080: raw.readBigUInt64LE(0x80),
+    reserved0088: raw.readBigUInt64LE(0x88),
+    reserved00A0: Array.from({ length: 4 }, (_, i) => raw.readBigUInt64LE(0xa0 + i * 8)),
+    copyexists: u32s(0xc8, 8),
+    icrcSects: u32s(OFF_ICRC_SECTS, 8),
+    icrcVolheader: raw.readUInt32LE(OFF_ICRC_VOLHDR),
+    crcSect0: icrc32(raw, 0, 512 - 4),
+    crcSect1: icrc32(raw, 512, 1024),
+    crcVolheader: icrc32(raw, 0, VOLUME_BYTES - 4),
+  };
+}
+
+/**
  * Serialise a header (on top of its raw image, so reserved bytes survive)
  * and recompute icrc_sects[7], [6] and the whole-header CRC.
  */
