@@ -9,7 +9,7 @@ import { Hammer2Device } from '../src/engine';
 import { Pfs } from '../src/fs';
 import { BrefType, encodeVolumeHeader, inodeBlockset, ZONE_BYTES } from '../src/media';
 import { scanRange } from '../src/engine';
-import { COMPARE_TREE, FIXTURES, fuseUnavailable, haveFixtures, MOUNT_BIN, tempDir, unpackFixture } from './lib/env';
+import { COMPARE_TREE, FIXTURES, fuseUnavailable, haveFixtures, MOUNT_BIN, tempDir, unpackFixture, flipByte } from './lib/env';
 import { mount } from './lib/mount';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -30,15 +30,6 @@ async function firstDataBlock(img: string, label: string, file: string): Promise
   } finally {
     dev.close();
   }
-}
-
-function flipByte(img: string, pos: number): void {
-  const fd = fs.openSync(img, 'r+');
-  const b = Buffer.alloc(1);
-  fs.readSync(fd, b, 0, 1, pos);
-  b[0] ^= 0x5a;
-  fs.writeSync(fd, b, 0, 1, pos);
-  fs.closeSync(fd);
 }
 
 if (!haveFixtures()) {

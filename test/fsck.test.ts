@@ -14,7 +14,7 @@ import { run } from '../src/cli/fsck_hammer2';
 import { formatHammer2 } from '../mkfs/newfs';
 import { Hammer2Fs } from '../src/fs';
 import { initCodecs, ObjType } from '../src/media';
-import { FIXTURES, fixtureNames, haveFixtures, REPO, tempDir, unpackFixture } from './lib/env';
+import { FIXTURES, fixtureNames, haveFixtures, REPO, tempDir, unpackFixture, flipByte } from './lib/env';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
@@ -129,12 +129,7 @@ if (!haveFixtures()) {
     const img = path.join(dir, 'work.img');
     for (const [what, off] of cases) {
       copy(base, img);
-      const fd = fs.openSync(img, 'r+');
-      const b = Buffer.alloc(1);
-      fs.readSync(fd, b, 0, 1, off);
-      b[0] ^= 0x5a;
-      fs.writeSync(fd, b, 0, 1, off);
-      fs.closeSync(fd);
+      flipByte(img, off);
       const before = await cli(['-q', img]);
       t.equal(before.status, 4, `${what}: not clean (${before.out.split('\n')[0]})`);
       if (haveRef) t.equal(ref(img), 1, `${what}: the reference agrees`);

@@ -17,7 +17,7 @@ import { FreemapAllocator, Hammer2Device, scanRange } from '../src/engine';
 import { Hammer2Fs, Pfs } from '../src/fs';
 import { brefBytes, brefOffset, BrefType, inodeBlockset, KEY_MAX, ObjType, OPFLAG_DIRECTDATA } from '../src/media';
 import { formatHammer2 } from '../mkfs/newfs';
-import { FIXTURES, haveFixtures, loadManifest, Manifest, tempDir, unpackFixture } from './lib/env';
+import { FIXTURES, haveFixtures, loadManifest, Manifest, tempDir, unpackFixture, flipByte } from './lib/env';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const REF_HAMMER2 = process.env.H2_REF_HAMMER2 ?? '/work/ref/bin/hammer2';
@@ -196,15 +196,6 @@ async function locate(img: string, label: string, file: string): Promise<{ inode
 function zero(img: string, pos: number, len: number): void {
   const fd = fs.openSync(img, 'r+');
   fs.writeSync(fd, Buffer.alloc(len), 0, len, pos);
-  fs.closeSync(fd);
-}
-
-function flipByte(img: string, pos: number): void {
-  const fd = fs.openSync(img, 'r+');
-  const b = Buffer.alloc(1);
-  fs.readSync(fd, b, 0, 1, pos);
-  b[0] ^= 0x5a;
-  fs.writeSync(fd, b, 0, 1, pos);
   fs.closeSync(fd);
 }
 

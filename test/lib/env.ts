@@ -100,3 +100,13 @@ export function fileHashes(root: string): Map<string, string> {
   walk(root, '');
   return out;
 }
+
+/** Damage one byte of an image in place (XOR 0x5a). */
+export function flipByte(img: string, pos: number): void {
+  const fd = fs.openSync(img, 'r+');
+  const b = Buffer.alloc(1);
+  fs.readSync(fd, b, 0, 1, pos);
+  b[0] ^= 0x5a;
+  fs.writeSync(fd, b, 0, 1, pos);
+  fs.closeSync(fd);
+}
