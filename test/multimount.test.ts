@@ -185,6 +185,18 @@ t.test('hammer2 against live mounts', { skip }, async (t) => {
   r = await run(H2, ['stat', path.join(a, 'z'), path.join(a, 'z', 'after.txt')]);
   t.match(r.out, /z +0 +\S+ +\d+ zlib:9 +sha192/);
   t.match(r.out, /after\.txt +0 +\S+ +\d+ zlib:9 +sha192/, 'a new file inherits the directory\'s methods');
+  r = await run(H2, ['printinode', path.join(a, 'z', 'after.txt')]);
+  t.equal(r.status, 0, r.err);
+  t.match(r.out, /^version = 1\npfs_subtype = 0 \(NONE\)\n/);
+  t.match(r.out, /\ntype = 2 \(FILE\)\n/);
+  t.match(r.out, /\nsize = 250000\n/);
+  t.match(r.out, /\ncomp_algo = 147\ncheck_algo = 4\n/);
+  t.match(r.out, /\ninum = 0x[0-9a-f]+\n/);
+  r = await run(H2, ['-v', 'printinode', path.join(a, 'z')]);
+  t.match(r.out, /^([0-9A-F]{2} ){15}[0-9A-F]{2}\n/, '-v: the meta bytes in hex first');
+  t.match(r.out, /\ntype = 1 \(DIR\)\n/);
+  r = await run(H2, ['printinode', path.join(a, 'nonexistent')]);
+  t.equal(r.status, 3);
   r = await run(H2, ['setcomp', 'zlib:3', a]);
   t.equal(r.status, 3);
   t.match(r.err, /Unsupported comp_level 3 for zlib/);

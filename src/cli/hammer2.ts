@@ -13,8 +13,9 @@ import { directives as misc } from './hammer2/misc';
 import { directives as modes } from './hammer2/modes';
 import { directives as pfs } from './hammer2/pfs';
 import { directives as recover } from './hammer2/recover';
+import { directives as show } from './hammer2/show';
 
-const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover };
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show };
 
 const USAGE = `hammer2 [options] command [argument ...]
     -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
@@ -41,6 +42,12 @@ const USAGE = `hammer2 [options] command [argument ...]
     setcrc32 [<path>...]              Set check algo to crc32
     setxxhash64 [<path>...]           Set check algo to xxhash64
     setsha192 [<path>...]             Set check algo to sha192
+    printinode <path>                 Dump inode
+    show <devpath>                    Raw hammer2 media dump for topology
+    freemap <devpath>                 Raw hammer2 media dump for freemap
+    volhdr <devpath>                  Raw hammer2 media dump for the volume header(s)
+    hash [<filename>...]              Print directory hash (key) for name
+    dhash [<filename>...]             Print data hash for long directory entry
     bulkfree <path>                   Run bulkfree pass
     recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { ControlError } from '../../control';
 import { decodeInode } from '../../media';
 import { Directive, DirectiveError, UsageError } from './context';
+import { checkModeName, compModeName, formatInode } from './printinode';
 import { openTarget, Target } from './target';
 
 const COMPS = ['none', 'autozero', 'lz4', 'zlib'];
@@ -50,11 +51,6 @@ export function parseCheck(spec: string): number | string {
   return algo;
 }
 
-export const compName = (v: number): string => `${COMPS[v & 15] ?? `unknown(${v & 15})`}:${v >> 4 ? v >> 4 : 'default'}`;
-export const checkName = (v: number): string => {
-  const n = CHECKS[v & 15] ?? `unknown(${v & 15})`;
-  return v >> 4 ? `${n}:${v >> 4}` : n;
-};
 
 /** One target per mount, opened on first use. */
 class Targets {
@@ -171,10 +167,10 @@ const stat: Directive = async (ctx, args) => {
         const data = Number(r.dataCount);
         const inodes = Number(r.inodeCount);
         if (ctx.json) {
-          rows.push({ path: p, ncopies: m.ncopies, dataUse: data, inodeUse: inodes, comp: compName(m.compAlgo), check: checkName(m.checkAlgo), dataQuota: Number(m.dataQuota), inodeQuota: Number(m.inodeQuota) });
+          rows.push({ path: p, ncopies: m.ncopies, dataUse: data, inodeUse: inodes, comp: compModeName(m.compAlgo), check: checkModeName(m.checkAlgo), dataQuota: Number(m.dataQuota), inodeQuota: Number(m.inodeQuota) });
           continue;
         }
-        let line = `${p.slice(0, w).padEnd(w)} ${String(m.ncopies).padStart(3)} ${sizeToStr(data).padStart(9)} ${countToStr(inodes).padStart(9)} ${compName(m.compAlgo).padEnd(18)} ${checkName(m.checkAlgo).padEnd(12)} `;
+        let line = `${p.slice(0, w).padEnd(w)} ${String(m.ncopies).padStart(3)} ${sizeToStr(data).padStart(9)} ${countToStr(inodes).padStart(9)} ${compModeName(m.compAlgo).padEnd(18)} ${checkModeName(m.checkAlgo).padEnd(12)} `;
         if (m.dataQuota || m.inodeQuota) line += `${sizeToStr(Number(m.dataQuota))}/${countToStr(Number(m.inodeQuota)).padEnd(12)}`;
         ctx.io.out(line + '\n');
       } catch (e) {
@@ -189,7 +185,30 @@ const stat: Directive = async (ctx, args) => {
   return status;
 };
 
+// printinode PATH: the inode's meta fields as the daemon has them (its
+// in-memory copy, so changes not yet flushed show too).
+const printinode: Directive = async (ctx, args) => {
+  if (args.length !== 1) throw new UsageError('printinode: requires directory/file path');
+  const p = args[0];
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch (e) {
+    throw new DirectiveError(`${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}`, 3);
+  }
+  const targets = new Targets();
+  try {
+    const t = await targets.of(p);
+    const r = await t.request<{ raw: string }>('inode-get', { label: t.label, inum: String(st.ino) });
+    ctx.io.out(formatInode(decodeInode(Buffer.from(r.raw, 'base64')), ctx.verbose));
+  } finally {
+    await targets.close();
+  }
+  return 0;
+};
+
 export const directives: Record<string, Directive> = {
+  printinode,
   setcomp: setMethod('comp'),
   setcheck: setMethod('check'),
   clrcheck: setMethod('check', 'none'),
