@@ -105,7 +105,7 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     };
   };
 
-  return {
+  const ops: Record<string, ControlOp> = {
     info: { changes: false, run: () => ({ ...host.describe(), writable: h2.writable, mounts: host.mounts(), header: header() }) },
     'pfs-list': {
       changes: false,
@@ -196,5 +196,24 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
         return { ...r, freeBefore: before, freeAfter: h2.freeBytes() };
       },
     },
+    growfs: {
+      changes: true,
+      run: (args, ctx) => {
+        const s = str(args, 'size', false);
+        if (s !== undefined && !/^\d+$/.test(s)) throw new FsError('EINVAL', `bad size "${s}"`);
+        const r = h2.growfs(s === undefined ? undefined : Number(s), (what, done, total) => ctx.progress({ what, done, total }));
+        return { ...r, free: h2.freeBytes() };
+      },
+    },
   };
+  // A read-only image refuses every change with one message, before any work.
+  for (const op of Object.values(ops)) {
+    if (!op.changes) continue;
+    const run = op.run;
+    op.run = (args, ctx) => {
+      if (!h2.writable) throw new FsError('EROFS', `${h2.dev.vols.volumes.map((v) => v.dev.path).join(':')} is open read-only (mounted with -o ro?)`);
+      return run(args, ctx);
+    };
+  }
+  return ops;
 }

@@ -25,6 +25,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     -r                 recurse (setcomp, setcheck)
     -v / -q            more / less output
     --json             machine-readable output (listing and status directives)
+    --size SIZE        growfs: grow to SIZE (K/M/G/T) or by +SIZE; an image file is extended
 
     pfs-list [<path>...]              List PFSs
     pfs-clid <label>                  Print cluster id for specific PFS
@@ -49,6 +50,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     hash [<filename>...]              Print directory hash (key) for name
     dhash [<filename>...]             Print data hash for long directory entry
     bulkfree <path>                   Run bulkfree pass
+    growfs [<path>...]                Grow a filesystem into the space after it
     recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
@@ -66,6 +68,11 @@ function parseGlobal(args: string[], io: CliIo): { ctx: Hammer2Ctx; rest: string
     }
     if (a === '--json') {
       ctx.json = true;
+      continue;
+    }
+    if (a === '--size' || a.startsWith('--size=')) {
+      ctx.size = a.startsWith('--size=') ? a.slice(7) : args[++i];
+      if (ctx.size === undefined) throw new UsageError('option requires an argument -- size');
       continue;
     }
     if (a === '-h' || a === '--help') throw new UsageError('');

@@ -97,7 +97,7 @@ export class FreemapAllocator implements Allocator {
   /** Committed freemap node brefs by "key/keybits", for rotating them on rewrite. */
   private nodes = new Map<string, Blockref>();
   private free: bigint;
-  private readonly total: number;
+  private total: number;
   private readonly lowest: number;
   /** Per-type search cursors (media offsets). */
   private hint = new Map<number, number>();
@@ -432,6 +432,47 @@ export class FreemapAllocator implements Allocator {
       }
     };
     walk(this.hdr.freemap);
+  }
+
+  /**
+   * The volume now ends at `total` (growfs): segments between the old end
+   * and the new one become free as a leaf created now would have them, in
+   * the leaf that already covers the old end (its init marked them full) and
+   * in leaves made later. Returns the bytes added to the free count. The caller
+   * commits; rollback() followed by resize(old) undoes it.
+   */
+  grow(total: number): number {
+    // As the reference: allocator_free grows by what allocator_size grows by
+    // (fsck reads free as size minus what the leaves mark allocated).
+    const gained = total - this.total;
+    const oldEnd = Math.floor(this.total / SEG) * SEG;
+    this.total = total;
+    const newEnd = Math.floor(total / SEG) * SEG;
+    const tailKey = Math.floor(oldEnd / GIB) * GIB;
+    if (oldEnd % GIB !== 0 && this.hasLeaf(tailKey)) {
+      const leaf = this.leafFor(tailKey);
+      for (let n = (oldEnd - tailKey) / SEG; n < SEG_PER_LEAF && tailKey + n * SEG < newEnd; n++) {
+        setBmapPairs(leaf.buf, n, 0, SEG_PER_LEAF, 0);
+        setBmapAvail(leaf.buf, n, SEG);
+        setBmapClass(leaf.buf, n, 0);
+        setBmapLinear(leaf.buf, n, 0);
+      }
+      leaf.dirty = true;
+    }
+    this.free += BigInt(gained);
+    return gained;
+  }
+
+  /** Set the volume's end without touching leaves (undoing grow after rollback). */
+  resize(total: number): void {
+    this.total = total;
+  }
+
+  /** Whether a leaf for `key` exists in memory or on media. */
+  private hasLeaf(key: number): boolean {
+    if (this.leaves.has(key)) return true;
+    const b = lookupKey(this.reader, this.hdr.freemap, BigInt(key));
+    return !!b && b.type === BrefType.FREEMAP_LEAF && b.key === BigInt(key);
   }
 
   /** Drop uncommitted changes: leaves are re-read from media on next use. */

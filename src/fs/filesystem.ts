@@ -49,9 +49,19 @@ import {
   setInodeBlockset,
   ZONE_BYTES,
   ZONE_SEG,
+  VOLUME_ALIGN,
 } from '../media';
 import { flushPfs, PfsCommit, writeInode } from './flush';
 import { Pfs } from './pfs';
+
+export interface GrowResult {
+  oldSize: number;
+  size: number;
+  /** False when the device had no room past the current end. */
+  modified: boolean;
+  /** Bytes that became free. */
+  gained: number;
+}
 
 export interface FlushStats {
   tid: bigint;
@@ -102,6 +112,8 @@ export class Hammer2Fs {
   private pfsByName = new Map<string, Pfs>();
   /** Super-root entries the next commit adds (a new PFS inode) or removes (null), by key. */
   private staged = new Map<bigint, InodeData | null>();
+  /** Volume header fields changed outside any tree (growfs): the next flush must commit. */
+  private headerDirty = false;
   private writer: BlockWriter | null = null;
   private allocator: (Allocator & FreemapCommit) | null = null;
   /** Set when writing the volume header itself failed: the mount refuses further writes. */
@@ -139,7 +151,7 @@ export class Hammer2Fs {
   }
 
   get dirty(): boolean {
-    if (this.staged.size) return true;
+    if (this.staged.size || this.headerDirty) return true;
     for (const p of this.pfsByName.values()) if (p.dirty) return true;
     return !!this.allocator?.dirty;
   }
@@ -329,6 +341,7 @@ export class Hammer2Fs {
     }
     for (const c of commits) c.apply();
     this.staged.clear();
+    this.headerDirty = false;
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
     for (const l of this.commitListeners) l(tid);
     return this.lastFlush;
@@ -473,6 +486,64 @@ export class Hammer2Fs {
     const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header);
     this.flush();
     return r;
+  }
+
+  /**
+   * Grow the filesystem into the end of its device (growfs): to `bytes`, or
+   * to all the device holds; an image file is first extended (sparsely) to
+   * `bytes`. The size is rounded down to the 8 MiB volume alignment. Commits
+   * what is pending first, then the growth alone as one transaction: a
+   * crash leaves either the old size or the new one, never a mix.
+   */
+  growfs(bytes?: number, progress: (step: string, done: number, total: number) => void = () => {}): GrowResult {
+    if (!this.writable || !this.allocator) throw new FsError('EROFS');
+    if (!(this.allocator instanceof FreemapAllocator)) throw new FsError('EOPNOTSUPP', 'growfs needs the freemap allocator');
+    const vols = this.dev.vols;
+    if (vols.volumes.length !== 1) throw new FsError('EOPNOTSUPP', 'growfs is not supported with several volumes (as in the reference)');
+    const hdr = this.dev.header;
+    const dev = vols.volumes[0].dev;
+    const oldSize = Number(hdr.voluSize);
+    if (bytes !== undefined && (!Number.isSafeInteger(bytes) || bytes <= 0)) throw new FsError('EINVAL', `bad size ${bytes}`);
+    progress('commit pending changes', 0, 3);
+    this.flush();
+    try {
+      if (bytes !== undefined && bytes > dev.size && !dev.isBlockDevice) dev.extend(bytes);
+      dev.refreshSize();
+    } catch (e) {
+      throw e instanceof DeviceError ? new FsError(e.code, e.message) : e;
+    }
+    if (bytes !== undefined && bytes > dev.size) {
+      throw new FsError('EINVAL', `size ${bytes} exceeds the device ${dev.path} (${dev.size} bytes)`);
+    }
+    const target = Math.floor((bytes ?? dev.size) / VOLUME_ALIGN) * VOLUME_ALIGN;
+    if (target < oldSize) {
+      throw new FsError('EINVAL', `would shrink the filesystem from ${oldSize} to ${target} bytes (HAMMER2 cannot shrink)`);
+    }
+    if (target === oldSize) return { oldSize, size: oldSize, modified: false, gained: 0 };
+    const delta = BigInt(target - oldSize);
+    const saved = { voluSize: hdr.voluSize, totalSize: hdr.totalSize, allocatorSize: hdr.allocatorSize };
+    const fa = this.allocator;
+    progress('clear new header slots', 1, 3);
+    let gained = 0;
+    try {
+      vols.growVolume(target);
+      hdr.voluSize = BigInt(target);
+      if (hdr.totalSize) hdr.totalSize += delta;
+      hdr.allocatorSize += delta;
+      gained = fa.grow(target);
+      this.headerDirty = true;
+      progress('commit', 2, 3);
+      this.flush();
+    } catch (e) {
+      Object.assign(hdr, saved);
+      vols.setVolumeSize(oldSize);
+      fa.rollback();
+      fa.resize(oldSize);
+      this.headerDirty = false;
+      throw e instanceof DeviceError ? new FsError(e.code, e.message) : e;
+    }
+    progress('done', 3, 3);
+    return { oldSize, size: target, modified: true, gained };
   }
 
   private writeSuperRoot(w: BlockWriter, updates: LeafUpdate[]): Blockref {

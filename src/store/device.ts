@@ -14,16 +14,45 @@ export class DeviceError extends Error {
 }
 
 export class Device {
-  readonly size: number;
+  private _size: number;
+  /** Bytes the device holds (as of open, or the last refreshSize/extend). */
+  get size(): number {
+    return this._size;
+  }
   readonly isBlockDevice: boolean;
   private closed = false;
 
   private constructor(readonly path: string, readonly fd: number, readonly writable: boolean) {
     const st = fs.fstatSync(fd);
     this.isBlockDevice = st.isBlockDevice();
-    if (this.isBlockDevice) this.size = blockDeviceSize(fd, st, path);
-    else if (st.isFile()) this.size = st.size;
+    if (this.isBlockDevice) this._size = blockDeviceSize(fd, st, path);
+    else if (st.isFile()) this._size = st.size;
     else throw new DeviceError(`${path}: not a regular file or block device`, 'EINVAL');
+  }
+
+  /** Ask the host again how big the device is (it may have been grown under us: truncate, lvextend). */
+  refreshSize(): number {
+    const st = fs.fstatSync(this.fd);
+    this._size = this.isBlockDevice ? blockDeviceSize(this.fd, st, this.path) : st.size;
+    return this._size;
+  }
+
+  /**
+   * Make an image file `bytes` long (sparse: nothing is written). Block
+   * devices cannot be grown from here; the caller grows them (lvextend,
+   * partition tools) and calls refreshSize.
+   */
+  extend(bytes: number): void {
+    if (!this.writable) throw new DeviceError(`${this.path}: opened read-only`, 'EROFS');
+    if (this.isBlockDevice) throw new DeviceError(`${this.path}: a block device of ${this._size} bytes cannot be grown by writing past its end`, 'EINVAL');
+    if (bytes <= this._size) return;
+    try {
+      fs.ftruncateSync(this.fd, bytes);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new DeviceError(`${this.path}: cannot grow to ${bytes} bytes: ${err.message}`, err.code ?? 'EIO');
+    }
+    this._size = bytes;
   }
 
   static open(path: string, opts: { writable: boolean; lock?: boolean }): Device {

@@ -256,6 +256,33 @@ export class VolumeSet {
     this.queuedBytes = 0;
   }
 
+  /**
+   * Let the only volume reach `bytes` (its device must already hold them).
+   * Volume header slots the growth reaches are zeroed first, as the
+   * reference does: stale bytes there (an older filesystem on the same
+   * device) must never be taken for a newer header. Synced before return.
+   */
+  growVolume(bytes: number): void {
+    if (this.volumes.length !== 1) throw new DeviceError('growing is not supported with several volumes', 'EOPNOTSUPP');
+    const v = this.volumes[0];
+    if (bytes < v.size) throw new DeviceError(`would shrink the volume from ${v.size} to ${bytes} bytes`, 'EINVAL');
+    if (bytes > v.dev.size) throw new DeviceError(`${v.dev.path}: ${bytes} bytes exceed the device (${v.dev.size} bytes)`, 'EINVAL');
+    const zero = Buffer.alloc(VOLUME_BYTES);
+    for (let z = 0; z < NUM_VOLHDRS; z++) {
+      const at = z * ZONE_BYTES;
+      if (at < v.size) continue;
+      if (at + VOLUME_BYTES > bytes) break;
+      this.writeHeader(v.id, z, zero);
+    }
+    v.dev.sync();
+    v.size = bytes;
+  }
+
+  /** Undo growVolume's size change (its commit failed); the zeroed slots held nothing of ours. */
+  setVolumeSize(bytes: number): void {
+    this.volumes[0].size = bytes;
+  }
+
   /** Write a volume header copy into a zone of a given volume. */
   writeHeader(volumeId: number, zone: number, raw: Buffer): void {
     const v = this.volumes.find((x) => x.id === volumeId);

@@ -18,6 +18,8 @@ export interface Hammer2Ctx {
   /** -v count minus -q count, as the reference folds them. */
   verbose: number;
   quiet: number;
+  /** --size SIZE for growfs (absolute, or +SIZE). */
+  size?: string;
   /** --json on listing and status directives. */
   json: boolean;
 }

@@ -1,5 +1,5 @@
 // bulkfree, info, volume-list: whole-filesystem directives.
-import { Directive, DirectiveError, UsageError } from './context';
+import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { sizeToStr } from './modes';
 import { hammer2Mounts, openTarget } from './target';
 
@@ -16,9 +16,9 @@ const bulkfree: Directive = async (ctx, args) => {
   if (args.length !== 1) throw new UsageError('bulkfree: requires path to mount');
   const t = await openTarget(args[0], { write: true });
   try {
-    const progress = ctx.io.tty && !ctx.json ? (p: { done: number; total: number }) => ctx.io.err(`\rbulkfree: ${Math.floor((100 * p.done) / Math.max(1, p.total))}%`) : undefined;
-    const r = await t.request<{ freed: number; freeBefore: number; freeAfter: number; ms: number; headers: number }>('bulkfree', {}, progress);
-    if (progress) ctx.io.err('\r\x1b[K');
+    const bar = progressLine(ctx, 'bulkfree');
+    const r = await t.request<{ freed: number; freeBefore: number; freeAfter: number; ms: number; headers: number }>('bulkfree', {}, bar.show);
+    bar.done();
     if (ctx.json) ctx.io.out(JSON.stringify(r) + '\n');
     else if (ctx.verbose > 0 || ctx.io.tty) ctx.io.out(`bulkfree: freed ${r.freed} bytes in ${r.ms} ms (free ${r.freeBefore} -> ${r.freeAfter})\n`);
     return 0;
@@ -102,4 +102,73 @@ const volumeList: Directive = async (ctx, args) => {
   return 0;
 };
 
-export const directives: Record<string, Directive> = { bulkfree, info, 'volume-list': volumeList };
+/** "20G", "512M", "1073741824", "+4G" (relative to `current`): bytes, binary units. */
+export function parseSize(spec: string, current: number): number | null {
+  const m = /^(\+?)(\d+(?:\.\d+)?)([kmgtp]?)i?b?$/i.exec(spec.trim());
+  if (!m) return null;
+  const n = Math.floor(Number(m[2]) * 1024 ** ' kmgtp'.indexOf(m[3].toLowerCase() || ' '));
+  if (!Number.isSafeInteger(n)) return null;
+  return m[1] ? current + n : n;
+}
+
+/** A progress line on stderr while a terminal watches; cleared at the end. */
+function progressLine(ctx: Hammer2Ctx, name: string) {
+  if (!ctx.io.tty || ctx.json) return { show: undefined, done: () => {} };
+  let shown = false;
+  return {
+    show: (p: { done: number; total: number; what?: string }) => {
+      shown = true;
+      const pct = Math.floor((100 * p.done) / Math.max(1, p.total));
+      const bar = '#'.repeat(Math.floor(pct / 5)).padEnd(20, '.');
+      ctx.io.err(`\r\x1b[K${name}: [${bar}] ${String(pct).padStart(3)}%${p.what ? ` ${p.what}` : ''}`);
+    },
+    done: () => shown && ctx.io.err('\r\x1b[K'),
+  };
+}
+
+// growfs [PATH...]: grow into the rest of the device, or (--size) to a given
+// size, extending an image file first. Output and exit codes as the reference.
+const growfs: Directive = async (ctx, args) => {
+  const paths = args.length ? args : [ctx.sel ?? '.'];
+  let status = 0;
+  for (const p of paths) {
+    let t;
+    try {
+      t = await openTarget(p, { write: true });
+    } catch (e) {
+      ctx.io.err(`grow ${p} failed: ${(e as Error).message}\n`);
+      status = 1;
+      continue;
+    }
+    const bar = progressLine(ctx, 'growfs');
+    try {
+      let size: number | undefined;
+      if (ctx.size !== undefined) {
+        const i = await t.request<Info>('info');
+        const s = parseSize(ctx.size, Number(i.header.size));
+        if (s === null) throw new UsageError(`--size: cannot read "${ctx.size}" (bytes, or with K, M, G, T; +SIZE grows by that much)`);
+        size = s;
+      }
+      const r = await t.request<{ oldSize: number; size: number; modified: boolean; gained: number; free: number }>(
+        'growfs',
+        size === undefined ? {} : { size: String(size) },
+        bar.show,
+      );
+      bar.done();
+      const hex = r.size.toString(16).padStart(16, '0');
+      if (ctx.json) ctx.io.out(JSON.stringify({ path: p, ...r }) + '\n');
+      else if (r.modified) ctx.io.out(`${p} grown to ${hex}\n`);
+      else ctx.io.out(`${p} no size change - ${hex}\n`);
+    } catch (e) {
+      bar.done();
+      if (e instanceof UsageError) throw e;
+      ctx.io.err(`grow ${p} failed: ${(e as Error).message}\n`);
+      status = 1;
+    } finally {
+      await t.close();
+    }
+  }
+  return status;
+};
+
+export const directives: Record<string, Directive> = { bulkfree, info, 'volume-list': volumeList, growfs };
