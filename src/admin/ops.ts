@@ -22,6 +22,8 @@ export interface MountedPfs {
   label: string;
   mountpoint: string;
   readonly: boolean;
+  /** hammer2 emergency-mode-enable is in force. */
+  emergency?: boolean;
 }
 
 export interface AdminHost {
@@ -194,6 +196,36 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
         const before = h2.freeBytes();
         const r = h2.bulkfree();
         return { ...r, freeBefore: before, freeAfter: h2.freeBytes() };
+      },
+    },
+    destroy: {
+      changes: true,
+      run: (args) => {
+        const { pfs, node } = inode(args);
+        const e = pfs.destroyEntry(node, Buffer.from(str(args, 'name')!), BigInt(Date.now()) * 1000n);
+        h2.flush();
+        return { inum: e.inum.toString() };
+      },
+    },
+    'destroy-inum': {
+      changes: true,
+      run: (args) => {
+        const pfs = pfsNamed(str(args, 'label')!);
+        const s = str(args, 'inum')!;
+        if (!/^\d+$/.test(s)) throw new FsError('EINVAL', `"${s}" is not an inode number`);
+        pfs.destroyInode(BigInt(s));
+        h2.flush();
+        return {};
+      },
+    },
+    // A property of a mounted PFS, as the reference's: it ends with the mount.
+    'emergency-mode': {
+      changes: true,
+      run: (args) => {
+        const label = str(args, 'label')!;
+        if (!mountedAt(label)) throw new FsError('EINVAL', `PFS "${label}" is not mounted: emergency mode applies to a mounted PFS`);
+        pfsNamed(label).emergency = args.enable === true;
+        return { label, emergency: args.enable === true };
       },
     },
     growfs: {

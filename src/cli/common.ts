@@ -41,3 +41,23 @@ export function parseArgs(program: Command, args: string[], usageStatus: number)
     throw e;
   }
 }
+
+const STRERROR: Record<string, string> = {
+  EPERM: 'Operation not permitted',
+  ENOENT: 'No such file or directory',
+  EIO: 'Input/output error',
+  EACCES: 'Permission denied',
+  EBUSY: 'Device or resource busy',
+  EEXIST: 'File exists',
+  ENOTDIR: 'Not a directory',
+  EISDIR: 'Is a directory',
+  EINVAL: 'Invalid argument',
+  ENOSPC: 'No space left on device',
+  EROFS: 'Read-only file system',
+  ENOTEMPTY: 'Directory not empty',
+  EOPNOTSUPP: 'Operation not supported',
+  ENOTCONN: 'Transport endpoint is not connected',
+};
+
+/** strerror(3)'s text for an errno name, as the reference tools print it; the name itself if unknown. */
+export const strerror = (code: string | undefined): string => (code && STRERROR[code]) || code || 'Unknown error';

@@ -9,13 +9,14 @@ import { ControlError } from '../control';
 import { parsePfsType } from '../media';
 import { CliIo, stdio } from './common';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './hammer2/context';
+import { directives as destroy } from './hammer2/destroy';
 import { directives as misc } from './hammer2/misc';
 import { directives as modes } from './hammer2/modes';
 import { directives as pfs } from './hammer2/pfs';
 import { directives as recover } from './hammer2/recover';
 import { directives as show } from './hammer2/show';
 
-const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show };
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show, ...destroy };
 
 const USAGE = `hammer2 [options] command [argument ...]
     -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
@@ -51,6 +52,11 @@ const USAGE = `hammer2 [options] command [argument ...]
     dhash [<filename>...]             Print data hash for long directory entry
     bulkfree <path>                   Run bulkfree pass
     growfs [<path>...]                Grow a filesystem into the space after it
+    cleanup [<path>]                  Run cleanup passes (bulkfree) on one or every mounted image
+    destroy <path>...                 Destroy directory entries (only use if inode bad)
+    destroy-inum <inum>...            Destroy inodes (only use if inode bad)
+    emergency-mode-enable <target>    Enable emergency operations mode on filesystem
+    emergency-mode-disable <target>   Disable emergency operations mode on filesystem
     recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file

@@ -77,7 +77,7 @@ export class ImageDaemon {
   }
 
   mounts(): MountedPfs[] {
-    return [...this.mounted.values()].map(({ label, mountpoint, readonly }) => ({ label, mountpoint, readonly }));
+    return [...this.mounted.values()].map(({ label, mountpoint, readonly }) => ({ label, mountpoint, readonly, emergency: !!this.fs.pfs(label)?.emergency }));
   }
 
   private tick(): void {

@@ -156,6 +156,12 @@ export class Hammer2Fs {
     return !!this.allocator?.dirty;
   }
 
+  /** Whether a PFS of this image is in emergency mode. */
+  get emergency(): boolean {
+    for (const p of this.pfsByName.values()) if (p.emergency) return true;
+    return false;
+  }
+
   get pendingBytes(): number {
     let n = 0;
     for (const p of this.pfsByName.values()) n += p.pendingBytes;
@@ -195,7 +201,8 @@ export class Hammer2Fs {
    */
   ensureSpace(extra: number, opts: { deleting?: boolean } = {}): void {
     if (!this.writable || !this.allocator) return;
-    const reserve = opts.deleting ? this.reserveBytes / 4 : this.reserveBytes;
+    // Emergency mode gives removals the space otherwise held back for them.
+    const reserve = opts.deleting ? (this.emergency ? 0 : this.reserveBytes / 4) : this.reserveBytes;
     const ok = () => this.freeBytes() - this.needed(extra) >= reserve;
     if (ok()) return;
     if (this.pendingBytes > 0) this.flush();

@@ -57,6 +57,8 @@ export interface Node {
   dirents?: PendingDirents;
   /** Removed from the inode index at the next flush. */
   deleted?: boolean;
+  /** Taken out by destroy-inum: open handles may read, nothing may change it. */
+  destroyed?: boolean;
   /** Open handles (an unlinked inode lives until the last one closes). */
   opens: number;
   /** Blocks of this file that did not compress lately (skip trying while it is high). */
@@ -173,6 +175,16 @@ export class Pfs {
   releasedBytes = 0;
   /** Set by the filesystem when a change needs flushing. */
   onDirty: () => void = () => {};
+  /**
+   * Emergency mode (hammer2 emergency-mode-enable): as the reference, no
+   * new inodes, links, renames or file writes (EROFS); removal and
+   * attribute changes go on, so a full filesystem can be emptied.
+   */
+  emergency = false;
+
+  private refuseInEmergency(): void {
+    if (this.emergency) throw new FsError('EROFS', `PFS "${this.name}" is in emergency mode: only removal and attribute changes are allowed`);
+  }
 
   constructor(
     readonly reader: BlockReader,
@@ -245,6 +257,7 @@ export class Pfs {
   /** Make a node's inode private and mark it changed. */
   private touch(n: Node): InodeData {
     if (!this.writable) throw new FsError('EROFS');
+    if (n.destroyed) throw new FsError('ENOENT', `inode ${n.inum} was destroyed`);
     if (!n.dirty) {
       if (n.data === n.disk) n.data = cloneInode(n.data);
       n.dirty = true;
@@ -619,6 +632,7 @@ export class Pfs {
    * it alive). The caller must not change `buf` afterwards.
    */
   write(n: Node, pos: number, buf: Uint8Array, now: bigint): number {
+    this.refuseInEmergency();
     const m = n.data.meta;
     if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
     if (m.type !== ObjType.REGFILE && m.type !== ObjType.SOFTLINK) throw new FsError('EINVAL');
@@ -773,6 +787,7 @@ export class Pfs {
     now: bigint,
     opts: { rdev?: number; gid?: number } = {},
   ): Node {
+    this.refuseInEmergency();
     if (!isDir(dir)) throw new FsError('ENOTDIR');
     this.checkName(name);
     if (dir.data.meta.nlinks === 0n) throw new FsError('ENOENT');
@@ -824,6 +839,7 @@ export class Pfs {
   }
 
   link(n: Node, dir: Node, name: Buffer, now: bigint): void {
+    this.refuseInEmergency();
     if (isDir(n)) throw new FsError('EPERM');
     if (!isDir(dir)) throw new FsError('ENOTDIR');
     this.checkName(name);
@@ -857,6 +873,46 @@ export class Pfs {
     dm.ctime = now;
     if (isDir(n) && dm.nlinks !== 1n && dm.nlinks > 2n) dm.nlinks -= 1n;
     this.dropLink(n, now);
+  }
+
+  /**
+   * hammer2 destroy: take the entry `name` out of `dir` without looking at
+   * the inode it names, which keeps its link count: the way out for an
+   * entry whose inode is gone or unreadable.
+   */
+  destroyEntry(dir: Node, name: Buffer, now: bigint): DirEntry {
+    if (!isDir(dir)) throw new FsError('ENOTDIR');
+    const e = this.lookup(dir, name);
+    if (!e) throw new FsError('ENOENT');
+    this.removeEntry(dir, e);
+    const dm = this.touch(dir).meta;
+    dm.mtime = now;
+    dm.ctime = now;
+    return e;
+  }
+
+  /**
+   * hammer2 destroy-inum: take an inode out of the inode index whatever its
+   * links, without reading it (it may be the unreadable one). Entries that
+   * name it are left as they are; fsck reports them.
+   */
+  destroyInode(inum: bigint): void {
+    if (!this.writable) throw new FsError('EROFS');
+    if (inum === ROOT_INUM) throw new FsError('EINVAL', 'the PFS root inode cannot be destroyed (pfs-delete removes a PFS)');
+    if (inum <= 0n || inum >= DIRHASH_VISIBLE) throw new FsError('EINVAL', `${inum} is not an inode number`);
+    if (this.removed.has(inum)) throw new FsError('ENOENT', `inode ${inum} was removed`);
+    const live = this.live.get(inum);
+    if (live) {
+      live.deleted = true;
+      live.destroyed = true; // open handles may still read; changes get ENOENT
+      this.retire(live);
+    } else {
+      const b = lookupKey(this.reader, this.committedRootSet(), inum);
+      if (!b || b.key !== inum || b.type !== BrefType.INODE) throw new FsError('ENOENT', `no inode ${inum}`);
+      this.removed.add(inum);
+      this.clean.delete(Number(inum));
+    }
+    this.onDirty();
   }
 
   private dropLink(n: Node, now: bigint): void {
@@ -903,6 +959,7 @@ export class Pfs {
   }
 
   rename(sdir: Node, sname: Buffer, ddir: Node, dname: Buffer, now: bigint): void {
+    this.refuseInEmergency();
     if (!isDir(sdir) || !isDir(ddir)) throw new FsError('ENOTDIR');
     this.checkName(dname);
     const se = this.lookup(sdir, sname);
@@ -978,6 +1035,7 @@ export class Pfs {
   /** Last close of an unlinked inode lets it go. */
   release(n: Node): void {
     if (n.opens > 0) n.opens--;
+    if (n.destroyed) return; // already out of the index
     if (n.opens === 0 && n.deleted && n !== this.root) {
       this.retire(n);
       this.onDirty();
