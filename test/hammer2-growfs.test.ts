@@ -95,6 +95,9 @@ t.test('an unmounted image: --size, +SIZE, no change, refusals', async (t) => {
   t.equal(await hammer2(['--size', '+8M', 'growfs', img], { out: () => {}, err: (s) => (bar += s), tty: true }), 0);
   t.match(bar, /\r\x1b\[Kgrowfs: \[[#.]{20}\] +\d+% commit/, 'a terminal sees a progress bar');
   t.ok(bar.endsWith('\r\x1b[K'), 'and it is cleared at the end');
+  bar = '';
+  t.equal(await hammer2(['bulkfree', img], { out: () => {}, err: (s) => (bar += s), tty: true }), 0);
+  t.match(bar, /\r\x1b\[Kbulkfree: \[#{20}\] 100% scan/, 'bulkfree too');
 
   r = await cli(['--size', '2G', 'growfs', img]);
   t.equal(r.status, 1, 'shrinking is refused');

@@ -192,9 +192,9 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     },
     bulkfree: {
       changes: true,
-      run: () => {
+      run: (_args, ctx) => {
         const before = h2.freeBytes();
-        const r = h2.bulkfree();
+        const r = h2.bulkfree((done, total) => ctx.progress({ what: 'scan', done, total }));
         return { ...r, freeBefore: before, freeAfter: h2.freeBytes() };
       },
     },

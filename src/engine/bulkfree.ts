@@ -41,12 +41,13 @@ export class BlockBitmap {
 }
 
 /** Walk a header's super-root tree, marking every block with media. */
-export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: BlockBitmap, seen: Set<bigint>): void {
+export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: BlockBitmap, seen: Set<bigint>, onBlock?: (bytes: number) => void): void {
   const stack: Blockref[] = hdr.sroot.filter((b) => b.type !== BrefType.EMPTY);
   while (stack.length) {
     const b = stack.pop()!;
     const bytes = brefBytes(b);
     if (bytes === 0) continue;
+    onBlock?.(bytes);
     const off = Number(b.dataOff & ~0x3fn);
     map.markRange(off, bytes);
     if (b.type === BrefType.INDIRECT) {
@@ -68,7 +69,12 @@ export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: Block
  * Scan and free. The caller must have flushed: any block allocated but not
  * yet referenced by a written header would be taken for garbage.
  */
-export function bulkfree(reader: BlockReader, alloc: FreemapAllocator, current: VolumeHeader): BulkfreeResult {
+export function bulkfree(
+  reader: BlockReader,
+  alloc: FreemapAllocator,
+  current: VolumeHeader,
+  progress?: (done: number, total: number) => void,
+): BulkfreeResult {
   const t0 = Date.now();
   const total = Number(current.totalSize || current.voluSize);
   const map = new BlockBitmap(total);
@@ -81,9 +87,23 @@ export function bulkfree(reader: BlockReader, alloc: FreemapAllocator, current: 
       if (c.ok && c.header && c.header.mirrorTid !== current.mirrorTid) trees.push(c.header);
     }
   }
+  // Progress: bytes met while scanning the tree in force, against what the
+  // freemap says is allocated (shared blocks are met once; older trees add little).
+  const used = Math.max(1, Number(current.allocatorSize - current.allocatorFree));
+  let met = 0;
+  let next = 0;
+  const onBlock = progress
+    ? (bytes: number) => {
+        met += bytes;
+        if (met >= next) {
+          next = met + used / 100;
+          progress(Math.min(met, used), used);
+        }
+      }
+    : undefined;
   for (const h of trees) {
     try {
-      markReachable(reader, h, map, seen);
+      markReachable(reader, h, map, seen, h === current ? onBlock : undefined);
       headers++;
     } catch (e) {
       // The tree in force must read completely, or nothing can be proven unused.
@@ -92,5 +112,6 @@ export function bulkfree(reader: BlockReader, alloc: FreemapAllocator, current: 
     }
   }
   const r = alloc.releaseUnreferenced((blk) => map.has(blk));
+  progress?.(used, used);
   return { freed: r.freed, fixedUp: r.fixedUp, headers, ms: Date.now() - t0 };
 }

@@ -487,10 +487,10 @@ export class Hammer2Fs {
    * Return space no header references any more to the freemap, and commit.
    * Flushes first: bulkfree must not see uncommitted allocations.
    */
-  bulkfree(): BulkfreeResult {
+  bulkfree(progress?: (done: number, total: number) => void): BulkfreeResult {
     if (!this.writable || !this.allocator) throw new FsError('EROFS');
     this.flush();
-    const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header);
+    const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header, progress);
     this.flush();
     return r;
   }
