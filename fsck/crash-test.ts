@@ -5,7 +5,11 @@
 // fsync returned before the kill must be intact (such files are "sealed":
 // the workload never touches them again, so their content is exact).
 //
-//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--keep DIR]
+//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--pfs N] [--keep DIR]
+//
+// --pfs N mounts N PFSs of the image at once (one daemon serves them all),
+// runs a workload on each concurrently and takes snapshots of the first
+// while it runs: every PFS's sealed files must survive, every snapshot read.
 //
 // Prints one line per run and ends with "N passed, N failed".
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -25,6 +29,7 @@ function repoRoot(): string {
 }
 const REPO = repoRoot();
 const MOUNT = path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js');
+const HAMMER2 = path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js');
 
 class Rng {
   constructor(private s: number) {
@@ -62,10 +67,24 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   return cond();
 }
 
-function startDaemon(img: string, mnt: string, extra: string[], logFile: string): ChildProcess {
+/** Labels of the PFSs a run with `n` of them mounts. */
+const labelsFor = (n: number): string[] => ['DATA', ...Array.from({ length: n - 1 }, (_, i) => `P${i + 1}`)];
+
+function startDaemon(img: string, mnt: string, extra: string[], logFile: string, env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [MOUNT, '-f', '--log', logFile, ...extra, `${img}@DATA`, mnt], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, HAMMER2_QUIET_SHIM: '1' },
+    env: { ...env, HAMMER2_QUIET_SHIM: '1' },
+  });
+}
+
+/** Run a CLI to completion; its exit status and output. */
+function runCli(bin: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, HAMMER2_QUIET_SHIM: '1' } });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.stderr!.on('data', (d) => (out += d));
+    p.on('close', (status) => resolve({ status, out }));
   });
 }
 
@@ -137,29 +156,45 @@ async function workload(mnt: string, rng: Rng, sealed: Sealed[]): Promise<string
   }
 }
 
-/** Read every file of the PFS through the engine; throws on any error. */
-async function verify(img: string, sealed: Sealed[]): Promise<string[]> {
+/**
+ * Read every file of every PFS (snapshots included) through the engine and
+ * check each PFS's sealed files; returns what is wrong.
+ */
+async function verify(img: string, sealedBy: Map<string, Sealed[]>): Promise<string[]> {
   const problems: string[] = [];
   const h2 = await Hammer2Fs.open(img, { writable: false, lock: false });
   try {
-    const pfs = h2.pfs('DATA')!;
-    // Walk everything: every directory lists, every file reads, every inode resolves.
-    const walk = (p: string) => {
-      const n = pfs.resolve(p);
-      if (n.data.meta.type === ObjType.DIRECTORY) {
-        for (const e of pfs.readdir(n)) walk(`${p === '/' ? '' : p}/${e.name.toString()}`);
-      } else if (n.data.meta.type === ObjType.REGFILE) {
-        pfs.read(n, 0, Number(n.data.meta.size));
-      }
-    };
-    walk('/');
-    for (const s of sealed) {
+    for (const { name } of h2.dev.listPfs()) {
+      const pfs = h2.pfs(name)!;
+      // Walk everything: every directory lists, every file reads, every inode resolves.
+      const walk = (p: string) => {
+        const n = pfs.resolve(p);
+        if (n.data.meta.type === ObjType.DIRECTORY) {
+          for (const e of pfs.readdir(n)) walk(`${p === '/' ? '' : p}/${e.name.toString()}`);
+        } else if (n.data.meta.type === ObjType.REGFILE) {
+          pfs.read(n, 0, Number(n.data.meta.size));
+        }
+      };
       try {
-        const n = pfs.resolve('/' + s.path);
-        const data = pfs.read(n, 0, Number(n.data.meta.size) + 1);
-        if (data.length !== s.size || sha(data) !== s.hash) problems.push(`${s.path}: fsynced content lost`);
+        walk('/');
       } catch (e) {
-        problems.push(`${s.path}: ${(e as Error).message}`);
+        problems.push(`@${name}: ${(e as Error).message}`);
+      }
+    }
+    for (const [label, sealed] of sealedBy) {
+      const pfs = h2.pfs(label);
+      if (!pfs) {
+        problems.push(`@${label}: PFS missing`);
+        continue;
+      }
+      for (const s of sealed) {
+        try {
+          const n = pfs.resolve('/' + s.path);
+          const data = pfs.read(n, 0, Number(n.data.meta.size) + 1);
+          if (data.length !== s.size || sha(data) !== s.hash) problems.push(`@${label}/${s.path}: fsynced content lost`);
+        } catch (e) {
+          problems.push(`@${label}/${s.path}: ${(e as Error).message}`);
+        }
       }
     }
   } finally {
@@ -179,31 +214,69 @@ export interface CrashRunResult {
   detail: string;
 }
 
-export async function crashRun(run: number, seed: number, dir: string, size: number): Promise<CrashRunResult> {
+export interface CrashRunOptions {
+  /** PFSs mounted and written at once (default 1); with more, the first is also snapshotted while it runs. */
+  pfs?: number;
+}
+
+export async function crashRun(run: number, seed: number, dir: string, size: number, o: CrashRunOptions = {}): Promise<CrashRunResult> {
   const rng = new Rng(seed);
   const img = path.join(dir, `crash-${run}.img`);
-  const mnt = path.join(dir, `mnt-${run}`);
+  const labels = labelsFor(Math.max(1, o.pfs ?? 1));
+  const mnts = labels.map((l) => path.join(dir, `mnt-${run}-${l}`));
+  const mnt = mnts[0];
   const logFile = path.join(dir, `daemon-${run}.log`);
-  fs.mkdirSync(mnt, { recursive: true });
-  await formatHammer2({ paths: [img], sizes: [size] });
+  // The daemon's control socket (hand-off of the other mounts, snapshots) in the run's directory.
+  const env = { ...process.env, HAMMER2_RUNDIR: path.join(dir, 'run') };
+  for (const m of mnts) fs.mkdirSync(m, { recursive: true });
+  await formatHammer2({ paths: [img], sizes: [size], labels });
   // A short commit interval makes kills land in every phase of a flush.
-  const daemon = startDaemon(img, mnt, ['-o', 'flush=1,dirty=8'], logFile);
+  const daemon = startDaemon(img, mnt, ['-o', 'flush=1,dirty=8'], logFile, env);
   let stderr = '';
   daemon.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<void>((r) => daemon.on('exit', () => r()));
+  const clearMounts = async () => {
+    // auto_unmount clears a dead mount; make sure, whatever happened.
+    for (const m of mnts) if (!(await waitFor(() => !mounted(m), 5000))) spawnSync('fusermount3', ['-uz', m]);
+  };
   if (!(await waitFor(() => mounted(mnt), 20000))) {
     daemon.kill('SIGKILL');
     return { ok: false, detail: `mount did not come up: ${stderr}` };
   }
-  const sealed: Sealed[] = [];
-  const work = workload(mnt, rng, sealed);
+  // The other PFSs: handed to the running daemon, as a second mount_hammer2 does.
+  for (let i = 1; i < labels.length; i++) {
+    const r = await runCli(MOUNT, [`${img}@${labels[i]}`, mnts[i]], env);
+    if (r.status !== 0 || !mounted(mnts[i])) {
+      daemon.kill('SIGKILL');
+      await clearMounts();
+      return { ok: false, detail: `mount of @${labels[i]} failed: ${r.out.trim()}` };
+    }
+  }
+  const sealedBy = new Map(labels.map((l) => [l, [] as Sealed[]]));
+  const works = labels.map((l, i) => workload(mnts[i], new Rng(seed * 31 + i), sealedBy.get(l)!));
+  // Snapshots of the first PFS while everything is being written.
+  let snaps = 0;
+  let stop = false;
+  const snapper =
+    labels.length > 1
+      ? (async () => {
+          while (!stop) {
+            await sleep(150 + rng.int(400));
+            if (stop) break;
+            const r = await runCli(HAMMER2, ['snapshot', mnt, `DATA.snap${snaps}`], env);
+            if (r.status === 0) snaps++;
+          }
+        })()
+      : Promise.resolve();
   await sleep(300 + rng.int(2500));
   daemon.kill('SIGKILL');
+  stop = true;
   await exited;
-  await work;
-  // auto_unmount clears the dead mount; make sure, whatever happened.
-  if (!(await waitFor(() => !mounted(mnt), 5000))) spawnSync('fusermount3', ['-uz', mnt]);
-  const details: string[] = [`${sealed.length} sealed`];
+  await Promise.all([...works, snapper]);
+  await clearMounts();
+  let nsealed = 0;
+  for (const s of sealedBy.values()) nsealed += s.length;
+  const details: string[] = [labels.length > 1 ? `${labels.length} PFSs, ${snaps} snapshots, ${nsealed} sealed` : `${nsealed} sealed`];
   const fsck = fsckCommand();
   if (fsck) {
     const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
@@ -216,10 +289,10 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
     if (r.status !== 0) return { ok: false, detail: `reference fsck exit ${r.status}: ${r.stdout.trim().split('\n').slice(-3).join(' | ')}` };
     details.push('reference fsck clean');
   }
-  const problems = await verify(img, sealed);
+  const problems = await verify(img, sealedBy);
   if (problems.length) return { ok: false, detail: problems.slice(0, 5).join('; ') };
   // And the image mounts and takes writes again.
-  const again = startDaemon(img, mnt, [], logFile);
+  const again = startDaemon(img, mnt, [], logFile, env);
   const exited2 = new Promise<number | null>((r) => again.on('exit', (c) => r(c)));
   if (!(await waitFor(() => mounted(mnt), 20000))) {
     again.kill('SIGKILL');
@@ -229,7 +302,7 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   again.kill('SIGTERM');
   const code = await exited2;
   if (code !== 0) return { ok: false, detail: `remounted daemon exited ${code}` };
-  const problems2 = await verify(img, sealed);
+  const problems2 = await verify(img, sealedBy);
   if (problems2.length) return { ok: false, detail: `after remount: ${problems2[0]}` };
   details.push('remount ok');
   fs.rmSync(img, { force: true });
@@ -245,6 +318,7 @@ async function main(): Promise<void> {
   const runs = Number(opt('--runs', '10'));
   const seed0 = Number(opt('--seed', String(Date.now() % 100000)));
   const sizeArg = opt('--size', '4G');
+  const pfs = Number(opt('--pfs', '1'));
   const size = Number(sizeArg.replace(/[GMK]$/i, '')) * ({ G: 2 ** 30, M: 2 ** 20, K: 1024 }[sizeArg.slice(-1).toUpperCase()] ?? 1);
   const keep = opt('--keep', '');
   const dir = keep || fs.mkdtempSync(path.join(os.tmpdir(), 'h2crash-'));
@@ -255,7 +329,7 @@ async function main(): Promise<void> {
       const seed = seed0 + i;
       let r: CrashRunResult;
       try {
-        r = await crashRun(i, seed, dir, size);
+        r = await crashRun(i, seed, dir, size, { pfs });
       } catch (e) {
         r = { ok: false, detail: (e as Error).stack ?? String(e) };
       }

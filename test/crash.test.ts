@@ -1,19 +1,31 @@
-// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N).
+// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N]).
 import t from 'tap';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { crashRun } from '../fsck/crash-test';
-import { fuseUnavailable, tempDir } from './lib/env';
+import { fuseUnavailable, haveRef, REF_BIN, tempDir } from './lib/env';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
+// The reference fsck must agree where it is at hand.
+if (haveRef('fsck_hammer2') && !process.env.H2_REF_FSCK) process.env.H2_REF_FSCK = path.join(REF_BIN, 'fsck_hammer2');
 const why = fuseUnavailable();
 if (why) t.plan(0, why);
-else
+else {
+  const seed = Number(process.env.H2_CRASH_SEED ?? 4242);
   t.test('SIGKILL at random moments loses nothing fsynced', async (t) => {
     const dir = tempDir(t);
-    const seed = Number(process.env.H2_CRASH_SEED ?? 4242);
     for (let i = 0; i < 3; i++) {
       const r = await crashRun(i, seed + i, dir, 4 * 2 ** 30);
       t.ok(r.ok, `run ${i} (seed ${seed + i}): ${r.detail}`);
     }
     t.ok(fs.existsSync(dir));
   });
+  t.test('SIGKILL while three PFSs are written and snapshotted', async (t) => {
+    const dir = tempDir(t);
+    for (let i = 0; i < 2; i++) {
+      const r = await crashRun(i, seed + 100 + i, dir, 4 * 2 ** 30, { pfs: 3 });
+      t.ok(r.ok, `run ${i} (seed ${seed + 100 + i}): ${r.detail}`);
+      t.match(r.detail, /^3 PFSs, /);
+    }
+  });
+}
