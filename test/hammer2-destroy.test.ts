@@ -3,32 +3,18 @@
 // refusing what the reference refuses and allowing removal, and the image
 // left clean for our fsck and the reference's.
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
-import { run as newfs } from '../src/cli/newfs_hammer2';
 import { checkHammer2 } from '../fsck/check';
 import { mount } from './lib/mount';
-import { fuseUnavailable, haveRef, REPO, refFsck, refRead, fileHashes, tempDir } from './lib/env';
+import { newImage, runH2 } from './lib/cli';
+import { fuseUnavailable, haveRef, refFsck, refRead, fileHashes } from './lib/env';
 
-const H2 = path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js');
-const quiet = { out: () => {}, err: () => {} };
 const skip = fuseUnavailable() ?? false;
-
-function run(args: string[], cwd?: string): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [H2, ...args], { cwd, env: { ...process.env, NODE_OPTIONS: '' } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (status) => resolve({ status, out, err }));
-  });
-}
+const run = (args: string[]) => runH2(args);
 
 const code = (p: Promise<unknown>): Promise<string | null> =>
   p.then(
@@ -38,12 +24,7 @@ const code = (p: Promise<unknown>): Promise<string | null> =>
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('destroy-inum leaves a dangling entry; destroy removes it', { skip }, async (t) => {
-  const dir = tempDir(t);
-  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 256 << 20);
-  t.equal(await newfs(['-L', 'ROOT', img], quiet), 0);
+  const { dir, img } = await newImage(t, 256 << 20);
   const mnt = path.join(dir, 'mnt');
   const m = await mount(t, `${img}@ROOT`, mnt);
   await fsp.writeFile(path.join(mnt, 'keep'), 'kept\n');
@@ -81,12 +62,7 @@ t.test('destroy-inum leaves a dangling entry; destroy removes it', { skip }, asy
 });
 
 t.test('emergency mode: creation and writes refused, removal allowed', { skip }, async (t) => {
-  const dir = tempDir(t);
-  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 256 << 20);
-  t.equal(await newfs(['-L', 'ROOT', '-L', 'HOME', img], quiet), 0);
+  const { dir, img } = await newImage(t, 256 << 20, ['ROOT', 'HOME']);
   const a = path.join(dir, 'a');
   const b = path.join(dir, 'b');
   const ma = await mount(t, `${img}@ROOT`, a);

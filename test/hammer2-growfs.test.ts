@@ -3,7 +3,6 @@
 // checked by our fsck and, where at hand, the reference fsck, and read back
 // through the reference makefs.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -12,36 +11,17 @@ import * as path from 'node:path';
 process.env.HAMMER2_QUIET_SHIM = '1';
 
 import { run as hammer2 } from '../src/cli/hammer2';
-import { run as newfs } from '../src/cli/newfs_hammer2';
 import { checkHammer2 } from '../fsck/check';
 import { VolumeSet } from '../src/store';
 import { decodeVolumeHeader, encodeVolumeHeader, VOLUME_BYTES, ZONE_BYTES } from '../src/media';
 import { mount } from './lib/mount';
-import { fileHashes, fuseUnavailable, haveRef, REPO, refFsck, refRead, tempDir } from './lib/env';
+import { h2, newImage, runH2 } from './lib/cli';
+import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead } from './lib/env';
 
-const H2 = path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js');
 const MiB = 1 << 20;
 const GiB = 1 << 30;
-const quiet = { out: () => {}, err: () => {} };
-
-async function cli(args: string[]): Promise<{ status: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const status = await hammer2(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { status, out, err };
-}
-
-/** A CLI in its own process (never inside the daemon's). */
-function run(args: string[]): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [H2, ...args], { env: { ...process.env, NODE_OPTIONS: '' } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (status) => resolve({ status, out, err }));
-  });
-}
+const cli = h2;
+const run = (args: string[]) => runH2(args);
 
 function header(img: string) {
   const vs = VolumeSet.open(img, { writable: false, lock: false });
@@ -64,11 +44,7 @@ async function clean(t: Tap.Test, img: string, what: string): Promise<void> {
 }
 
 t.test('an unmounted image: --size, +SIZE, no change, refusals', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 1100 * MiB);
-  t.equal(await newfs(['-L', 'ROOT', img], quiet), 0);
+  const { dir, img } = await newImage(t, 1100 * MiB);
   const h0 = header(img);
   t.equal(h0.voluSize, BigInt(1096 * MiB), 'newfs rounds down to 8 MiB');
 
@@ -99,6 +75,9 @@ t.test('an unmounted image: --size, +SIZE, no change, refusals', async (t) => {
   t.equal(await hammer2(['bulkfree', img], { out: () => {}, err: (s) => (bar += s), tty: true }), 0);
   t.match(bar, /\r\x1b\[Kbulkfree: \[#{20}\] 100% scan/, 'bulkfree too');
 
+  r = await cli(['growfs', '--size', '+8M', img]);
+  t.equal(r.out, `${img} grown to 00000000c7000000\n`, '--size after the directive works too');
+
   r = await cli(['--size', '2G', 'growfs', img]);
   t.equal(r.status, 1, 'shrinking is refused');
   t.match(r.err, /^grow .* failed: .*would shrink/);
@@ -108,27 +87,25 @@ t.test('an unmounted image: --size, +SIZE, no change, refusals', async (t) => {
   r = await cli(['growfs', path.join(dir, 'nonexistent')]);
   t.equal(r.status, 1);
   t.match(r.err, /^grow .*nonexistent failed: /);
-  t.equal(header(img).voluSize, BigInt(3 * GiB + 104 * MiB), 'refusals changed nothing');
+  t.equal(header(img).voluSize, BigInt(3 * GiB + 112 * MiB), 'refusals changed nothing');
   await clean(t, img, 'after the refusals');
 });
 
 t.test('a live mount grows into its extended image file', { skip: fuseUnavailable() ?? false }, async (t) => {
-  const dir = tempDir(t);
-  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 1100 * MiB);
-  t.equal(await newfs(['-L', 'ROOT', img], quiet), 0);
+  const { dir, img } = await newImage(t, 1100 * MiB);
   const mnt = path.join(dir, 'mnt');
   const m = await mount(t, `${img}@ROOT`, mnt);
   const chunk = crypto.randomBytes(MiB);
   const fill = async (name: string, mib: number) => {
     const fh = await fsp.open(path.join(mnt, name), 'w');
-    for (let i = 0; i < mib; i++) {
-      chunk.writeUInt32LE(i, 0);
-      await fh.write(chunk);
+    try {
+      for (let i = 0; i < mib; i++) {
+        chunk.writeUInt32LE(i, 0);
+        await fh.write(chunk);
+      }
+    } finally {
+      await fh.close().catch(() => {});
     }
-    await fh.close();
   };
   await fill('before', 700);
   // More than what is left: the write fails with ENOSPC before growfs.
@@ -172,12 +149,7 @@ t.test('a live mount grows into its extended image file', { skip: fuseUnavailabl
 });
 
 t.test('a read-only mount refuses', { skip: fuseUnavailable() ?? false }, async (t) => {
-  const dir = tempDir(t);
-  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 300 * MiB);
-  t.equal(await newfs(['-L', 'ROOT', img], quiet), 0);
+  const { dir, img } = await newImage(t, 300 * MiB);
   fs.truncateSync(img, 600 * MiB);
   const mnt = path.join(dir, 'mnt');
   const m = await mount(t, `${img}@ROOT`, mnt, ['-o', 'ro']);

@@ -4,30 +4,16 @@
 // winner's change. Either way: a clear message, exit status 1, and nothing
 // half done on the image.
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
-import { run as newfs } from '../src/cli/newfs_hammer2';
 import { Hammer2Device } from '../src/engine';
 import { mount } from './lib/mount';
-import { fuseUnavailable, haveRef, REPO, refFsck, tempDir } from './lib/env';
+import { newImage, runH2 } from './lib/cli';
+import { fuseUnavailable, haveRef, refFsck } from './lib/env';
 
-const H2 = path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js');
-const quiet = { out: () => {}, err: () => {} };
-
-function run(args: string[]): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [H2, ...args], { env: { ...process.env, NODE_OPTIONS: '' } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (status) => resolve({ status, out, err }));
-  });
-}
+const run = (args: string[]) => runH2(args);
 
 async function labels(img: string): Promise<string[]> {
   const d = await Hammer2Device.open(img, { lock: false });
@@ -41,15 +27,7 @@ async function labels(img: string): Promise<string[]> {
   }
 }
 
-async function image(t: Tap.Test): Promise<{ dir: string; img: string }> {
-  const dir = tempDir(t);
-  process.env.HAMMER2_RUNDIR = path.join(dir, 'run');
-  const img = path.join(dir, 'img');
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 256 << 20);
-  t.equal(await newfs(['-L', 'ROOT', img], quiet), 0);
-  return { dir, img };
-}
+const image = (t: Tap.Test) => newImage(t, 256 << 20);
 
 t.test('unmounted image: the lock lets one command in', async (t) => {
   const { img } = await image(t);

@@ -3,6 +3,7 @@
 // PFS being written; refusals (mounted PFS, foreign user, dead daemon).
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
+import { runBin } from './lib/cli';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -17,18 +18,7 @@ const H2 = path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js');
 const NEWFS = path.join(REPO, 'dist', 'src', 'cli', 'newfs_hammer2.js');
 const skip = fuseUnavailable();
 
-/** Run a CLI as a separate process (never in the daemon's process). */
-function run(bin: string, args: string[], opts: { uid?: number; cwd?: string } = {}): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    // tap's NODE_OPTIONS would make the child write into .tap/ (not writable by another uid).
-    const p = spawn(process.execPath, [bin, ...args], { cwd: opts.cwd, uid: opts.uid, gid: opts.uid, env: { ...process.env, NODE_OPTIONS: '' } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (status) => resolve({ status, out, err }));
-  });
-}
+const run = runBin;
 
 const isMounted = (mnt: string) => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
 

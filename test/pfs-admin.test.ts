@@ -8,21 +8,16 @@ import * as path from 'node:path';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
-import { run as hammer2 } from '../src/cli/hammer2';
 import { run as newfs } from '../src/cli/newfs_hammer2';
 import { Hammer2Fs, Pfs } from '../src/fs';
 import { BrefType, CheckMethod, CompMethod, decCheck, decComp, ObjType, PfsType, PFSSUBTYPE_SNAPSHOT, uuidToString } from '../src/media';
 import { scanRange } from '../src/engine';
+import { h2 } from './lib/cli';
 import { fileHashes, haveFixtures, haveRef, loadManifest, refFsck, refRead, tempDir, unpackFixture } from './lib/env';
 
 const quiet = { out: () => {}, err: () => {} };
 
-async function cli(args: string[]): Promise<{ status: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const status = await hammer2(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { status, out, err };
-}
+const cli = h2;
 
 const cred = { uid: 0, gid: 0 };
 const now = () => BigInt(Date.now()) * 1000n;

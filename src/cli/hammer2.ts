@@ -125,6 +125,17 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
     io.err(USAGE);
     return msg ? 1 : 0;
   }
+  // Options after the directive, where the reference's getopt would stop:
+  // accepted for the ones a user naturally writes there.
+  const late = rest.slice(1);
+  rest = [rest[0]];
+  for (let i = 0; i < late.length; i++) {
+    const a = late[i];
+    if (a === '--json') ctx.json = true;
+    else if (a === '-r' && /^(setcomp|setcheck)$/.test(rest[0])) ctx.recurse = true;
+    else if ((a === '--size' || a.startsWith('--size=')) && rest[0] === 'growfs') ctx.size = a.startsWith('--size=') ? a.slice(7) : late[++i];
+    else rest.push(a);
+  }
   const d = DIRECTIVES[rest[0]];
   if (!d) {
     io.err(`Unrecognized command: ${rest[0]}\n${USAGE}`);

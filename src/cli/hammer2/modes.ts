@@ -174,7 +174,8 @@ const stat: Directive = async (ctx, args) => {
         if (m.dataQuota || m.inodeQuota) line += `${sizeToStr(Number(m.dataQuota))}/${countToStr(Number(m.inodeQuota)).padEnd(12)}`;
         ctx.io.out(line + '\n');
       } catch (e) {
-        ctx.io.err(`${p}: ${(e as Error).message}\n`);
+        const msg = (e as Error).message;
+        ctx.io.err(msg.startsWith(`${p}:`) ? `${msg}\n` : `${p}: ${msg}\n`);
         status = 1;
       }
     }
