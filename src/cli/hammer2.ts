@@ -62,7 +62,27 @@ const USAGE = `hammer2 [options] command [argument ...]
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;
 
-/** getopt("m:rs:t:u:vq") plus --json: options stop at the directive. */
+/**
+ * --json and --size SIZE (or --size=SIZE) at args[i]: how many arguments
+ * they took (0 when args[i] is neither).
+ */
+function longOption(ctx: Hammer2Ctx, args: string[], i: number): number {
+  const a = args[i];
+  if (a === '--json') {
+    ctx.json = true;
+    return 1;
+  }
+  if (a.startsWith('--size=')) {
+    ctx.size = a.slice(7);
+    return 1;
+  }
+  if (a !== '--size') return 0;
+  ctx.size = args[i + 1];
+  if (ctx.size === undefined) throw new UsageError('option requires an argument -- size');
+  return 2;
+}
+
+/** getopt("m:rs:t:u:vq") plus the long options: options stop at the directive. */
 function parseGlobal(args: string[], io: CliIo): { ctx: Hammer2Ctx; rest: string[] } {
   const ctx: Hammer2Ctx = { io, recurse: false, verbose: 0, quiet: 0, json: false };
   let i = 0;
@@ -72,13 +92,9 @@ function parseGlobal(args: string[], io: CliIo): { ctx: Hammer2Ctx; rest: string
       i++;
       break;
     }
-    if (a === '--json') {
-      ctx.json = true;
-      continue;
-    }
-    if (a === '--size' || a.startsWith('--size=')) {
-      ctx.size = a.startsWith('--size=') ? a.slice(7) : args[++i];
-      if (ctx.size === undefined) throw new UsageError('option requires an argument -- size');
+    const took = longOption(ctx, args, i);
+    if (took) {
+      i += took - 1;
       continue;
     }
     if (a === '-h' || a === '--help') throw new UsageError('');
@@ -119,22 +135,21 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
   try {
     ({ ctx, rest } = parseGlobal(args, io));
     if (!rest.length) throw new UsageError('Missing command');
+    // Options after the directive, where the reference's getopt would stop:
+    // accepted for the ones a user naturally writes there.
+    const late = rest.slice(1);
+    rest = [rest[0]];
+    for (let i = 0; i < late.length; i++) {
+      const took = late[i] === '--json' || rest[0] === 'growfs' ? longOption(ctx, late, i) : 0;
+      if (took) i += took - 1;
+      else if (late[i] === '-r' && /^(setcomp|setcheck)$/.test(rest[0])) ctx.recurse = true;
+      else rest.push(late[i]);
+    }
   } catch (e) {
     const msg = (e as Error).message;
     if (msg) io.err(`${msg}\n`);
     io.err(USAGE);
     return msg ? 1 : 0;
-  }
-  // Options after the directive, where the reference's getopt would stop:
-  // accepted for the ones a user naturally writes there.
-  const late = rest.slice(1);
-  rest = [rest[0]];
-  for (let i = 0; i < late.length; i++) {
-    const a = late[i];
-    if (a === '--json') ctx.json = true;
-    else if (a === '-r' && /^(setcomp|setcheck)$/.test(rest[0])) ctx.recurse = true;
-    else if ((a === '--size' || a.startsWith('--size=')) && rest[0] === 'growfs') ctx.size = a.startsWith('--size=') ? a.slice(7) : late[++i];
-    else rest.push(a);
   }
   const d = DIRECTIVES[rest[0]];
   if (!d) {

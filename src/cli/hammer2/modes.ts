@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ControlError } from '../../control';
+import { strerror } from '../common';
 import { decodeInode } from '../../media';
 import { Directive, DirectiveError, UsageError } from './context';
 import { checkModeName, compModeName, formatInode } from './printinode';
@@ -117,7 +118,7 @@ const setMethod =
         try {
           st = fs.statSync(p);
         } catch (e) {
-          ctx.io.out(`${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}\n`);
+          ctx.io.out(`${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? strerror('ENOENT') : (e as Error).message}\n`);
           status = 3;
           continue;
         }
@@ -195,7 +196,7 @@ const printinode: Directive = async (ctx, args) => {
   try {
     st = fs.statSync(p);
   } catch (e) {
-    throw new DirectiveError(`${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}`, 3);
+    throw new DirectiveError(`${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? strerror('ENOENT') : (e as Error).message}`, 3);
   }
   const targets = new Targets();
   try {
