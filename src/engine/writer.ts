@@ -14,6 +14,9 @@ import {
   encMethods,
   encodeBlockref,
   encodeData,
+  encodeInode,
+  InodeData,
+  OPFLAG_DIRECTDATA,
   isAllZero,
   PBUFSIZE,
 } from '../media';
@@ -134,6 +137,25 @@ export class BlockWriter {
     return b;
   }
 
+  /**
+   * Place a verified block read from another tree as it is (same bytes, so
+   * the same check code and methods): the synchronizer's copy of a leaf.
+   * Returns `src` with the new data_off and this writer's transaction id.
+   */
+  copyBlock(src: Blockref, bytes: Buffer): Blockref {
+    const b: Blockref = { ...src, embed: Buffer.from(src.embed), check: Buffer.from(src.check) };
+    b.dataOff = this.place(bytes.length, src.type, bytes);
+    this.stamp(b);
+    return b;
+  }
+
+  /** A bref without media of its own (a short directory entry) restamped for this transaction. */
+  copyRef(src: Blockref): Blockref {
+    const b: Blockref = { ...src, embed: Buffer.from(src.embed), check: Buffer.from(src.check) };
+    this.stamp(b);
+    return b;
+  }
+
   /** Serialise a blocktable into a new indirect block. */
   writeIndirect(key: bigint, keybits: number, table: Blockref[], checkAlgo: number): Blockref {
     const buf = Buffer.alloc(table.length * BLOCKREF_BYTES);
@@ -177,3 +199,25 @@ export function rollupStats(parent: Blockref, table: readonly Blockref[]): void 
   parent.leafCount = Math.min(leaves, 65535);
 }
 
+
+/**
+ * The check and compression methods an inode asks for. Values no reader
+ * knows (a damaged inode) fall back to the defaults rather than failing every
+ * commit of the mount.
+ */
+export function inodeCheck(d: InodeData): number {
+  const c = d.meta.checkAlgo & 15;
+  return c <= CheckMethod.SHA192 ? c : CheckMethod.XXHASH64;
+}
+export function inodeComp(d: InodeData): number {
+  const algo = d.meta.compAlgo & 15;
+  return algo <= CompMethod.ZLIB ? d.meta.compAlgo : CompMethod.LZ4;
+}
+
+/** Write an inode block; its bref's statistics sum up `table` (the inode's blockset). */
+export function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
+  const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), inodeCheck(data), inodeComp(data) & 15);
+  b.flags = flags;
+  rollupStats(b, data.meta.opFlags & OPFLAG_DIRECTDATA ? [] : table);
+  return b;
+}

@@ -123,10 +123,40 @@ export class Hammer2Fs {
   /** Called after every successful commit (caches above may refresh what a commit changes). */
   readonly commitListeners = new Set<(tid: bigint) => void>();
 
+  /**
+   * Highest transaction id seen on this image (header and PFS roots). Each
+   * commit uses a larger one: a PFS's modify_tid must only grow, even where
+   * another implementation advanced it past the volume's mirror_tid.
+   */
+  private maxTid = 0n;
+  /** The next commit's transaction id is at least this (copies follow their master's ids). */
+  tidFloor = 0n;
+  /** Built into the next commit by commitPfsRoot(). */
+  private extraRoots: ((w: BlockWriter) => LeafUpdate)[] = [];
+
   private constructor(
     readonly dev: Hammer2Device,
     readonly writable: boolean,
-  ) {}
+  ) {
+    const h = dev.header;
+    let m = h.mirrorTid > h.freemapTid ? h.mirrorTid : h.freemapTid;
+    try {
+      for (const p of dev.listPfs()) {
+        if (p.bref.modifyTid > m) m = p.bref.modifyTid;
+        if (p.bref.mirrorTid > m) m = p.bref.mirrorTid;
+      }
+    } catch {
+      // A damaged super-root: mounting reports it; the header's tid still bounds ours.
+    }
+    this.maxTid = m;
+  }
+
+  /** The transaction id the next commit will use. */
+  get nextTid(): bigint {
+    let t = this.dev.header.mirrorTid > this.maxTid ? this.dev.header.mirrorTid : this.maxTid;
+    t += 1n;
+    return t > this.tidFloor ? t : this.tidFloor;
+  }
 
   static async open(spec: string, opts: FilesystemOptions = {}): Promise<Hammer2Fs> {
     const dev = await Hammer2Device.open(spec, opts);
@@ -151,7 +181,7 @@ export class Hammer2Fs {
   }
 
   get dirty(): boolean {
-    if (this.staged.size || this.headerDirty) return true;
+    if (this.staged.size || this.headerDirty || this.extraRoots.length) return true;
     for (const p of this.pfsByName.values()) if (p.dirty) return true;
     return !!this.allocator?.dirty;
   }
@@ -305,7 +335,7 @@ export class Hammer2Fs {
     const w = this.writer;
     const hdr = this.dev.header;
     const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
-    const tid = hdr.mirrorTid + 1n;
+    const tid = this.nextTid;
     w.tid = tid;
     const b0 = w.blocksWritten;
     const y0 = w.bytesWritten;
@@ -319,6 +349,7 @@ export class Hammer2Fs {
         commits.push(c);
         srootUpdates.push({ key: c.bref.key, bref: c.bref });
       }
+      for (const build of this.extraRoots) srootUpdates.push(build(w));
       for (const [key, ip] of this.staged) {
         srootUpdates.push({ key, bref: ip ? writeInode(w, ip, key, inodeBlockset(ip), BREF_FLAG_PFSROOT) : null });
       }
@@ -347,6 +378,7 @@ export class Hammer2Fs {
       throw new FsError(code, (e as Error).message);
     }
     for (const c of commits) c.apply();
+    this.maxTid = tid;
     this.staged.clear();
     this.headerDirty = false;
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
@@ -480,6 +512,41 @@ export class Hammer2Fs {
     } catch (e) {
       if (held) this.pfsByName.set(label, held);
       throw e;
+    }
+  }
+
+  /**
+   * Commit a PFS root built outside this image's own PFS objects (the
+   * synchronizer builds a copy's tree with this image's writer): `build`
+   * runs inside the commit, at a transaction id of at least `minTid`, and
+   * returns the root inode to hang under `label`'s super-root key, and
+   * optionally the modify_tid its bref records (the tid the copy is
+   * synchronized to; the commit's by default). One transaction, with
+   * whatever else was pending.
+   */
+  commitPfsRoot(
+    label: string,
+    build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint },
+    opts: { minTid?: bigint } = {},
+  ): FlushStats | null {
+    if (!this.writable) throw new FsError('EROFS');
+    const entry = this.dev.findPfs(label);
+    if (!entry) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+    if (this.pfsByName.get(label)?.dirty) throw new FsError('EBUSY', `PFS "${label}" has changes of its own pending`);
+    this.pfsByName.delete(label);
+    const floor = this.tidFloor;
+    if (opts.minTid !== undefined && opts.minTid > floor) this.tidFloor = opts.minTid;
+    this.extraRoots.push((w) => {
+      const { root, modifyTid } = build(w);
+      const b = writeInode(w, root, entry.bref.key, inodeBlockset(root), entry.bref.flags | BREF_FLAG_PFSROOT);
+      if (modifyTid !== undefined) b.modifyTid = modifyTid;
+      return { key: entry.bref.key, bref: b };
+    });
+    try {
+      return this.flush();
+    } finally {
+      this.extraRoots = [];
+      this.tidFloor = floor;
     }
   }
 

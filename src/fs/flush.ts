@@ -2,17 +2,15 @@
 // entries, inodes, the inode index, and finally the PFS root inode, whose new
 // bref the caller hangs into the super-root. Children are written before the
 // blocktables that point at them, so nothing written refers to unwritten media.
-import { applyUpdates, BlockWriter, LeafUpdate, padTable, rollupStats, TreeContext } from '../engine';
+import { applyUpdates, BlockWriter, inodeCheck, inodeComp, LeafUpdate, padTable, TreeContext, writeInode } from '../engine';
+export { writeInode };
 import {
-  CheckMethod,
-  CompMethod,
   inodeBlockset,
   Blockref,
   BREF_FLAG_PFSROOT,
   BrefType,
   emptyBlockref,
   encMethods,
-  encodeInode,
   IND_BYTES_MIN,
   IND_BYTES_NOM,
   InodeData,
@@ -25,20 +23,6 @@ import {
 } from '../media';
 import { physicalSize } from '../engine/writer';
 import { cloneInode, DirEntry, Node, Pfs, ROOT_INUM } from './pfs';
-
-/**
- * The check and compression methods an inode asks for. Values no reader
- * knows (a damaged inode) fall back to the defaults rather than failing every
- * commit of the mount.
- */
-export function inodeCheck(d: InodeData): number {
-  const c = d.meta.checkAlgo & 15;
-  return c <= CheckMethod.SHA192 ? c : CheckMethod.XXHASH64;
-}
-export function inodeComp(d: InodeData): number {
-  const algo = d.meta.compAlgo & 15;
-  return algo <= CompMethod.ZLIB ? d.meta.compAlgo : CompMethod.LZ4;
-}
 
 const cmp = (a: LeafUpdate, b: LeafUpdate) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
@@ -112,15 +96,6 @@ function rebuildBlockset(pfs: Pfs, w: BlockWriter, n: Node, extra: LeafUpdate[] 
   const padded = padTable(table, SET_COUNT);
   setInodeBlockset(n.data, padded);
   return padded;
-}
-
-/** Write an inode block; its bref's statistics sum up `table`. */
-export function writeInode(w: BlockWriter, data: InodeData, key: bigint, table: Blockref[], flags = 0): Blockref {
-  const m = data.meta;
-  const b = w.writeMeta(BrefType.INODE, key, 0, encodeInode(data), inodeCheck(data), inodeComp(data) & 15);
-  b.flags = flags;
-  rollupStats(b, m.opFlags & OPFLAG_DIRECTDATA ? [] : table);
-  return b;
 }
 
 /** A PFS's part of a commit: the new root bref, and how to make memory match once it is on media. */

@@ -1,0 +1,4 @@
+// The synchronizer: bring one node's copy of a PFS level with another's by
+// comparing trees under transaction ids (copies' resync, healing, mirroring).
+export { syncPfs, sameLeaf, emptyStats, syncedTid } from './tree';
+export type { SyncCursor, SyncStats, SyncSide, SyncTarget, SyncOptions, PfsSyncResult } from './tree';

@@ -1,0 +1,41 @@
+// A PFS read through the fs layer as a map path -> description (type,
+// mode, ownership, times, size, link count, content hash or link target):
+// two PFSs hold the same tree exactly when their maps are equal.
+import { createHash } from 'node:crypto';
+import { Hammer2Fs, Node, Pfs } from '../../src/fs';
+import { ObjType } from '../../src/media';
+
+export function pfsTree(pfs: Pfs): Map<string, string> {
+  const out = new Map<string, string>();
+  const visit = (n: Node, p: string) => {
+    const m = n.data.meta;
+    let what = '';
+    if (m.type === ObjType.REGFILE) what = createHash('sha256').update(pfs.read(n, 0, Number(m.size))).digest('hex');
+    else if (m.type === ObjType.SOFTLINK) what = pfs.readlink(n).toString();
+    out.set(p, [m.type, m.mode, m.uid.toString('hex'), m.gid.toString('hex'), m.mtime, m.ctime, m.size, m.nlinks, m.inum, m.compAlgo, m.checkAlgo, what].join(' '));
+    if (m.type !== ObjType.DIRECTORY) return;
+    for (const e of pfs.readdir(n)) visit(pfs.getInode(e.inum), `${p}/${e.name.toString()}`);
+  };
+  visit(pfs.root, '');
+  return out;
+}
+
+/** The tree of `label` on `img`, read by a fresh read-only open. */
+export async function imageTree(img: string, label: string): Promise<Map<string, string>> {
+  const fs = await Hammer2Fs.open(img, { lock: false });
+  try {
+    const p = fs.pfs(label);
+    if (!p) throw new Error(`no PFS ${label} on ${img}`);
+    return pfsTree(p);
+  } finally {
+    fs.close();
+  }
+}
+
+/** Paths whose descriptions differ (missing on either side included). */
+export function treeDiff(a: Map<string, string>, b: Map<string, string>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of a) if (b.get(k) !== v) out.push(`${k}: ${v} | ${b.get(k)}`);
+  for (const k of b.keys()) if (!a.has(k)) out.push(`${k}: missing | ${b.get(k)}`);
+  return out;
+}
