@@ -9,6 +9,7 @@ import { ControlError } from '../control';
 import { parsePfsType } from '../media';
 import { CliIo, stdio } from './common';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './hammer2/context';
+import { directives as copies } from './hammer2/copies';
 import { directives as destroy } from './hammer2/destroy';
 import { directives as misc } from './hammer2/misc';
 import { directives as modes } from './hammer2/modes';
@@ -16,7 +17,7 @@ import { directives as pfs } from './hammer2/pfs';
 import { directives as recover } from './hammer2/recover';
 import { directives as show } from './hammer2/show';
 
-const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show, ...destroy };
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show, ...destroy, ...copies };
 
 const USAGE = `hammer2 [options] command [argument ...]
     -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
@@ -58,6 +59,9 @@ const USAGE = `hammer2 [options] command [argument ...]
     emergency-mode-enable <target>    Enable emergency operations mode on filesystem
     emergency-mode-disable <target>   Disable emergency operations mode on filesystem
     recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
+    copy-add <image>                  Keep a copy of the mounted PFS on another image (-s MNT)
+    copy-remove <image>               Stop keeping that copy
+    copy-status                       Copies of the mounted PFS: state, tid, repairs, errors
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;

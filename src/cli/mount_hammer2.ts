@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { allSockets, ControlClient, findSockets } from '../control';
-import { ImageDaemon, mountTable, ParsedOptions, parseOptions } from '../daemon';
+import { absCopyOptions, ImageDaemon, mountTable, ParsedOptions, parseOptions } from '../daemon';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs } from '../fs';
 import { fuseLowLevelUnavailable } from '../fuse/lowlevel';
@@ -243,7 +243,7 @@ async function main(): Promise<void> {
     .option('-d, --debug', 'FUSE debug output (implies -f)', false)
     .option(
       '-o, --options <opts>',
-      'ro, rw, flush=SEC, dirty=MiB, attr_timeout=SEC, readahead=KiB, spin=USEC, allow_other, default_permissions, any libfuse option',
+      'ro, rw, copy=IMAGE (repeatable), flush=SEC, dirty=MiB, attr_timeout=SEC, readahead=KiB, spin=USEC, allow_other, default_permissions, any libfuse option',
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )
@@ -252,7 +252,7 @@ async function main(): Promise<void> {
   program.parse(process.argv);
   const [special, node] = program.args;
   const opts = program.opts();
-  const o: MountOpts = { foreground: opts.foreground || opts.debug, debug: opts.debug, options: opts.options, log: opts.log };
+  const o: MountOpts = { foreground: opts.foreground || opts.debug, debug: opts.debug, options: absCopyOptions(opts.options), log: opts.log };
   const mnt = path.resolve(node);
   // A further PFS of an image already mounted goes to the daemon that owns it.
   if (special.startsWith('@')) {

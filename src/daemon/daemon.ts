@@ -4,6 +4,7 @@
 // hammer2 command). It stops when its last mount goes.
 import * as path from 'node:path';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
+import { PfsCluster } from '../cluster';
 import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
@@ -35,6 +36,8 @@ const fuseOptValue = (v: string) => v.replace(/[\\,]/g, (c) => '\\' + c);
 
 export class ImageDaemon {
   private mounted = new Map<string, Mounted>();
+  /** Copies of mounted PFSs, by label. */
+  private clusters = new Map<string, PfsCluster>();
   private timer: NodeJS.Timeout | null = null;
   private trimmer: NodeJS.Timeout;
   private control: ControlServer | null = null;
@@ -122,6 +125,17 @@ export class ImageDaemon {
       throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon (pid ${process.pid}); unmount its mounts to mount read-write`);
     }
     const log = this.o.log;
+    // Copies first: a bad copy spec refuses the mount before anything is served.
+    if (po.copies.length) {
+      if (po.readonly) throw new FsError('EINVAL', 'copies need a read-write mount');
+      const c = this.cluster(label);
+      try {
+        for (const spec of po.copies) await c.add(spec);
+      } catch (e) {
+        this.dropCluster(label);
+        throw e;
+      }
+    }
     const ops = new Hammer2Ops(this.fs, pfs, { dirtyLimit: po.dirtyBytes, log, readonly: po.readonly });
     const fuse = po.fuse.filter((f) => !f.startsWith('fsname='));
     fuse.push(`fsname=${fuseOptValue(`${this.o.devices}@${label}`)}`);
@@ -133,7 +147,12 @@ export class ImageDaemon {
       entryTimeout: po.attrTimeout,
       spinUs: po.spinUs,
     });
-    await session.mount();
+    try {
+      await session.mount();
+    } catch (e) {
+      this.dropCluster(label);
+      throw e;
+    }
     const m: Mounted = { label, mountpoint, readonly: po.readonly, session, ops };
     this.mounted.set(label, m);
     log(`mounted ${this.o.devices} (PFS ${label}) on ${mountpoint}, ${po.readonly ? 'read-only' : 'read-write'}`);
@@ -151,8 +170,32 @@ export class ImageDaemon {
         log(`final flush failed: ${(e as Error).message}`);
         this.exitCode = 1;
       }
+      this.dropCluster(label);
       if (this.mounted.size === 0) this.finish();
     });
+  }
+
+  /** The copies of mounted PFS `label` (made on first use). */
+  private cluster(label: string): PfsCluster {
+    let c = this.clusters.get(label);
+    if (!c) {
+      c = new PfsCluster(this.fs, this.pfs(label), this.o.devices, { log: this.o.log });
+      this.clusters.set(label, c);
+    }
+    return c;
+  }
+
+  private dropCluster(label: string): void {
+    const c = this.clusters.get(label);
+    if (!c) return;
+    this.clusters.delete(label);
+    try {
+      // What is pending reaches the copies before they are let go.
+      if (this.fs.writable && !this.fs.failed) this.fs.flush();
+    } catch (e) {
+      this.o.log(`flush before closing copies failed: ${(e as Error).message}`);
+    }
+    c.close();
   }
 
   /** Unmount everything (signals); the daemon ends when the last session closes. */
@@ -187,8 +230,47 @@ export class ImageDaemon {
       mounts: () => this.mounts(),
       describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket }),
     };
+    const mountedRw = (args: Record<string, unknown>): string => {
+      const label = String(args.label ?? '');
+      const m = this.mounted.get(label);
+      if (!m) throw new FsError('EINVAL', `PFS "${label}" is not mounted by this daemon: copies belong to a mounted PFS`);
+      if (m.readonly) throw new FsError('EROFS', `PFS "${label}" is mounted read-only: copies need a read-write mount`);
+      return label;
+    };
+    const specArg = (args: Record<string, unknown>): string => {
+      const spec = String(args.spec ?? '');
+      if (!spec || !spec.split(':').every((p) => path.isAbsolute(p))) throw new FsError('EINVAL', 'a copy is named by absolute image paths');
+      return spec;
+    };
     return {
       ...adminOps(host),
+      'copy-add': {
+        changes: true,
+        run: async (args) => {
+          const label = mountedRw(args);
+          return this.cluster(label).add(specArg(args));
+        },
+      },
+      'copy-remove': {
+        changes: true,
+        run: async (args) => {
+          const label = mountedRw(args);
+          const c = this.clusters.get(label);
+          if (!c) throw new FsError('ENOENT', `PFS "${label}" has no copies`);
+          this.fs.flush();
+          c.remove(specArg(args));
+          return { label };
+        },
+      },
+      'copy-status': {
+        changes: false,
+        run: async (args) => {
+          const label = String(args.label ?? '');
+          if (!this.mounted.has(label)) throw new FsError('EINVAL', `PFS "${label}" is not mounted by this daemon`);
+          const c = this.clusters.get(label);
+          return { label, copies: c ? c.status() : [{ spec: this.o.devices, primary: true, state: 'in-sync', tid: this.fs.dev.findPfs(label)!.bref.modifyTid.toString(), healed: 0, readErrors: 0, writeErrors: 0, resync: { blocksRead: 0, blocksWritten: 0, passes: 0 } }] };
+        },
+      },
       mount: {
         changes: true,
         run: async (args) => {

@@ -1,6 +1,7 @@
 // mount_hammer2's options, and the mount table: shared by the command and
 // by the daemon that takes further mounts of an image over its control channel.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { EXCLUSIVE_CACHE_TIMEOUT } from '../fuse/lowlevel';
 
 /** Our own -o options, and the ones handed to libfuse. */
@@ -18,6 +19,8 @@ export interface ParsedOptions {
   cacheMiB: number;
   /** KiB of kernel readahead for the mount (its bdi's read_ahead_kb); 0 leaves the kernel's default. */
   readaheadKb: number;
+  /** Images (or vol1:vol2 specs) holding copies of the PFS (copy=SPEC, repeatable), absolute. */
+  copies: string[];
   fuse: string[];
 }
 
@@ -26,13 +29,30 @@ export interface ParsedOptions {
 // with pending data) is invalidated explicitly (fuse/session.ts).
 const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead']);
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy']);
 
 // Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
 // read arrives as 128 KiB requests (two data blocks each); with more, the
 // kernel asks for up to 1 MiB per request (the binding's max_pages) and
 // keeps several in flight, so each pread covers a run of blocks.
 const DEFAULT_READAHEAD_KB = 4096;
+
+/** A volume spec with every path made absolute (the daemon's cwd is not the caller's). */
+export const absSpec = (spec: string): string =>
+  spec
+    .split(':')
+    .map((d) => path.resolve(d))
+    .join(':');
+
+/** The same -o list with copy= paths made absolute, to hand to a daemon. */
+export function absCopyOptions(list: string[]): string[] {
+  return list.map((s) =>
+    s
+      .split(',')
+      .map((o) => (o.startsWith('copy=') && o.length > 5 ? `copy=${absSpec(o.slice(5))}` : o))
+      .join(','),
+  );
+}
 
 export function parseOptions(list: string[]): ParsedOptions {
   const p: ParsedOptions = {
@@ -43,6 +63,7 @@ export function parseOptions(list: string[]): ParsedOptions {
     spinUs: 50,
     cacheMiB: 16,
     readaheadKb: DEFAULT_READAHEAD_KB,
+    copies: [],
     fuse: [],
   };
   let allowOther = process.getuid?.() === 0;
@@ -73,7 +94,12 @@ export function parseOptions(list: string[]): ParsedOptions {
     else if (key === 'cache') p.cacheMiB = Math.max(1, Math.min(Math.floor(num('MiB')), 4096));
     else if (key === 'noallow_other') allowOther = false;
     else if (key === 'readahead') p.readaheadKb = Math.min(Math.floor(num('KiB')), 1 << 20);
+    else if (key === 'copy') {
+      if (!val) throw new Error('-o copy= needs an image (or vol1:vol2) holding a copy of the PFS');
+      p.copies.push(absSpec(val));
+    }
   }
+  if (p.copies.length && p.readonly) throw new Error('copies (-o copy=) need a read-write mount: they are kept level by its commits');
   if (allowOther) fuse.add('allow_other');
   if (p.readonly) fuse.add('ro');
   p.fuse = [...fuse];

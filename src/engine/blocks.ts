@@ -22,7 +22,7 @@ import {
   RADIX_MIN,
   verifyCheck,
 } from '../media';
-import { VolumeSet } from '../store';
+import { DeviceError, VolumeSet } from '../store';
 import { LruCache } from './cache';
 import { hex, MediaError } from './errors';
 import { prepareTable, PreparedTable } from './tree';
@@ -119,6 +119,8 @@ export class BlockReader {
     try {
       return read();
     } catch (e) {
+      // Queued writes go out before a read: their failure is not this block's.
+      if (e instanceof DeviceError && e.writing) throw e;
       throw new MediaError(`read error at ${hex(off)}: ${(e as Error).message}`, b.dataOff);
     }
   }

@@ -527,13 +527,15 @@ export class Hammer2Fs {
   commitPfsRoot(
     label: string,
     build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint },
-    opts: { minTid?: bigint } = {},
+    opts: { minTid?: bigint; keepPfs?: boolean } = {},
   ): FlushStats | null {
     if (!this.writable) throw new FsError('EROFS');
     const entry = this.dev.findPfs(label);
     if (!entry) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
-    if (this.pfsByName.get(label)?.dirty) throw new FsError('EBUSY', `PFS "${label}" has changes of its own pending`);
-    this.pfsByName.delete(label);
+    const held = this.pfsByName.get(label);
+    if (held?.dirty) throw new FsError('EBUSY', `PFS "${label}" has changes of its own pending`);
+    // A PFS object in use (mounted) is kept and re-read after the commit; others are re-read on demand.
+    if (!opts.keepPfs) this.pfsByName.delete(label);
     const floor = this.tidFloor;
     if (opts.minTid !== undefined && opts.minTid > floor) this.tidFloor = opts.minTid;
     this.extraRoots.push((w) => {
@@ -542,12 +544,15 @@ export class Hammer2Fs {
       if (modifyTid !== undefined) b.modifyTid = modifyTid;
       return { key: entry.bref.key, bref: b };
     });
+    let r: FlushStats | null;
     try {
-      return this.flush();
+      r = this.flush();
     } finally {
       this.extraRoots = [];
       this.tidFloor = floor;
     }
+    if (held && opts.keepPfs) held.reload(this.dev.findPfs(label)!);
+    return r;
   }
 
   /**

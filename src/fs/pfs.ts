@@ -30,6 +30,9 @@ import {
   uuidToXid,
   xidToUuid,
   INODE_VERSION_ONE,
+  setInodeBlockset,
+  SET_COUNT,
+  emptyBlockref,
 } from '../media';
 import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, scanRange } from '../engine';
 
@@ -63,6 +66,28 @@ export interface Node {
   opens: number;
   /** Blocks of this file that did not compress lately (skip trying while it is high). */
   compHeuristic?: { n: number };
+  /**
+   * The inode failed to read here and was taken from a copy (attributes
+   * only): its contents are read from the copy too, and it cannot change
+   * until the repair from that copy has been committed.
+   */
+  borrowed?: boolean;
+}
+
+/**
+ * Other nodes of the PFS's cluster (copies), which hold the same committed
+ * state: where an item fails to read here, it is read there, and this
+ * node's damaged branch is repaired from them.
+ */
+export interface PfsRedundancy {
+  /** Committed bytes [pos, pos + out.length) of inode `inum` from a copy (zeros past its EOF); false if no copy could. */
+  readData(inum: bigint, pos: number, out: Buffer): boolean;
+  /** The committed inode `inum` from a copy (its attributes; its blockset is the copy's own). */
+  readInode(inum: bigint): InodeData | null;
+  /** Committed entries of directory `inum` with keys in [lo, hi], in key order, from a copy. */
+  readEntries(inum: bigint, lo: bigint, hi: bigint): DirEntry[] | null;
+  /** An item of this node failed to read: repair it from a copy. `key` names a data block; none: the inode's whole tree. */
+  damaged(inum: bigint, key?: bigint): void;
 }
 
 export interface Attr {
@@ -181,6 +206,8 @@ export class Pfs {
    * attribute changes go on, so a full filesystem can be emptied.
    */
   emergency = false;
+  /** Copies to fall back on and repair from (set by the cluster layer). */
+  redundancy: PfsRedundancy | null = null;
 
   private refuseInEmergency(): void {
     if (this.emergency) throw new FsError('EROFS', `PFS "${this.name}" is in emergency mode: only removal and attribute changes are allowed`);
@@ -242,6 +269,26 @@ export class Pfs {
     const hit = this.clean.get(Number(inum));
     if (hit) return hit;
     if (inum >= DIRHASH_VISIBLE) throw new FsError('ENOENT', `inode ${inum} out of range`);
+    let ip: Node;
+    try {
+      ip = this.readInode(inum);
+    } catch (e) {
+      const copy = e instanceof MediaError ? this.redundancy?.readInode(inum) : null;
+      if (!copy) throw e;
+      // Served from a copy until the repair is committed (not cached: the repaired one replaces it).
+      this.redundancy!.damaged(inum);
+      const data = cloneInode(copy);
+      setInodeBlockset(data, Array.from({ length: SET_COUNT }, emptyBlockref));
+      const n: Node = { inum, bref: null, disk: data, data, dirty: false, opens: 0, borrowed: true };
+      this.validate(n);
+      return n;
+    }
+    this.clean.set(Number(inum), ip, NODE_BYTES);
+    return ip;
+  }
+
+  /** Read inode `inum` from this node's committed index. */
+  private readInode(inum: bigint): Node {
     const b = lookupKey(this.reader, this.committedRootSet(), inum);
     if (!b || b.key !== inum || b.type !== BrefType.INODE) throw new MediaError(`inode ${inum} is missing from the inode index`);
     const data = decodeInode(this.reader.readPhysical(b));
@@ -250,14 +297,38 @@ export class Pfs {
     }
     const ip: Node = { inum, bref: b, disk: data, data, dirty: false, opens: 0 };
     this.validate(ip);
-    this.clean.set(Number(inum), ip, NODE_BYTES);
     return ip;
+  }
+
+  /**
+   * The PFS root was recommitted from outside (a repair from a copy): take
+   * the new committed state. Only while nothing is pending. Nodes held open
+   * keep their identity and take their new committed inode.
+   */
+  reload(entry: PfsEntry): void {
+    if (this.dirty) throw new FsError('EBUSY', `PFS "${this.name}" has pending changes`);
+    this.entry = entry;
+    this.root.bref = entry.bref;
+    this.root.disk = this.root.data = entry.inode;
+    this.clean.clear();
+    for (const n of this.live.values()) {
+      if (n.dirty || n.deleted) continue;
+      try {
+        const fresh = this.readInode(n.inum);
+        n.bref = fresh.bref;
+        n.disk = n.data = fresh.data;
+        n.borrowed = false;
+      } catch {
+        // Still unreadable: it stays as it was (a later repair retries).
+      }
+    }
   }
 
   /** Make a node's inode private and mark it changed. */
   private touch(n: Node): InodeData {
     if (!this.writable) throw new FsError('EROFS');
     if (n.destroyed) throw new FsError('ENOENT', `inode ${n.inum} was destroyed`);
+    if (n.borrowed) throw new FsError('EIO', `inode ${n.inum} failed to read and is being repaired from a copy; try again`);
     if (!n.dirty) {
       if (n.data === n.disk) n.data = cloneInode(n.data);
       n.dirty = true;
@@ -363,9 +434,8 @@ export class Pfs {
       }
     }
     let found: DirEntry | null = null;
-    scanRange(this.reader, this.committedSet(dir), key, end, (b) => {
-      if (pend?.has(b.key)) return;
-      const e = this.entryOf(b);
+    this.scanEntries(dir, key, end, (k, e) => {
+      if (pend?.has(k)) return;
       if (e && e.name.equals(name)) {
         found = e;
         return true;
@@ -388,9 +458,8 @@ export class Pfs {
     const start = fromKey < DIRHASH_VISIBLE ? DIRHASH_VISIBLE : fromKey;
     const out: DirEntry[] = [];
     const pend = dir.dirents;
-    scanRange(this.reader, this.committedSet(dir), start, KEY_MAX, (b) => {
-      if (pend?.has(b.key)) return;
-      const e = this.entryOf(b);
+    this.scanEntries(dir, start, KEY_MAX, (k, e) => {
+      if (pend?.has(k)) return;
       if (e) out.push(e);
       return out.length >= max;
     });
@@ -407,9 +476,9 @@ export class Pfs {
     const pend = dir.dirents;
     if (pend?.anyLive()) return false;
     let any = false;
-    scanRange(this.reader, this.committedSet(dir), DIRHASH_VISIBLE, KEY_MAX, (b) => {
-      if (pend?.has(b.key)) return;
-      if (this.entryOf(b)) {
+    this.scanEntries(dir, DIRHASH_VISIBLE, KEY_MAX, (k, e) => {
+      if (pend?.has(k)) return;
+      if (e) {
         any = true;
         return true;
       }
@@ -421,8 +490,8 @@ export class Pfs {
   private freeKey(dir: Node, name: Buffer): bigint {
     const base = dirhash(name);
     const used = new Set<bigint>();
-    scanRange(this.reader, this.committedSet(dir), base, base | DIRHASH_LOMASK, (b) => {
-      used.add(b.key);
+    this.scanEntries(dir, base, base | DIRHASH_LOMASK, (k) => {
+      used.add(k);
     });
     const pend = dir.dirents;
     const pendKeys = new Set(pend?.inRange(base));
@@ -450,11 +519,37 @@ export class Pfs {
 
   private committedHasKey(dir: Node, key: bigint): boolean {
     let has = false;
-    scanRange(this.reader, this.committedSet(dir), key, key, (b) => {
-      if (b.key === key) has = true;
+    this.scanEntries(dir, key, key, (k) => {
+      if (k === key) has = true;
       return true;
     });
     return has;
+  }
+
+  /**
+   * Visit the committed leaves of a directory with keys in [lo, hi], in key
+   * order, decoded as entries (null for leaves that are not). Where this
+   * node's tree fails to read, the rest comes from a copy, and the
+   * directory is queued for repair.
+   */
+  private scanEntries(dir: Node, lo: bigint, hi: bigint, visit: (key: bigint, e: DirEntry | null) => boolean | void): void {
+    let from = lo;
+    if (!dir.borrowed) {
+      try {
+        scanRange(this.reader, this.committedSet(dir), lo, hi, (b) => {
+          const e = this.entryOf(b);
+          from = b.key + 1n;
+          return visit(b.key, e);
+        });
+        return;
+      } catch (e) {
+        if (!(e instanceof MediaError) || !this.redundancy) throw e;
+        this.redundancy.damaged(dir.inum);
+      }
+    }
+    const rest = this.redundancy?.readEntries(dir.inum, from, hi);
+    if (!rest) throw new MediaError(`inode ${dir.inum}: directory unreadable here and on every copy`);
+    for (const e of rest) if (visit(e.key, e)) return;
   }
 
   /** Resolve a PFS-absolute path ("/a/b"), without following symlinks. */
@@ -507,6 +602,25 @@ export class Pfs {
    * blocks the range covers only in part go through the data cache.
    */
   private readRange(n: Node, set: Blockref[], pos: number, out: Buffer): void {
+    if (!n.borrowed) {
+      try {
+        this.readRangeHere(n, set, pos, out);
+        return;
+      } catch (e) {
+        if (!(e instanceof MediaError) || !this.redundancy) throw e;
+        // Name the 64 KiB blocks of the range for the repair.
+        for (let k = Math.floor(pos / PBUFSIZE) * PBUFSIZE; k < pos + out.length; k += PBUFSIZE) this.redundancy.damaged(n.inum, BigInt(k));
+      }
+    }
+    if (!this.redundancy?.readData(n.inum, pos, out)) throw new MediaError(`inode ${n.inum}: data unreadable here and on every copy`);
+    // Pending truncation applies over committed data, wherever it was read.
+    if (n.truncFrom !== undefined && BigInt(pos + out.length) > n.truncFrom) {
+      const cut = Number(n.truncFrom) - pos;
+      out.fill(0, Math.max(0, cut));
+    }
+  }
+
+  private readRangeHere(n: Node, set: Blockref[], pos: number, out: Buffer): void {
     const end = pos + out.length;
     /** out[0, filled) is written or queued in `whole`. */
     let filled = 0;

@@ -8,7 +8,12 @@ import { nativeShim } from './native';
 
 export class DeviceError extends Error {
   override name = 'DeviceError';
-  constructor(msg: string, readonly code: string = 'EIO') {
+  constructor(
+    msg: string,
+    readonly code: string = 'EIO',
+    /** A failed write or sync (not a bad block to read around). */
+    readonly writing = false,
+  ) {
     super(msg);
   }
 }
@@ -131,7 +136,7 @@ export class Device {
         done += fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        throw new DeviceError(`${this.path}: write error at ${pos + done}: ${err.message}`, err.code ?? 'EIO');
+        throw new DeviceError(`${this.path}: write error at ${pos + done}: ${err.message}`, err.code ?? 'EIO', true);
       }
     }
   }
@@ -147,7 +152,7 @@ export class Device {
       n = fs.writevSync(this.fd, bufs as NodeJS.ArrayBufferView[], pos);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new DeviceError(`${this.path}: write error at ${pos}: ${err.message}`, err.code ?? 'EIO');
+      throw new DeviceError(`${this.path}: write error at ${pos}: ${err.message}`, err.code ?? 'EIO', true);
     }
     if (n === bytes) return;
     // Short: finish buffer by buffer.
@@ -167,7 +172,7 @@ export class Device {
       fs.fdatasyncSync(this.fd);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new DeviceError(`${this.path}: fsync failed: ${err.message}`, err.code ?? 'EIO');
+      throw new DeviceError(`${this.path}: fsync failed: ${err.message}`, err.code ?? 'EIO', true);
     }
   }
 

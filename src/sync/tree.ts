@@ -94,8 +94,13 @@ export interface SyncOptions {
   from?: SyncCursor;
   /** Stop (at a leaf boundary) once this many bytes were written; the result then has a cursor. */
   budgetBytes?: number;
-  /** Rewrite these target leaves even where they look equal (their blocks failed to read): inode number -> data keys. */
-  force?: Map<bigint, Set<bigint>>;
+  /**
+   * A repair instead of a pass: only these inodes (by number) are looked
+   * at; for each, the named data keys are rewritten even where the leaves
+   * look equal (their blocks failed to read), or with no keys named the
+   * whole inode is compared leaf by leaf (its inode or a blocktable failed).
+   */
+  force?: Map<bigint, Set<bigint> | null>;
   stats?: SyncStats;
   /** Called for every target branch that failed to read (it is replaced). */
   onHeal?: (what: string) => void;
@@ -246,63 +251,68 @@ class Pass {
     since: bigint,
     from: SyncCursor | undefined,
     inum: bigint,
+    ranges: [bigint, bigint][] = [[0n, KEY_MAX]],
+    forced?: Set<bigint>,
   ): { updates: LeafUpdate[]; next: SyncCursor | null } {
     const updates: LeafUpdate[] = [];
-    let lo = from?.key ?? 0n;
     let inner = from?.inner;
-    const forced = this.opts.force?.get(inum);
-    while (lo <= KEY_MAX) {
-      const items: Item[] = [];
-      const covered = this.walkSrc(srcSet, lo, KEY_MAX, forced ? 0n : since, items);
-      // Target leaves of the ranges that changed.
-      const dstLeaves = new Map<bigint, Blockref>();
-      const broken: [bigint, bigint][] = [];
-      for (const [a, b] of changedRanges(items, lo, covered)) this.walkDst(dstSet, a, b, dstLeaves, broken);
-      // A broken target branch lost everything in its range: take all of
-      // the source's leaves there, changed or not.
-      if (broken.length) {
-        for (const [a, b] of broken) {
-          const full: Item[] = [];
-          this.walkSrcAll(srcSet, a, b, full);
-          mergeItems(items, full, a, b);
-          // Route at least one update into the broken block so that it is replaced (or dropped).
-          if (!full.length) updates.push({ key: a, bref: null });
-        }
-      }
-      let stopAt: bigint | null = null;
-      const srcKeys = new Set<bigint>();
-      // A broken range is replaced in one step: stopping inside it would lose what it held.
-      const inBroken = (k: bigint) => broken.some(([a, b]) => k >= a && k <= b);
-      for (const it of items) {
-        if (!('leaf' in it)) continue;
-        const s = it.leaf;
-        srcKeys.add(s.key);
-        if (this.overBudget() && !inBroken(s.key)) {
-          stopAt = s.key;
-          break;
-        }
-        const d = dstLeaves.get(s.key) ?? null;
-        if (s.type === BrefType.INODE) {
-          const r = this.syncInode(s, d, since, inner && s.key === lo ? inner : undefined);
-          inner = undefined;
-          if (r.bref) updates.push({ key: s.key, bref: r.bref });
-          if (r.next) {
-            stopAt = s.key;
-            this.stopped = true;
-            return { updates: finish(updates, dstLeaves, srcKeys, lo, s.key - 1n, this.stats, broken), next: { key: s.key, inner: r.next } };
+    // Named ranges (a repair) are looked at whatever their tids say.
+    const walkSince = ranges.length === 1 && ranges[0][0] === 0n && ranges[0][1] === KEY_MAX ? since : 0n;
+    for (const [rlo, rhi] of ranges) {
+      let lo = from && from.key > rlo ? from.key : rlo;
+      while (lo <= rhi) {
+        const items: Item[] = [];
+        const covered = this.walkSrc(srcSet, lo, rhi, walkSince, items);
+        // Target leaves of the ranges that changed.
+        const dstLeaves = new Map<bigint, Blockref>();
+        const broken: [bigint, bigint][] = [];
+        for (const [a, b] of changedRanges(items, lo, covered)) this.walkDst(dstSet, a, b, dstLeaves, broken);
+        // A broken target branch lost everything in its range: take all of
+        // the source's leaves there, changed or not.
+        if (broken.length) {
+          for (const [a, b] of broken) {
+            const full: Item[] = [];
+            this.walkSrcAll(srcSet, a, b, full);
+            mergeItems(items, full, a, b);
+            // Route at least one update into the broken block so that it is replaced (or dropped).
+            if (!full.length) updates.push({ key: a, bref: null });
           }
-          continue;
         }
-        if (d && sameLeaf(s, d) && !forced?.has(s.key)) continue;
-        updates.push({ key: s.key, bref: this.copyLeaf(s) });
+        let stopAt: bigint | null = null;
+        const srcKeys = new Set<bigint>();
+        // A broken range is replaced in one step: stopping inside it would lose what it held.
+        const inBroken = (k: bigint) => broken.some(([a, b]) => k >= a && k <= b);
+        for (const it of items) {
+          if (!('leaf' in it)) continue;
+          const s = it.leaf;
+          srcKeys.add(s.key);
+          if (this.overBudget() && !inBroken(s.key)) {
+            stopAt = s.key;
+            break;
+          }
+          const d = dstLeaves.get(s.key) ?? null;
+          if (s.type === BrefType.INODE) {
+            const r = this.syncInode(s, d, since, inner && s.key === lo ? inner : undefined);
+            inner = undefined;
+            if (r.bref) updates.push({ key: s.key, bref: r.bref });
+            if (r.next) {
+              stopAt = s.key;
+              this.stopped = true;
+              return { updates: finish(updates, dstLeaves, srcKeys, lo, s.key - 1n, this.stats, broken), next: { key: s.key, inner: r.next } };
+            }
+            continue;
+          }
+          if (d && sameLeaf(s, d) && !forced?.has(s.key)) continue;
+          updates.push({ key: s.key, bref: this.copyLeaf(s) });
+        }
+        if (stopAt !== null) {
+          this.stopped = true;
+          return { updates: finish(updates, dstLeaves, srcKeys, lo, stopAt - 1n, this.stats, broken), next: { key: stopAt } };
+        }
+        finish(updates, dstLeaves, srcKeys, lo, covered, this.stats, broken);
+        if (covered >= rhi) break;
+        lo = covered + 1n;
       }
-      if (stopAt !== null) {
-        this.stopped = true;
-        return { updates: finish(updates, dstLeaves, srcKeys, lo, stopAt - 1n, this.stats, broken), next: { key: stopAt } };
-      }
-      finish(updates, dstLeaves, srcKeys, lo, covered, this.stats, broken);
-      if (covered >= KEY_MAX) break;
-      lo = covered + 1n;
     }
     updates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     return { updates: dedupe(updates), next: null };
@@ -357,7 +367,13 @@ class Pass {
     if (!(srcIp.meta.opFlags & OPFLAG_DIRECTDATA)) {
       const hasTree = !!dstIp && !(dstIp.meta.opFlags & OPFLAG_DIRECTDATA);
       const dstSet = hasTree ? inodeBlockset(dstIp) : [];
-      const r = this.syncTable(inodeBlockset(srcIp), dstSet, hasTree ? since : 0n, from, s.key);
+      // A repair names this inode: its named blocks are rewritten, or (no
+      // blocks named) its whole tree is compared leaf by leaf.
+      const f = this.opts.force;
+      const keys = f?.has(s.key) ? f.get(s.key) : undefined;
+      const ranges: [bigint, bigint][] | undefined = keys?.size ? [...keys].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
+      const innerSince = !hasTree || (f?.has(s.key) && !ranges) ? 0n : since;
+      const r = this.syncTable(inodeBlockset(srcIp), dstSet, innerSince, from, s.key, ranges, keys ?? undefined);
       next = r.next;
       let table = dstSet;
       if (r.updates.length) {
@@ -380,7 +396,9 @@ class Pass {
   }
 
   syncRoot(srcRoot: InodeData, dstRoot: InodeData, since: bigint): PfsSyncResult {
-    const r = this.syncTable(inodeBlockset(srcRoot), inodeBlockset(dstRoot), since, this.opts.from, 0n);
+    const f = this.opts.force;
+    const ranges: [bigint, bigint][] | undefined = f ? [...f.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
+    const r = this.syncTable(inodeBlockset(srcRoot), inodeBlockset(dstRoot), since, this.opts.from, 0n, ranges);
     const root = copyInode(srcRoot);
     const m = root.meta;
     const keep = dstRoot.meta;

@@ -1,0 +1,534 @@
+// Copies: one PFS kept on several images (nodes of its cluster, all with
+// the PFS's cluster id), each a complete HAMMER2 image of its own.
+//
+// The primary node is the image the daemon serves from. Its commits are
+// applied to every in-sync copy at once, each through its own allocator,
+// tree and volume header, by the synchronizer (src/sync): after the
+// primary commits transaction T, a copy synchronized at S gets exactly the
+// branches modified after S, so a commit costs a copy what it cost the
+// primary. fsync returns once every in-sync copy has committed too.
+//
+// A copy whose write fails leaves the in-sync set at once (failed), and
+// nothing is kept for it: when it returns (it reopens, or is re-added), the
+// resynchronizer walks the primary's tree from the copy's last synchronized
+// transaction, in budgeted steps between requests. Writes made meanwhile do
+// not go to it; instead each pass starts from where the previous one began,
+// and passes repeat until one completes in a single step, at which moment
+// the copy is level and rejoins the in-sync set.
+//
+// Reads come from the primary. Where a block there fails its check or
+// cannot be read, the same item is read through an in-sync copy's own tree
+// (the caller sees no error) and the primary's damaged branch is repaired
+// from that copy by a copy-on-write commit. Damaged copies are repaired the
+// same way by the passes that reach them, and by `scrub`.
+import * as fs from 'node:fs';
+import { FreemapAllocator, FsError, MediaError, PfsEntry } from '../engine';
+import { DirEntry, Hammer2Fs, Pfs, PfsRedundancy } from '../fs';
+import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
+import { emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats } from '../sync';
+
+export type CopyState = 'in-sync' | 'resyncing' | 'offline' | 'failed';
+
+export interface CopyStatus {
+  spec: string;
+  primary: boolean;
+  state: CopyState;
+  /** The transaction id this node's copy of the PFS is synchronized to. */
+  tid: string;
+  healed: number;
+  readErrors: number;
+  writeErrors: number;
+  resync: { blocksRead: number; blocksWritten: number; passes: number };
+  error?: string;
+}
+
+export interface ClusterOptions {
+  log: (msg: string) => void;
+  /** Bytes a resynchronization step may write before it commits and yields. */
+  stepBytes?: number;
+  /** Upper bound of resynchronization writes, bytes per second (0: none). */
+  rateBytes?: number;
+  /** Seconds between attempts to reopen an offline or failed copy. */
+  retrySec?: number;
+}
+
+/** One node of the cluster other than the primary. */
+class CopyNode {
+  state: CopyState = 'offline';
+  fs: Hammer2Fs | null = null;
+  /** The label of the cluster's PFS on this image (normally the primary's). */
+  label = '';
+  tid = 0n;
+  error: string | null = null;
+  healed = 0;
+  readErrors = 0;
+  writeErrors = 0;
+  resync: SyncStats = emptyStats();
+  passes = 0;
+  /** The pass under way: where it resumes, the tid it is based on and the primary's tid when it began. */
+  pass: { since: bigint; start: bigint; cursor: SyncCursor | null; steps: number } | null = null;
+  retryAt = 0;
+  /** A read-only view of the copy's committed PFS, rebuilt when its root changes. */
+  private viewCache: { off: bigint; pfs: Pfs } | null = null;
+
+  constructor(readonly spec: string) {}
+
+  entry(): PfsEntry {
+    const e = this.fs!.dev.findPfs(this.label);
+    if (!e) throw new FsError('ENOENT', `${this.spec}: the PFS "${this.label}" is gone`);
+    return e;
+  }
+
+  view(): Pfs {
+    const e = this.entry();
+    if (this.viewCache?.off !== e.bref.dataOff) this.viewCache = { off: e.bref.dataOff, pfs: new Pfs(this.fs!.dev.reader, e, false) };
+    return this.viewCache.pfs;
+  }
+
+  close(): void {
+    this.viewCache = null;
+    try {
+      this.fs?.close();
+    } catch {
+      // A vanished device: nothing left to release.
+    }
+    this.fs = null;
+  }
+}
+
+/** (st_dev, st_ino) of a file, to notice one image named twice. */
+function fileId(p: string): string {
+  const st = fs.statSync(p);
+  return `${st.dev}:${st.ino}`;
+}
+
+const errText = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+export class PfsCluster implements PfsRedundancy {
+  private copies: CopyNode[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Damaged items of the primary, by inode: data keys, or null for the whole inode. */
+  private damage = new Map<bigint, Set<bigint> | null>();
+  private repairQueued = false;
+  /** Primary-side counters. */
+  private healed = 0;
+  private readErrors = 0;
+  private readonly stepBytes: number;
+  private readonly listener = () => this.afterCommit();
+
+  constructor(
+    readonly primary: Hammer2Fs,
+    readonly pfs: Pfs,
+    readonly primarySpec: string,
+    private readonly o: ClusterOptions,
+  ) {
+    this.stepBytes = o.stepBytes ?? 8 << 20;
+    pfs.redundancy = this;
+    primary.commitListeners.add(this.listener);
+  }
+
+  get label(): string {
+    return this.pfs.name;
+  }
+
+  private get clid(): Buffer {
+    return this.pfs.root.data.meta.pfsClid;
+  }
+
+  /** The primary's committed tid for this PFS. */
+  private primaryTid(): bigint {
+    return this.primary.dev.findPfs(this.label)!.bref.modifyTid;
+  }
+
+  private log(msg: string): void {
+    this.o.log(`${this.primarySpec}@${this.label}: ${msg}`);
+  }
+
+  private setState(c: CopyNode, s: CopyState, why?: string): void {
+    if (c.state === s && !why) return;
+    c.state = s;
+    this.log(`copy ${c.spec}: ${s}${why ? ` (${why})` : ''}`);
+  }
+
+  // ------------------------------------------------------------ membership
+
+  /**
+   * Add a copy. The image must be a HAMMER2 image that either holds a node
+   * of this cluster (same cluster id) or no PFS of this label (one is made,
+   * empty, and filled by resynchronization). A missing image is kept as
+   * offline (the mount goes on degraded); anything else wrong is refused.
+   */
+  async add(spec: string): Promise<CopyStatus> {
+    if (this.copies.some((c) => c.spec === spec)) throw new FsError('EEXIST', `${spec} is already a copy of ${this.label}`);
+    const c = new CopyNode(spec);
+    const first = spec.split(':')[0];
+    if (!fs.existsSync(first)) {
+      c.error = `${first}: no such file or device`;
+      this.copies.push(c);
+      this.log(`copy ${spec}: offline (${c.error}); the mount goes on without it`);
+      this.schedule();
+      return this.statusOf(c);
+    }
+    this.checkDistinct(spec);
+    await this.open(c);
+    this.copies.push(c);
+    this.schedule();
+    return this.statusOf(c);
+  }
+
+  /** Refuse an image that is already the primary or a copy. */
+  private checkDistinct(spec: string): void {
+    const ids = new Set<string>();
+    for (const v of this.primary.dev.vols.volumes) ids.add(fileId(v.dev.path));
+    for (const c of this.copies) for (const p of c.spec.split(':')) if (fs.existsSync(p)) ids.add(fileId(p));
+    for (const p of spec.split(':')) {
+      if (ids.has(fileId(p))) throw new FsError('EINVAL', `${p} is already part of this cluster (the primary or a copy): one image cannot hold two copies`);
+    }
+  }
+
+  /** Open a copy's image and find (or make) its node of the PFS. Throws on anything a user must fix. */
+  private async open(c: CopyNode): Promise<void> {
+    let h: Hammer2Fs;
+    try {
+      h = await Hammer2Fs.open(c.spec, {
+        writable: true,
+        lock: true,
+        allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header),
+      });
+    } catch (e) {
+      throw new FsError('EINVAL', `${c.spec}: cannot be used as a copy: ${errText(e)}`);
+    }
+    try {
+      const clid = this.clid;
+      const all = h.dev.listPfs();
+      const same = all.find((p) => p.inode.meta.pfsClid.equals(clid));
+      const byName = all.find((p) => p.name === this.label);
+      if (same) {
+        c.label = same.name;
+      } else if (byName) {
+        throw new FsError(
+          'EINVAL',
+          `${c.spec} has a PFS "${this.label}" of another cluster (${uuidToString(byName.inode.meta.pfsClid)}, this one is ${uuidToString(clid)}); ` +
+            `a copy must hold a node of this cluster or no PFS of that name`,
+        );
+      } else {
+        const need = Number(this.primary.dev.findPfs(this.label)!.bref.embed.readBigUInt64LE(0));
+        if (need > h.freeBytes()) {
+          throw new FsError('ENOSPC', `${c.spec} has ${h.freeBytes()} bytes free; the PFS "${this.label}" holds ${need}`);
+        }
+        h.createPfs(this.label, { clid, type: PfsType.MASTER });
+        c.label = this.label;
+        this.log(`copy ${c.spec}: made a node of the cluster (PFS "${this.label}", cluster id ${uuidToString(clid)})`);
+      }
+      const e = h.dev.findPfs(c.label)!;
+      if (e.inode.meta.pfsType !== PfsType.MASTER) {
+        throw new FsError('EINVAL', `${c.spec}@${c.label} is a ${pfsTypeName(e.inode.meta.pfsType)} node; copies are MASTER nodes`);
+      }
+      c.fs = h;
+      c.tid = syncedTid(e.bref, e.inode);
+      c.error = null;
+      if (c.tid === this.primaryTid() && c.tid !== 0n) this.setState(c, 'in-sync');
+      else {
+        c.pass = null;
+        this.setState(c, 'resyncing', c.tid === 0n ? 'empty: a full copy follows' : `at transaction ${c.tid}, the primary is at ${this.primaryTid()}`);
+      }
+    } catch (e) {
+      h.close();
+      throw e;
+    }
+  }
+
+  /** Take a copy out (after committing what it has). */
+  remove(spec: string): void {
+    const i = this.copies.findIndex((c) => c.spec === spec);
+    if (i < 0) throw new FsError('ENOENT', `${spec} is not a copy of ${this.label}`);
+    const c = this.copies[i];
+    this.copies.splice(i, 1);
+    c.close();
+    this.log(`copy ${spec}: removed`);
+  }
+
+  // ----------------------------------------------------------- replication
+
+  /** After every primary commit: bring each in-sync copy to it. */
+  private afterCommit(): void {
+    if (this.closed) return;
+    const tid = this.primaryTid();
+    for (const c of this.copies) {
+      if (c.state !== 'in-sync' || c.tid === tid) continue;
+      this.syncCopy(c, { budget: undefined });
+    }
+  }
+
+  /**
+   * One synchronization step into copy `c`: a whole catch-up (no budget) or
+   * a budgeted step of the pass under way. Any error takes the copy out of
+   * the in-sync set (its image still holds its last commit).
+   */
+  private syncCopy(c: CopyNode, o: { budget: number | undefined }): boolean {
+    const h = c.fs!;
+    const src = this.primary.dev.findPfs(this.label)!;
+    const since = c.pass ? c.pass.since : c.tid;
+    const from = c.pass?.cursor ?? undefined;
+    let next: SyncCursor | null = null;
+    try {
+      const d = c.entry();
+      h.commitPfsRoot(
+        c.label,
+        (w) => {
+          const r = syncPfs({ reader: this.primary.dev.reader }, src.inode, { reader: h.dev.reader, writer: w }, d.inode, {
+            since,
+            from,
+            budgetBytes: o.budget,
+            stats: c.resync,
+            onHeal: (what) => {
+              c.healed++;
+              this.log(`copy ${c.spec}: repaired ${what}`);
+            },
+          });
+          next = r.next;
+          // Until a pass completes the copy stays at the tid the pass is based on.
+          return { root: r.root, modifyTid: r.next ? since : src.bref.modifyTid };
+        },
+        { minTid: src.bref.modifyTid },
+      );
+    } catch (e) {
+      c.writeErrors++;
+      c.error = errText(e);
+      c.pass = null;
+      this.setState(c, 'failed', c.error);
+      c.close();
+      c.retryAt = Date.now() + (this.o.retrySec ?? 10) * 1000;
+      this.schedule();
+      return false;
+    }
+    if (next) {
+      // More to do: the pass resumes from the cursor at the next step.
+      c.pass = c.pass ?? { since, start: src.bref.modifyTid, cursor: null, steps: 0 };
+      c.pass.cursor = next;
+      c.pass.steps++;
+      return true;
+    }
+    const steps = c.pass ? c.pass.steps + 1 : 1;
+    if (steps === 1) {
+      // Completed in one step: level with the primary's committed state.
+      c.tid = src.bref.modifyTid;
+      c.pass = null;
+      c.passes++;
+      if (c.state !== 'in-sync') this.setState(c, 'in-sync', `level at transaction ${c.tid}`);
+      return false;
+    }
+    // A pass that took several steps is level as of where it began; the
+    // next pass covers what changed since then.
+    c.passes++;
+    const start = c.pass!.start;
+    c.tid = start;
+    c.pass = { since: start, start: this.primaryTid(), cursor: null, steps: 0 };
+    this.recordTid(c, start);
+    return true;
+  }
+
+  /** Record on the copy the tid a completed multi-step pass reached. */
+  private recordTid(c: CopyNode, tid: bigint): void {
+    const h = c.fs!;
+    const d = c.entry();
+    h.commitPfsRoot(c.label, () => ({ root: d.inode, modifyTid: tid }));
+  }
+
+  /** Run the background work: resync steps, retries, repairs. */
+  private schedule(delayMs = 0): void {
+    if (this.closed || this.timer) return;
+    const work = this.copies.some((c) => c.state === 'resyncing' || c.state === 'offline' || c.state === 'failed');
+    if (!work) return;
+    this.timer = setTimeout(() => {
+      this.background()
+        .catch((e) => this.log(`background work failed: ${errText(e)}`))
+        .finally(() => {
+          this.timer = null;
+          this.schedule(this.nextDelay);
+        });
+    }, delayMs);
+  }
+
+  private nextDelay = 0;
+
+  private async background(): Promise<void> {
+    if (this.closed) return;
+    const now = Date.now();
+    let next = 1000;
+    for (const c of this.copies) {
+      if ((c.state === 'offline' || c.state === 'failed') && now >= c.retryAt) {
+        const first = c.spec.split(':')[0];
+        if (!fs.existsSync(first)) {
+          c.retryAt = now + (this.o.retrySec ?? 10) * 1000;
+          continue;
+        }
+        try {
+          await this.open(c);
+        } catch (e) {
+          c.error = errText(e);
+          c.retryAt = now + (this.o.retrySec ?? 10) * 1000;
+        }
+      }
+    }
+    const c = this.copies.find((x) => x.state === 'resyncing');
+    if (c) {
+      // The primary's pending changes are not the copy's business: it follows commits.
+      const t0 = Date.now();
+      const written0 = c.resync.bytesWritten;
+      const more = this.syncCopy(c, { budget: this.stepBytes });
+      const rate = this.o.rateBytes ?? 0;
+      const wrote = c.resync.bytesWritten - written0;
+      next = more ? (rate > 0 ? Math.max(0, (wrote / rate) * 1000 - (Date.now() - t0)) : 0) : 0;
+      if (more && c.pass && c.pass.steps % 16 === 0) {
+        this.log(`copy ${c.spec}: resynchronizing, ${c.resync.blocksWritten} blocks written, ${c.resync.srcBlocksRead} read so far`);
+      }
+    }
+    this.nextDelay = Math.round(next);
+  }
+
+  // ------------------------------------------------------- reads and repair
+
+  private inSync(): CopyNode[] {
+    const tid = this.primaryTid();
+    return this.copies.filter((c) => c.state === 'in-sync' && c.tid === tid && c.fs);
+  }
+
+  /** Try each in-sync copy in turn; a copy that fails too is counted and the next one tried. */
+  private fromCopies<T>(what: (c: CopyNode) => T | null): T | null {
+    for (const c of this.inSync()) {
+      try {
+        const r = what(c);
+        if (r !== null) return r;
+      } catch (e) {
+        if (!(e instanceof MediaError || e instanceof FsError)) throw e;
+        c.readErrors++;
+        this.log(`copy ${c.spec}: read failed too: ${e.message}`);
+      }
+    }
+    return null;
+  }
+
+  readData(inum: bigint, pos: number, out: Buffer): boolean {
+    this.readErrors++;
+    const ok = this.fromCopies((c) => {
+      const v = c.view();
+      const n = v.getInode(inum);
+      const got = v.read(n, pos, out.length);
+      got.copy(out, 0);
+      out.fill(0, got.length);
+      return true;
+    });
+    return ok === true;
+  }
+
+  readInode(inum: bigint): InodeData | null {
+    this.readErrors++;
+    return this.fromCopies((c) => c.view().getInode(inum).data);
+  }
+
+  readEntries(inum: bigint, lo: bigint, hi: bigint): DirEntry[] | null {
+    this.readErrors++;
+    return this.fromCopies((c) => {
+      const v = c.view();
+      const dir = v.getInode(inum);
+      return v.readdirFrom(dir, lo, Infinity).filter((e) => e.key <= hi);
+    });
+  }
+
+  damaged(inum: bigint, key?: bigint): void {
+    const cur = this.damage.get(inum);
+    if (key === undefined) this.damage.set(inum, null);
+    else if (cur !== null) {
+      if (cur) cur.add(key);
+      else this.damage.set(inum, new Set([key]));
+    }
+    if (!this.repairQueued) {
+      this.repairQueued = true;
+      // Outside the request that found it: a repair commits.
+      setImmediate(() => this.repairPrimary());
+    }
+  }
+
+  /** Rewrite the primary's damaged items from an in-sync copy, as one commit. */
+  private repairPrimary(): void {
+    this.repairQueued = false;
+    if (this.closed || !this.damage.size) return;
+    const damage = this.damage;
+    this.damage = new Map();
+    try {
+      this.primary.flush();
+      const c = this.inSync()[0];
+      if (!c) throw new Error('no in-sync copy to repair from');
+      const src = c.entry();
+      const dst = this.primary.dev.findPfs(this.label)!;
+      const stats = emptyStats();
+      this.primary.commitPfsRoot(
+        this.label,
+        (w) => {
+          const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, {
+            since: 0n,
+            force: damage,
+            stats,
+          });
+          // Keep the primary's own identity and its PFS-level attributes.
+          r.root.meta.pfsInum = dst.inode.meta.pfsInum;
+          return { root: r.root };
+        },
+        { keepPfs: true },
+      );
+      const n = [...damage.values()].reduce((a, v) => a + (v ? v.size : 1), 0);
+      this.healed += n;
+      this.log(`repaired ${n} damaged item(s) of inode(s) ${[...damage.keys()].join(', ')} from copy ${c.spec} (${stats.leavesCopied} leaves rewritten)`);
+    } catch (e) {
+      this.log(`repair of inode(s) ${[...damage.keys()].join(', ')} failed: ${errText(e)}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- status
+
+  private statusOf(c: CopyNode): CopyStatus {
+    const s: CopyStatus = {
+      spec: c.spec,
+      primary: false,
+      state: c.state,
+      tid: c.tid.toString(),
+      healed: c.healed,
+      readErrors: c.readErrors,
+      writeErrors: c.writeErrors,
+      resync: { blocksRead: c.resync.srcBlocksRead, blocksWritten: c.resync.blocksWritten, passes: c.passes },
+    };
+    if (c.error) s.error = c.error;
+    return s;
+  }
+
+  status(): CopyStatus[] {
+    const p: CopyStatus = {
+      spec: this.primarySpec,
+      primary: true,
+      state: 'in-sync',
+      tid: this.primaryTid().toString(),
+      healed: this.healed,
+      readErrors: this.readErrors,
+      writeErrors: 0,
+      resync: { blocksRead: 0, blocksWritten: 0, passes: 0 },
+    };
+    return [p, ...this.copies.map((c) => this.statusOf(c))];
+  }
+
+  /** Whether every copy is in sync (tests and `copy-status --wait`). */
+  get settled(): boolean {
+    return this.copies.every((c) => c.state === 'in-sync' || c.state === 'offline' || c.state === 'failed') && !this.repairQueued;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.primary.commitListeners.delete(this.listener);
+    this.pfs.redundancy = null;
+    for (const c of this.copies) c.close();
+    this.copies = [];
+  }
+}

@@ -1,0 +1,192 @@
+// Copies at the cluster layer (no FUSE, no daemon): a PFS on a primary
+// image with a copy on another. The copy is filled by resynchronization,
+// follows every commit, serves reads where the primary's blocks are
+// damaged (data, inode, directory blocks) while the primary is repaired
+// from it, and leaves the in-sync set when its host fills up, to rejoin
+// once there is room again.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PfsCluster } from '../src/cluster';
+import { FreemapAllocator } from '../src/engine';
+import { Hammer2Fs, Node, Pfs } from '../src/fs';
+import { BrefType, inodeBlockset, ObjType } from '../src/media';
+import { checkHammer2 } from '../fsck';
+import { formatHammer2 } from '../mkfs/newfs';
+import { newImage } from './lib/cli';
+import { haveRef, refFsck, refRead, fileHashes, tempDir } from './lib/env';
+import { imageTree, pfsTree, treeDiff } from './lib/pfstree';
+
+process.env.HAMMER2_QUIET_SHIM = '1';
+const cred = { uid: 0, gid: 0 };
+let now = 1_700_000_000_000_000n;
+const tick = () => (now += 1000n);
+
+const openRw = (img: string) =>
+  Hammer2Fs.open(img, { writable: true, lock: true, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });
+
+function content(seed: number, len: number): Buffer {
+  const b = Buffer.alloc(len);
+  for (let i = 0; i < len; i += 32) createHash('sha256').update(`${seed}:${i}`).digest().copy(b, i);
+  return b;
+}
+
+function mkfile(p: Pfs, dir: Node, name: string, data: Buffer): Node {
+  const n = p.create(dir, Buffer.from(name), ObjType.REGFILE, 0o644, cred, tick());
+  if (data.length) p.write(n, 0, data, tick());
+  return n;
+}
+
+async function settle(t: any, c: PfsCluster, ms = 20000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!c.settled && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  t.ok(c.settled, 'copies settled');
+}
+
+/** Flip one byte inside the block a bref points at (on media, behind every cache). */
+function damage(img: string, dataOff: bigint, at = 100): void {
+  const off = Number(dataOff & ~0x3fn) + at;
+  const fd = fs.openSync(img, 'r+');
+  const one = Buffer.alloc(1);
+  fs.readSync(fd, one, 0, 1, off);
+  one[0] ^= 0x5a;
+  fs.writeSync(fd, one, 0, 1, off);
+  fs.closeSync(fd);
+}
+
+async function fscks(t: any, img: string, what: string) {
+  const r = await checkHammer2(img, { lock: false });
+  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
+  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
+}
+
+t.test('a copy is filled, follows commits, and repairs the primary', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const logs: string[] = [];
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  const root = p.root;
+  const many = p.create(root, Buffer.from('many'), ObjType.DIRECTORY, 0o755, cred, tick());
+  for (let i = 0; i < 300; i++) mkfile(p, many, `f${i}`, content(i, 1000 + i * 13));
+  mkfile(p, root, 'big', content(1000, 4 << 20));
+  a.flush();
+  const c = new PfsCluster(a, p, A.img, { log: (m) => logs.push(m), stepBytes: 512 << 10 });
+  let closed = false;
+  const shut = () => {
+    if (closed) return;
+    closed = true;
+    c.close();
+    a.close();
+  };
+  t.teardown(shut);
+  const st = await c.add(B.img);
+  t.equal(st.state, 'resyncing', 'an empty copy starts resynchronizing');
+  // Writes go on while the copy fills.
+  for (let i = 0; i < 20; i++) mkfile(p, root, `during${i}`, content(2000 + i, 50000));
+  a.flush();
+  await settle(t, c);
+  const s = c.status();
+  t.equal(s[1].state, 'in-sync', 'the copy is in sync');
+  t.equal(s[1].tid, s[0].tid, 'at the primary transaction');
+  t.ok(s[1].resync.passes >= 1 && s[1].resync.blocksWritten > 50, `resync wrote ${s[1].resync.blocksWritten} blocks in ${s[1].resync.passes} passes`);
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'copy identical after resync');
+
+  // In sync: every commit reaches the copy before flush returns.
+  const big = p.resolve('/big');
+  p.write(big, 70000, Buffer.from('changed while in sync'), tick());
+  p.unlink(many, Buffer.from('f3'), tick());
+  a.flush();
+  t.equal(c.status()[1].tid, c.status()[0].tid, 'copy follows the commit');
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'copy identical after a commit');
+
+  // Damage the primary: a data block of /big, the inode of /many/f10 and an
+  // indirect block of /many's directory. Reads see no error.
+  const want = pfsTree(p);
+  const bigRef = inodeBlockset(p.resolve('/big').data).find((b) => b.type !== BrefType.EMPTY)!;
+  let dataRef = bigRef;
+  if (bigRef.type === BrefType.INDIRECT) dataRef = a.dev.reader.readBlockrefs(bigRef).find((b) => b.type === BrefType.DATA)!;
+  damage(A.img, dataRef.dataOff);
+  const f10 = p.resolve('/many/f10').bref!;
+  damage(A.img, f10.dataOff);
+  const dirInd = inodeBlockset(p.resolve('/many').data).find((b) => b.type === BrefType.INDIRECT)!;
+  t.ok(dirInd, '/many has an indirect block');
+  damage(A.img, dirInd.dataOff, 300);
+  a.dev.reader.clearCache();
+  a.dev.vols.bufCache.clear();
+  // A fresh PFS object: nothing cached above the block layer either.
+  const p2 = p;
+  (p2 as any).clean.clear();
+  t.same(treeDiff(want, pfsTree(p2)), [], 'reads of damaged items see no error and the right data');
+  t.ok(c.status()[0].readErrors > 0, `primary read errors counted (${c.status()[0].readErrors})`);
+  await new Promise((r) => setImmediate(r));
+  await settle(t, c);
+  t.ok(logs.some((l) => /repaired/.test(l)), 'the repair is logged');
+  // The repair is on media: a fresh read of the primary needs no copy.
+  a.dev.reader.clearCache();
+  a.dev.vols.bufCache.clear();
+  (p as any).clean.clear();
+  const errs0 = c.status()[0].readErrors;
+  t.same(treeDiff(want, pfsTree(p)), [], 'primary reads right after the repair');
+  t.equal(c.status()[0].readErrors, errs0, 'and without falling back on the copy');
+  a.flush();
+  shut();
+  await fscks(t, A.img, 'repaired primary');
+  await fscks(t, B.img, 'copy');
+  if (haveRef('makefs')) {
+    // Every regular file of the copy, read by the reference, has the primary's contents.
+    const got = fileHashes(refRead(B.img, 'DATA', tempDir(t)));
+    const files = [...want].filter(([, v]) => v.startsWith(`${ObjType.REGFILE} `));
+    const bad = files.filter(([k, v]) => got.get(k.slice(1)) !== v.split(' ').pop());
+    t.equal(got.size, files.length, `the reference reads ${got.size} files from the copy`);
+    t.same(bad.map(([k]) => k), [], 'each exactly as the primary holds it');
+  }
+});
+
+t.test('a copy whose host fills up leaves the in-sync set and rejoins', async (t) => {
+  const dir = tempDir(t);
+  const host = path.join(dir, 'host');
+  fs.mkdirSync(host);
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', host]);
+  if (r.status !== 0) return t.skip(`cannot mount a tmpfs: ${r.stderr}`);
+  t.teardown(() => spawnSync('umount', ['-l', host]));
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const bImg = path.join(host, 'copy.img');
+  await formatHammer2({ paths: [bImg], sizes: [256 << 20], labels: ['none'] });
+  const logs: string[] = [];
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  const c = new PfsCluster(a, p, A.img, { log: (m) => logs.push(m), retrySec: 0.2 });
+  t.teardown(() => {
+    c.close();
+    a.close();
+  });
+  await c.add(bImg);
+  await settle(t, c);
+  t.equal(c.status()[1].state, 'in-sync', 'copy in sync');
+  // Fill the host: the copy's next commits cannot be written.
+  const filler = path.join(host, 'filler');
+  fs.writeFileSync(filler, Buffer.alloc(0));
+  try {
+    fs.writeFileSync(filler, Buffer.alloc(40 << 20, 1));
+  } catch {
+    // Filled up to the last byte: that is the point.
+  }
+  for (let i = 0; i < 10; i++) mkfile(p, p.root, `f${i}`, content(i, 1 << 20));
+  a.flush();
+  const s = c.status()[1];
+  t.equal(s.state, 'failed', 'the copy failed');
+  t.ok(s.writeErrors >= 1, 'write error counted');
+  t.match(s.error ?? '', /ENOSPC|space/i, `the reason is given: ${s.error}`);
+  // The primary goes on.
+  for (let i = 10; i < 15; i++) mkfile(p, p.root, `f${i}`, content(i, 100000));
+  a.flush();
+  fs.unlinkSync(filler);
+  const end = Date.now() + 20000;
+  while (c.status()[1].state !== 'in-sync' && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  t.equal(c.status()[1].state, 'in-sync', 'the copy rejoined after resynchronizing');
+  t.same(treeDiff(pfsTree(p), await imageTree(bImg, 'DATA')), [], 'copy identical');
+  await fscks(t, bImg, 'copy after its host filled up');
+});

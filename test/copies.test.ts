@@ -1,0 +1,208 @@
+// Copies from the command line, as a user runs them: mount_hammer2 -o
+// copy=IMAGE, hammer2 copy-add / copy-remove / copy-status. A copy is
+// filled and followed; blocks damaged on the primary are served from the
+// copy and repaired; a copy left out while the PFS is written catches up
+// when it returns; bad copy specs get clear messages. Every image left
+// behind passes our fsck and the reference's, and the copy reads back
+// exactly through the reference implementation.
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Hammer2Fs } from '../src/fs';
+import { BrefType, inodeBlockset } from '../src/media';
+import { checkHammer2 } from '../fsck';
+import { newImage, runH2 } from './lib/cli';
+import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, tempDir } from './lib/env';
+import { mount } from './lib/mount';
+import { imageTree, treeDiff } from './lib/pfstree';
+
+process.env.HAMMER2_QUIET_SHIM = '1';
+
+interface Status {
+  spec: string;
+  primary: boolean;
+  state: string;
+  tid: string;
+  healed: number;
+  readErrors: number;
+  writeErrors: number;
+  resync: { blocksRead: number; blocksWritten: number; passes: number };
+  error?: string;
+}
+
+async function status(mnt: string): Promise<Status[]> {
+  const r = await runH2(['-s', mnt, 'copy-status', '--json']);
+  if (r.status !== 0) throw new Error(`copy-status failed: ${r.err}`);
+  return JSON.parse(r.out).copies;
+}
+
+async function waitInSync(t: any, mnt: string, ms = 60000): Promise<Status[]> {
+  const end = Date.now() + ms;
+  let s = await status(mnt);
+  while (Date.now() < end && !s.every((c) => c.state === 'in-sync' && c.tid === s[0].tid)) {
+    await new Promise((r) => setTimeout(r, 100));
+    s = await status(mnt);
+  }
+  t.ok(s.every((c) => c.state === 'in-sync' && c.tid === s[0].tid), `every node in sync at tid ${s[0].tid}`);
+  return s;
+}
+
+async function fscks(t: any, img: string, what: string) {
+  const r = await checkHammer2(img, { lock: false });
+  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
+  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
+}
+
+function writeTree(root: string, seed: string, n: number): Map<string, string> {
+  const out = new Map<string, string>();
+  fs.mkdirSync(path.join(root, 'd'), { recursive: true });
+  for (let i = 0; i < n; i++) {
+    const data = i % 5 === 0 ? randomBytes(300000 + i * 1000) : Buffer.from(`${seed} file ${i}\n`.repeat(i * 37 + 1));
+    const rel = i % 2 ? `d/f${i}` : `f${i}`;
+    fs.writeFileSync(path.join(root, rel), data);
+    out.set(rel, createHash('sha256').update(data).digest('hex'));
+  }
+  return out;
+}
+
+function hashesUnder(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string, rel: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(path.join(d, e.name), r);
+      else if (e.isFile()) out.set(r, createHash('sha256').update(fs.readFileSync(path.join(d, e.name))).digest('hex'));
+    }
+  };
+  walk(root, '');
+  return out;
+}
+
+/** Flip a byte in the first data block of each named file of an unmounted image. */
+async function damageData(img: string, label: string, files: string[]): Promise<number> {
+  const h = await Hammer2Fs.open(img, { lock: false });
+  const offs: bigint[] = [];
+  try {
+    const p = h.pfs(label)!;
+    for (const f of files) {
+      let b = inodeBlockset(p.resolve(`/${f}`).data).find((x) => x.type !== BrefType.EMPTY);
+      while (b && b.type === BrefType.INDIRECT) b = h.dev.reader.readBlockrefs(b).find((x) => x.type !== BrefType.EMPTY);
+      if (b && b.type === BrefType.DATA) offs.push(b.dataOff & ~0x3fn);
+    }
+  } finally {
+    h.close();
+  }
+  const fd = fs.openSync(img, 'r+');
+  for (const o of offs) {
+    const one = Buffer.alloc(1);
+    fs.readSync(fd, one, 0, 1, Number(o) + 17);
+    one[0] ^= 0xff;
+    fs.writeSync(fd, one, 0, 1, Number(o) + 17);
+  }
+  fs.closeSync(fd);
+  return offs.length;
+}
+
+const why = fuseUnavailable();
+if (why) t.plan(0, why);
+else {
+  t.test('mount with a copy: fill, follow, repair the primary, catch up after an absence', async (t) => {
+    const A = await newImage(t, 512 << 20, ['DATA']);
+    const B = await newImage(t, 512 << 20, ['none']);
+    const mnt = path.join(A.dir, 'mnt');
+
+    // 1. A copy named at mount time is made and filled while files are written.
+    let m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    const want = writeTree(mnt, 'one', 40);
+    fs.writeFileSync(path.join(mnt, 'synced'), 'fsync reaches every in-sync copy');
+    const fd = fs.openSync(path.join(mnt, 'synced'), 'r+');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    let s = await waitInSync(t, mnt);
+    t.equal(s.length, 2, 'primary and copy listed');
+    t.ok(s[0].primary && !s[1].primary, 'the primary first');
+    t.equal(s[1].spec, B.img, 'the copy by its image');
+    t.ok(s[1].resync.blocksWritten > 0, `resync wrote ${s[1].resync.blocksWritten} blocks`);
+    const human = await runH2(['-s', mnt, 'copy-status']);
+    t.match(human.out, /primary\s+in-sync/, 'copy-status prints a table');
+    await m.unmount();
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'after unmount: copy identical to primary');
+    await fscks(t, A.img, 'primary');
+    await fscks(t, B.img, 'copy');
+
+    // 2. Damage data blocks of the primary: reads see no error, the primary is repaired.
+    const victims = ['f0', 'd/f5', 'f10', 'd/f15'];
+    t.equal(await damageData(A.img, 'DATA', victims), victims.length, 'primary blocks damaged');
+    m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    s = await waitInSync(t, mnt);
+    const got = hashesUnder(mnt);
+    for (const [k, v] of want) if (got.get(k) !== v) t.fail(`${k} reads wrong`);
+    t.pass('every file reads right through the damage');
+    await new Promise((r) => setTimeout(r, 300));
+    s = await status(mnt);
+    t.ok(s[0].readErrors >= victims.length, `primary read errors counted: ${s[0].readErrors}`);
+    await m.unmount();
+    t.match(m.log(), /repaired/, 'the daemon logs the repairs');
+    await fscks(t, A.img, 'repaired primary');
+    const r0 = await checkHammer2(A.img, { lock: false });
+    t.equal(r0.report.errors, 0, 'no damage left on the primary');
+
+    // 3. A copy left out: the PFS is written without it, then it returns.
+    m = await mount(t, `${A.img}@DATA`, mnt);
+    const more = writeTree(path.join(mnt, 'later'), 'two', 20);
+    fs.rmSync(path.join(mnt, 'f2'));
+    fs.renameSync(path.join(mnt, 'f4'), path.join(mnt, 'd', 'f4-moved'));
+    await m.unmount();
+    m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    s = await waitInSync(t, mnt);
+    t.ok(s[1].resync.blocksWritten > 0 && s[1].resync.blocksWritten < 400, `catch-up wrote ${s[1].resync.blocksWritten} blocks`);
+    await m.unmount();
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'after the catch-up: identical');
+    await fscks(t, B.img, 'copy after catch-up');
+    if (haveRef('makefs')) {
+      const ref = fileHashes(refRead(B.img, 'DATA', tempDir(t)));
+      let bad = 0;
+      for (const [k, v] of more) if (ref.get(`later/${k}`) !== v) bad++;
+      t.equal(bad, 0, 'the copy reads back exactly through the reference');
+    }
+  });
+
+  t.test('copy-add and copy-remove on a live mount; bad copies refused', async (t) => {
+    const A = await newImage(t, 256 << 20, ['DATA']);
+    const B = await newImage(t, 256 << 20, ['none']);
+    const C = await newImage(t, 256 << 20, ['DATA']); // another cluster's DATA
+    const junk = path.join(A.dir, 'junk');
+    fs.writeFileSync(junk, Buffer.alloc(1 << 20, 7));
+    const mnt = path.join(A.dir, 'mnt');
+    const m = await mount(t, `${A.img}@DATA`, mnt);
+    writeTree(mnt, 'x', 10);
+    let r = await runH2(['-s', mnt, 'copy-add', B.img]);
+    t.equal(r.status, 0, `copy-add: ${r.out}${r.err}`);
+    await waitInSync(t, mnt);
+    for (const [spec, re] of [
+      [A.img, /already part of this cluster/],
+      [C.img, /another cluster/],
+      [junk, /cannot be used as a copy/],
+      [B.img, /already a copy/],
+    ] as [string, RegExp][]) {
+      r = await runH2(['-s', mnt, 'copy-add', spec]);
+      t.equal(r.status, 1, `copy-add ${path.basename(spec)} refused`);
+      t.match(r.err, re, `with a clear message: ${r.err.trim()}`);
+    }
+    r = await runH2(['-s', mnt, 'copy-add', path.join(A.dir, 'missing.img')]);
+    t.equal(r.status, 0, 'a missing image is accepted as offline');
+    let s = await status(mnt);
+    t.equal(s.find((c) => c.spec.endsWith('missing.img'))?.state, 'offline', 'and listed offline');
+    r = await runH2(['-s', mnt, 'copy-remove', path.join(A.dir, 'missing.img')]);
+    t.equal(r.status, 0, 'copy-remove');
+    fs.writeFileSync(path.join(mnt, 'after-add'), 'x');
+    r = await runH2(['-s', mnt, 'copy-remove', B.img]);
+    t.equal(r.status, 0, 'copy-remove of the live copy');
+    s = await status(mnt);
+    t.equal(s.length, 1, 'only the primary left');
+    await m.unmount();
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'the removed copy holds everything up to its removal');
+    await fscks(t, B.img, 'removed copy');
+  });
+}
