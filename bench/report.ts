@@ -38,6 +38,8 @@ export interface Row {
   /** how many times better hammer2fs is (> 1 better), medians of this run */
   vsFuse2fs?: number;
   vsMemfs?: number;
+  /** hammer2fs with a copy over hammer2fs alone (> 1: the copy costs nothing). */
+  copyVsOne?: number;
   /** the same factor per repetition (hammer2fs and the other from the same repetition) */
   pairedVsFuse2fs: number[];
   pairedVsMemfs: number[];
@@ -104,6 +106,8 @@ export function summarize(workloads: Workload[], fsList: FsName[], runs: RunReco
       if (!m.noRatio) {
         row.vsFuse2fs = factor(row.cells.fuse2fs?.median);
         row.vsMemfs = factor(row.cells.memfs?.median);
+        const cp = row.cells['hammer2fs-copy']?.median;
+        if (cp !== undefined && h2 !== undefined && cp > 0 && h2 > 0) row.copyVsOne = m.better === 'higher' ? cp / h2 : h2 / cp;
         const paired = (other: FsName): number[] => {
           const out: number[] = [];
           for (const h of mine.filter((r) => r.fs === 'hammer2fs' && !r.error)) {
@@ -152,12 +156,15 @@ export function tableRows(rows: Row[], fsList: FsName[]): string[][] {
   const withM = fsList.includes('hammer2fs') && fsList.includes('memfs');
   if (withF) head.push('h2 vs fuse2fs');
   if (withM) head.push('h2 vs memfs');
+  const withC = fsList.includes('hammer2fs') && fsList.includes('hammer2fs-copy');
+  if (withC) head.push('2 copies vs 1');
   const out = [head];
   let last = '';
   for (const r of rows) {
     const line = [r.workload === last ? '' : r.workload, r.metric.label, ...fsList.map((f) => fmtCell(r.cells[f], r.errors[f]))];
     if (withF) line.push(fmtRatio(r.vsFuse2fs, r.targetFuse2fs));
     if (withM) line.push(fmtRatio(r.vsMemfs, r.targetMemfs));
+    if (withC) line.push(fmtRatio(r.copyVsOne, r.metric.key === 'mbps' ? (r.workload === 'seqread' ? 0.95 : r.workload.startsWith('seqwrite') ? 0.7 : undefined) : undefined));
     out.push(line);
     last = r.workload;
   }

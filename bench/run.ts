@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ProfileSummary, summarizeProfiles } from './profile';
 import { loadavg, sample } from './procstat';
 import { GiB, RunRecord, mdTable, summarize, tableRows, targetLines, textTable } from './report';
-import { BIN, cleanup, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, privateBuild } from './targets';
+import { BIN, cleanup, DEFAULT_FS, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, privateBuild } from './targets';
 import type { Job } from './worker';
 import { Ctx, FioReport, Settings, WORKLOADS, Workload } from './workloads';
 
@@ -24,6 +24,7 @@ interface Opts {
   reps?: string;
   only: string[];
   fs: string[];
+  copies: boolean;
   size?: string;
   runtime?: string;
   files?: string;
@@ -48,7 +49,8 @@ function parseArgs(): Opts {
     .option('--quick', 'smoke test: small sizes, 1 repetition', false)
     .option('--reps <n>', 'repetitions of every workload (default 3; 1 with --quick)')
     .option('--only <workloads>', `workloads to run, comma-separated: ${WORKLOADS.map((w) => w.name).join(', ')}`, list, [])
-    .option('--fs <names>', `filesystems, comma-separated: ${FS_NAMES.join(', ')}`, list, [])
+    .option('--fs <names>', `filesystems, comma-separated: ${FS_NAMES.join(', ')} (default: all but hammer2fs-copy)`, list, [])
+    .option('--copies', 'also run hammer2fs-copy (the PFS kept on a second image) and report it against hammer2fs', false)
     .option('--size <MiB>', 'size of the sequential and random I/O files (default 1024; 64 with --quick)')
     .option('--runtime <s>', 'seconds of random I/O (default 30; 5 with --quick)')
     .option('--files <n>', 'files in the metadata workload (default 10000; 1000 with --quick)')
@@ -468,7 +470,7 @@ async function main(): Promise<number> {
   const o = parseArgs();
   const quick = o.quick;
   const workloads = o.only.length ? o.only.map((n) => WORKLOADS.find((w) => w.name === n) ?? fail(`unknown workload "${n}" (${WORKLOADS.map((w) => w.name).join(', ')})`)) : WORKLOADS;
-  const fsList = (o.fs.length ? o.fs : [...FS_NAMES]).map((n) => (FS_NAMES.includes(n as FsName) ? (n as FsName) : fail(`unknown filesystem "${n}" (${FS_NAMES.join(', ')})`)));
+  const fsList = (o.fs.length ? o.fs : [...DEFAULT_FS, ...(o.copies ? ['hammer2fs-copy'] : [])]).map((n) => (FS_NAMES.includes(n as FsName) ? (n as FsName) : fail(`unknown filesystem "${n}" (${FS_NAMES.join(', ')})`)));
   if (process.getuid?.() !== 0) fail('the benchmark needs root (FUSE mounts of images, dropping caches)');
   if (!fs.existsSync('/dev/fuse')) fail('no /dev/fuse');
   for (const bin of [BIN.worker, BIN.mount, BIN.memfs]) if (!fs.existsSync(bin)) fail(`${bin} missing: run npm run build`);

@@ -14,6 +14,7 @@ export const REPO = path.resolve(__dirname, '..', '..');
 export const BIN = {
   root: REPO,
   mount: path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js'),
+  hammer2: path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js'),
   memfs: path.join(REPO, 'dist', 'bench', 'memfs.js'),
   worker: path.join(REPO, 'dist', 'bench', 'worker.js'),
 };
@@ -41,20 +42,23 @@ export function privateBuild(dir: string): string {
   fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
   BIN.root = dir;
   BIN.mount = path.join(dir, 'dist', 'src', 'cli', 'mount_hammer2.js');
+  BIN.hammer2 = path.join(dir, 'dist', 'src', 'cli', 'hammer2.js');
   BIN.memfs = path.join(dir, 'dist', 'bench', 'memfs.js');
   BIN.worker = path.join(dir, 'dist', 'bench', 'worker.js');
   return r.status === 0 ? '' : (r.stdout + r.stderr).trim();
 }
 
-type Formatter = (o: { paths: string[]; sizes: number[] }) => Promise<unknown>;
+type Formatter = (o: { paths: string[]; sizes: number[]; labels?: string[] }) => Promise<unknown>;
 /** newfs from the same build as the daemons. */
-function formatHammer2(o: { paths: string[]; sizes: number[] }): Promise<unknown> {
+function formatHammer2(o: { paths: string[]; sizes: number[]; labels?: string[] }): Promise<unknown> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const m = require(path.join(BIN.root, 'dist', 'mkfs', 'newfs.js')) as { formatHammer2: Formatter };
   return m.formatHammer2(o);
 }
 
-export const FS_NAMES = ['hammer2fs', 'fuse2fs', 'memfs', 'local'] as const;
+export const FS_NAMES = ['hammer2fs', 'fuse2fs', 'memfs', 'local', 'hammer2fs-copy'] as const;
+/** Run when --fs names nothing (hammer2fs-copy only on request: --fs hammer2fs,hammer2fs-copy or --copies). */
+export const DEFAULT_FS: readonly FsName[] = ['hammer2fs', 'fuse2fs', 'memfs', 'local'];
 export type FsName = (typeof FS_NAMES)[number];
 
 export const FS_DESCRIPTION: Record<FsName, string> = {
@@ -62,6 +66,7 @@ export const FS_DESCRIPTION: Record<FsName, string> = {
   fuse2fs: "Debian's fuse2fs (C, libfuse2) on an ext4 image made by mkfs.ext4 with its defaults, on the local disk",
   memfs: 'bench/memfs.ts: in-memory filesystem on our libfuse3 binding (the ceiling of a Node filesystem on it)',
   local: 'a directory on the local disk, no FUSE (the kernel floor)',
+  'hammer2fs-copy': 'mount_hammer2 -o copy=IMAGE: as hammer2fs, with the PFS kept on a second image on the same disk (every commit written twice)',
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -305,21 +310,43 @@ function makeSparse(file: string, size: number): void {
 }
 
 class Hammer2Target extends Target {
-  readonly name = 'hammer2fs' as const;
+  readonly name: 'hammer2fs' | 'hammer2fs-copy';
   readonly root: string;
   private readonly img: string;
+  /** The copy's image (hammer2fs-copy). */
+  private readonly copy: string | null;
 
-  constructor(env: TargetEnv) {
+  constructor(env: TargetEnv, withCopy = false) {
     super(env);
-    this.root = path.join(env.workdir, 'mnt-hammer2fs');
-    this.img = path.join(env.workdir, `hammer2-${env.seq}.img`);
+    this.name = withCopy ? 'hammer2fs-copy' : 'hammer2fs';
+    this.root = path.join(env.workdir, `mnt-${this.name}`);
+    this.img = path.join(env.workdir, `${this.name}-${env.seq}.img`);
+    this.copy = withCopy ? path.join(env.workdir, `${this.name}-${env.seq}-copy.img`) : null;
   }
 
   async setup(): Promise<void> {
-    cleanup.paths.add(this.img);
-    makeSparse(this.img, this.env.imageSize);
+    for (const img of [this.img, this.copy]) {
+      if (!img) continue;
+      cleanup.paths.add(img);
+      makeSparse(img, this.env.imageSize);
+    }
     await formatHammer2({ paths: [this.img], sizes: [this.env.imageSize] });
+    if (this.copy) await formatHammer2({ paths: [this.copy], sizes: [this.env.imageSize], labels: ['none'] });
     await this.mount();
+    if (this.copy) await this.waitInSync();
+  }
+
+  /** A new copy is filled in the background: measure only once it is level. */
+  private async waitInSync(): Promise<void> {
+    for (let i = 0; i < 600; i++) {
+      const r = spawnSync(process.execPath, [BIN.hammer2, '-s', this.root, 'copy-status', '--json'], { encoding: 'utf8' });
+      if (r.status === 0) {
+        const c = JSON.parse(r.stdout).copies as { state: string; tid: string }[];
+        if (c.every((x) => x.state === 'in-sync' && x.tid === c[0].tid)) return;
+      }
+      await sleep(100);
+    }
+    throw new Error('the copy did not get in sync within 60 s');
   }
 
   private async mount(): Promise<void> {
@@ -328,7 +355,8 @@ class Hammer2Target extends Target {
       fs.mkdirSync(this.env.profileDir, { recursive: true });
       node.push('--cpu-prof', `--cpu-prof-dir=${this.env.profileDir}`);
     }
-    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', this.img, this.root], this.root, 'mount_hammer2', {
+    const copy = this.copy ? ['-o', `copy=${this.copy}`] : [];
+    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', ...copy, this.img, this.root], this.root, 'mount_hammer2', {
       ...process.env,
       HAMMER2_QUIET_SHIM: '1',
     });
@@ -342,8 +370,11 @@ class Hammer2Target extends Target {
 
   async teardown(): Promise<void> {
     await this.stopDaemon(this.root);
-    fs.rmSync(this.img, { force: true });
-    cleanup.paths.delete(this.img);
+    for (const img of [this.img, this.copy]) {
+      if (!img) continue;
+      fs.rmSync(img, { force: true });
+      cleanup.paths.delete(img);
+    }
   }
 }
 
@@ -441,6 +472,8 @@ export function makeTarget(name: FsName, env: TargetEnv): Target {
   switch (name) {
     case 'hammer2fs':
       return new Hammer2Target(env);
+    case 'hammer2fs-copy':
+      return new Hammer2Target(env, true);
     case 'fuse2fs':
       return new Fuse2fsTarget(env);
     case 'memfs':

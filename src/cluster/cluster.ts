@@ -126,6 +126,7 @@ export class PfsCluster implements PfsRedundancy {
     this.stepBytes = o.stepBytes ?? 8 << 20;
     pfs.redundancy = this;
     primary.commitListeners.add(this.listener);
+    primary.keepCommitBlocks = true;
   }
 
   get label(): string {
@@ -277,7 +278,8 @@ export class PfsCluster implements PfsRedundancy {
       h.commitPfsRoot(
         c.label,
         (w) => {
-          const r = syncPfs({ reader: this.primary.dev.reader }, src.inode, { reader: h.dev.reader, writer: w }, d.inode, {
+          const source = { reader: this.primary.dev.reader, peek: (off: bigint) => this.primary.commitBlock(off) };
+          const r = syncPfs(source, src.inode, { reader: h.dev.reader, writer: w }, d.inode, {
             since,
             from,
             budgetBytes: o.budget,

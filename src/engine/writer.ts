@@ -61,6 +61,13 @@ export class BlockWriter {
   tid = 0n;
   bytesWritten = 0;
   blocksWritten = 0;
+  /**
+   * When set, the bytes of every block placed in the current commit, by
+   * data_off: copies read them from here instead of reading back (and
+   * re-verifying) what was just written. The filesystem clears it after
+   * each commit.
+   */
+  recent: Map<bigint, Uint8Array> | null = null;
 
   constructor(
     readonly vols: VolumeSet,
@@ -76,6 +83,7 @@ export class BlockWriter {
     // large pwritev calls when the commit syncs. `content` must stay as it is
     // until then (pending blocks and fresh encodings do).
     this.vols.writeQueued(off, content);
+    if (this.recent) this.recent.set(BigInt(off) | BigInt(radixOf(bytes)), content);
     this.bytesWritten += bytes;
     this.blocksWritten++;
     return dataOff;

@@ -151,6 +151,16 @@ export class Hammer2Fs {
     this.maxTid = m;
   }
 
+  /** Keep the bytes of each commit's blocks until its commit listeners have run (copies read them there). */
+  set keepCommitBlocks(on: boolean) {
+    if (this.writer) this.writer.recent = on ? (this.writer.recent ?? new Map()) : null;
+  }
+
+  /** A block of the commit being reported to the listeners, if kept. */
+  commitBlock(dataOff: bigint): Uint8Array | undefined {
+    return this.writer?.recent?.get(dataOff);
+  }
+
   /** The transaction id the next commit will use. */
   get nextTid(): bigint {
     let t = this.dev.header.mirrorTid > this.maxTid ? this.dev.header.mirrorTid : this.maxTid;
@@ -340,6 +350,7 @@ export class Hammer2Fs {
     const b0 = w.blocksWritten;
     const y0 = w.bytesWritten;
     const commits: PfsCommit[] = [];
+    w.recent?.clear();
     let headerStarted = false;
     try {
       const srootUpdates: LeafUpdate[] = [];
@@ -382,7 +393,11 @@ export class Hammer2Fs {
     this.staged.clear();
     this.headerDirty = false;
     this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
-    for (const l of this.commitListeners) l(tid);
+    try {
+      for (const l of this.commitListeners) l(tid);
+    } finally {
+      w.recent?.clear();
+    }
     return this.lastFlush;
   }
 

@@ -81,6 +81,8 @@ export const emptyStats = (): SyncStats => ({
 
 export interface SyncSide {
   reader: BlockReader;
+  /** Bytes of a block this side has just written itself (trusted, no read-back), if it still has them. */
+  peek?: (dataOff: bigint) => Uint8Array | undefined;
 }
 
 export interface SyncTarget extends SyncSide {
@@ -337,9 +339,10 @@ class Pass {
   private copyLeaf(s: Blockref): Blockref {
     this.stats.leavesCopied++;
     if (brefRadix(s) === 0) return this.dst.writer.copyRef(s);
+    const kept = this.src.peek?.(s.dataOff);
+    if (kept) return this.dst.writer.copyBlock(s, Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength));
     this.stats.srcBlocksRead++;
-    const bytes = this.src.reader.readPhysical(s);
-    return this.dst.writer.copyBlock(s, bytes);
+    return this.dst.writer.copyBlock(s, this.src.reader.readPhysical(s));
   }
 
   /** The target's inode at `d`, or null when it is missing or unreadable (then rebuilt whole). */
