@@ -10,34 +10,18 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PfsCluster } from '../src/cluster';
-import { FreemapAllocator } from '../src/engine';
-import { Hammer2Fs, Node, Pfs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { formatHammer2 } from '../mkfs/newfs';
 import { newImage } from './lib/cli';
-import { haveRef, refFsck, refRead, fileHashes, tempDir } from './lib/env';
-import { imageTree, pfsTree, treeDiff } from './lib/pfstree';
+import { flipByte, haveRef, refFsck, refRead, fileHashes, tempDir } from './lib/env';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
-let now = 1_700_000_000_000_000n;
-const tick = () => (now += 1000n);
 
-const openRw = (img: string) =>
-  Hammer2Fs.open(img, { writable: true, lock: true, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });
 
-function content(seed: number, len: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i += 32) createHash('sha256').update(`${seed}:${i}`).digest().copy(b, i);
-  return b;
-}
 
-function mkfile(p: Pfs, dir: Node, name: string, data: Buffer): Node {
-  const n = p.create(dir, Buffer.from(name), ObjType.REGFILE, 0o644, cred, tick());
-  if (data.length) p.write(n, 0, data, tick());
-  return n;
-}
 
 async function settle(t: any, c: PfsCluster, ms = 20000): Promise<void> {
   const end = Date.now() + ms;
@@ -46,15 +30,7 @@ async function settle(t: any, c: PfsCluster, ms = 20000): Promise<void> {
 }
 
 /** Flip one byte inside the block a bref points at (on media, behind every cache). */
-function damage(img: string, dataOff: bigint, at = 100): void {
-  const off = Number(dataOff & ~0x3fn) + at;
-  const fd = fs.openSync(img, 'r+');
-  const one = Buffer.alloc(1);
-  fs.readSync(fd, one, 0, 1, off);
-  one[0] ^= 0x5a;
-  fs.writeSync(fd, one, 0, 1, off);
-  fs.closeSync(fd);
-}
+const damage = (img: string, dataOff: bigint, at = 100): void => flipByte(img, Number(dataOff & ~0x3fn) + at);
 
 async function fscks(t: any, img: string, what: string) {
   const r = await checkHammer2(img, { lock: false });

@@ -9,6 +9,7 @@ import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { CopyStatus } from '../src/cluster';
 import { Hammer2Fs } from '../src/fs';
 import { BrefType, inodeBlockset } from '../src/media';
 import { checkHammer2 } from '../fsck';
@@ -19,17 +20,7 @@ import { imageTree, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
-interface Status {
-  spec: string;
-  primary: boolean;
-  state: string;
-  tid: string;
-  healed: number;
-  readErrors: number;
-  writeErrors: number;
-  resync: { blocksRead: number; blocksWritten: number; passes: number };
-  error?: string;
-}
+type Status = CopyStatus;
 
 async function status(mnt: string): Promise<Status[]> {
   const r = await runH2(['-s', mnt, 'copy-status', '--json']);

@@ -6,41 +6,19 @@
 // both images go through our fsck and, where built, the reference's.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { createHash } from 'node:crypto';
-import { FreemapAllocator } from '../src/engine';
-import { Hammer2Fs, Node, Pfs } from '../src/fs';
-import { Blockref, BrefType, decodeInode, inodeBlockset, ObjType, CompMethod, CheckMethod } from '../src/media';
+import { Hammer2Fs } from '../src/fs';
+import { Blockref, BrefType, inodeBlockset, ObjType, CompMethod, CheckMethod } from '../src/media';
 import { syncPfs, SyncCursor, SyncStats, emptyStats, syncedTid } from '../src/sync';
 import { checkHammer2 } from '../fsck';
 import { newImage } from './lib/cli';
 import { haveRef, refFsck } from './lib/env';
-import { imageTree, pfsTree, treeDiff } from './lib/pfstree';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
-let now = 1_700_000_000_000_000n;
-const tick = () => (now += 1000n);
 
-const openRw = (img: string) =>
-  Hammer2Fs.open(img, { writable: true, lock: false, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });
 
-/** Deterministic bytes, compressible when `comp`. */
-function content(seed: number, len: number, comp = false): Buffer {
-  const b = Buffer.alloc(len);
-  if (comp) {
-    for (let i = 0; i < len; i++) b[i] = 97 + ((i >> 7) % 5);
-    return b;
-  }
-  // Incompressible: a hash chain.
-  for (let i = 0; i < len; i += 32) createHash('sha256').update(`${seed}:${i}`).digest().copy(b, i);
-  return b;
-}
 
-function mkfile(p: Pfs, dir: Node, name: string, data: Buffer): Node {
-  const n = p.create(dir, Buffer.from(name), ObjType.REGFILE, 0o644, cred, tick());
-  if (data.length) p.write(n, 0, data, tick());
-  return n;
-}
 
 /** One pass (or all its budgeted steps) from label on `src` into the same label on `dst`. */
 function sync(src: Hammer2Fs, dst: Hammer2Fs, label: string, opts: { budget?: number; full?: boolean } = {}): { stats: SyncStats; steps: number } {

@@ -2,6 +2,7 @@
 // mode, ownership, times, size, link count, content hash or link target):
 // two PFSs hold the same tree exactly when their maps are equal.
 import { createHash } from 'node:crypto';
+import { FreemapAllocator } from '../../src/engine';
 import { Hammer2Fs, Node, Pfs } from '../../src/fs';
 import { ObjType } from '../../src/media';
 
@@ -39,3 +40,29 @@ export function treeDiff(a: Map<string, string>, b: Map<string, string>): string
   for (const k of b.keys()) if (!a.has(k)) out.push(`${k}: missing | ${b.get(k)}`);
   return out;
 }
+
+/** Deterministic file contents: incompressible (a hash chain), or text-like when `comp`. */
+export function content(seed: number, len: number, comp = false): Buffer {
+  const b = Buffer.alloc(len);
+  if (comp) {
+    for (let i = 0; i < len; i++) b[i] = 97 + ((i >> 7) % 5);
+    return b;
+  }
+  for (let i = 0; i < len; i += 32) createHash('sha256').update(`${seed}:${i}`).digest().copy(b, i);
+  return b;
+}
+
+let clock = 1_700_000_000_000_000n;
+/** A later timestamp (microseconds) at every call. */
+export const tick = (): bigint => (clock += 1000n);
+
+/** A regular file with `data` in `dir`, written through the fs layer. */
+export function mkfile(p: Pfs, dir: Node, name: string, data: Buffer): Node {
+  const n = p.create(dir, Buffer.from(name), ObjType.REGFILE, 0o644, { uid: 0, gid: 0 }, tick());
+  if (data.length) p.write(n, 0, data, tick());
+  return n;
+}
+
+/** An image opened read-write through the fs layer with the freemap allocator. */
+export const openRw = (img: string, lock = false): Promise<Hammer2Fs> =>
+  Hammer2Fs.open(img, { writable: true, lock, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });

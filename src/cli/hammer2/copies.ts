@@ -2,23 +2,13 @@
 // src/cluster). The mount is -s MOUNTPOINT, or the mount holding the
 // current directory; images are named as the user names them and sent to
 // the daemon as absolute paths.
+import type { CopyStatus } from '../../cluster';
 import { ControlError } from '../../control';
 import { absSpec } from '../../daemon';
 import { strerror } from '../common';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
 
-interface CopyStatus {
-  spec: string;
-  primary: boolean;
-  state: string;
-  tid: string;
-  healed: number;
-  readErrors: number;
-  writeErrors: number;
-  resync: { blocksRead: number; blocksWritten: number; passes: number };
-  error?: string;
-}
 
 async function mountedPfs(ctx: Hammer2Ctx): Promise<Target> {
   const where = ctx.sel ?? '.';
