@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PfsCluster } from '../src/cluster';
+import { PfsCluster, relation } from '../src/cluster';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { formatHammer2 } from '../mkfs/newfs';
@@ -165,4 +165,18 @@ t.test('a copy whose host fills up leaves the in-sync set and rejoins', async (t
   t.equal(c.status()[1].state, 'in-sync', 'the copy rejoined after resynchronizing');
   t.same(treeDiff(pfsTree(p), await imageTree(bImg, 'DATA')), [], 'copy identical');
   await fscks(t, bImg, 'copy after its host filled up');
+});
+
+t.test('how a copy stands to the primary (tids and last shared tids)', async (t) => {
+  const n = (tid: number, ver: number) => ({ tid: BigInt(tid), ver: BigInt(ver) });
+  t.equal(relation(n(10, 10), n(0, 0)), 'behind', 'an empty copy');
+  t.equal(relation(n(10, 10), n(10, 10)), 'same', 'in sync');
+  t.equal(relation(n(10, 0), n(10, 10)), 'same', 'the copy was filled up to the primary state');
+  t.equal(relation(n(12, 12), n(10, 10)), 'behind', 'the copy was away');
+  t.equal(relation(n(12, 10), n(10, 10)), 'behind', 'the primary went on alone');
+  t.equal(relation(n(10, 10), n(14, 10)), 'ahead', 'the copy went on alone');
+  t.equal(relation(n(12, 10), n(14, 10)), 'diverged', 'both went on alone');
+  t.equal(relation(n(12, 12), n(11, 10)), 'diverged', 'the copy wrote alone, the primary shared later commits elsewhere');
+  t.equal(relation(n(12, 10), n(12, 10)), 'diverged', 'same tid reached apart');
+  t.equal(relation(n(11, 11), n(14, 10)), 'diverged', "the primary's last commit never reached the copy, which went on alone");
 });

@@ -196,4 +196,59 @@ else {
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'the removed copy holds everything up to its removal');
     await fscks(t, B.img, 'removed copy');
   });
+
+  t.test('the newest node wins at mount; diverged nodes need a choice, and the loser is kept', async (t) => {
+    const A = await newImage(t, 256 << 20, ['DATA']);
+    const B = await newImage(t, 256 << 20, ['none']);
+    const mnt = path.join(A.dir, 'mnt');
+    const mntB = path.join(A.dir, 'mntB');
+    let m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    fs.writeFileSync(path.join(mnt, 'both'), 'written with the copy in sync');
+    await waitInSync(t, mnt);
+    await m.unmount();
+
+    // The primary is missing: the copy is mounted alone, read-write, and written.
+    let mb = await mount(t, `${B.img}@DATA`, mntB);
+    fs.writeFileSync(path.join(mntB, 'only-on-B'), 'written while the primary was away');
+    await mb.unmount();
+    // Back together: the copy is newer, so the primary is brought level from it at mount.
+    m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    t.equal(fs.readFileSync(path.join(mnt, 'only-on-B'), 'utf8'), 'written while the primary was away', "the copy's newer state is served");
+    await waitInSync(t, mnt);
+    await m.unmount();
+    t.match(m.log(), /brought the primary level/, 'and the daemon says so');
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'identical again');
+
+    // Both written apart: diverged.
+    m = await mount(t, `${A.img}@DATA`, mnt);
+    fs.writeFileSync(path.join(mnt, 'only-on-A'), 'A alone');
+    await m.unmount();
+    mb = await mount(t, `${B.img}@DATA`, mntB);
+    fs.writeFileSync(path.join(mntB, 'only-on-B2'), 'B alone');
+    await mb.unmount();
+    let refused = '';
+    try {
+      m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+      await m.unmount();
+    } catch (e) {
+      refused = (e as Error).message;
+    }
+    t.match(refused, /diverged/, 'a read-write mount of diverged nodes is refused');
+    t.match(refused, /master=/, 'with the way to choose');
+    m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img},master=${B.img}`]);
+    t.ok(fs.existsSync(path.join(mnt, 'only-on-B2')), "the chosen node's state is served");
+    t.notOk(fs.existsSync(path.join(mnt, 'only-on-A')), "the other's is not");
+    await waitInSync(t, mnt);
+    await m.unmount();
+    t.match(m.log(), /kept as PFS "DATA\.diverged\.\d+"/, 'the log says where the losing state went');
+    const h = await Hammer2Fs.open(A.img, { lock: false });
+    const snap = h.dev.listPfs().find((p) => p.name.startsWith('DATA.diverged.'));
+    h.close();
+    t.ok(snap, 'the losing state is a snapshot PFS on its image');
+    const kept = await imageTree(A.img, snap!.name);
+    t.ok(kept.has('/only-on-A'), "and holds what only it had");
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'the nodes are identical');
+    await fscks(t, A.img, 'primary after divergence');
+    await fscks(t, B.img, 'copy after divergence');
+  });
 }

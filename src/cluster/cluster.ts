@@ -42,6 +42,13 @@ export interface CopyStatus {
   error?: string;
 }
 
+export interface AddOptions {
+  /** Adding at mount time, before anything is served: a primary behind the copy may be brought level from it. */
+  atMount?: boolean;
+  /** Where copies diverged: the spec whose state wins (the primary's spec, or this copy's). */
+  master?: string | null;
+}
+
 export interface ClusterOptions {
   log: (msg: string) => void;
   /** Bytes a resynchronization step may write before it commits and yields. */
@@ -94,6 +101,31 @@ class CopyNode {
     }
     this.fs = null;
   }
+}
+
+/** A node's position in its PFS's history: its last transaction, and the last one it shared with another node. */
+export interface NodeTids {
+  /** Root bref modify_tid (0: an empty node, never synchronized). */
+  tid: bigint;
+  /** Root bref update_tid: the last commit made together with another node. */
+  ver: bigint;
+}
+
+/**
+ * How a copy stands to the primary. A node whose last commit is newer than
+ * the last one it shared wrote alone since; the older of two nodes is an
+ * ancestor of the newer only if it wrote nothing alone and the newer one
+ * shared a commit at least as recent as the older one's state. Otherwise
+ * both hold commits the other lacks: diverged. (Exact for two nodes; with
+ * more, groups that split and each kept a copy are not told apart.)
+ */
+export function relation(primary: NodeTids, copy: NodeTids): 'same' | 'behind' | 'ahead' | 'diverged' {
+  if (copy.tid === 0n) return 'behind';
+  if (copy.tid === primary.tid) return copy.ver === copy.tid ? 'same' : 'diverged';
+  const [older, newer] = copy.tid < primary.tid ? [copy, primary] : [primary, copy];
+  const ancestor = older.tid === older.ver && newer.ver >= older.tid;
+  if (!ancestor) return 'diverged';
+  return copy.tid < primary.tid ? 'behind' : 'ahead';
 }
 
 /** (st_dev, st_ino) of a file, to notice one image named twice. */
@@ -149,6 +181,7 @@ export class PfsCluster implements PfsRedundancy {
   private setState(c: CopyNode, s: CopyState, why?: string): void {
     if (c.state === s && !why) return;
     c.state = s;
+    this.updateReplicated();
     this.log(`copy ${c.spec}: ${s}${why ? ` (${why})` : ''}`);
   }
 
@@ -160,7 +193,7 @@ export class PfsCluster implements PfsRedundancy {
    * empty, and filled by resynchronization). A missing image is kept as
    * offline (the mount goes on degraded); anything else wrong is refused.
    */
-  async add(spec: string): Promise<CopyStatus> {
+  async add(spec: string, opts: AddOptions = {}): Promise<CopyStatus> {
     if (this.copies.some((c) => c.spec === spec)) throw new FsError('EEXIST', `${spec} is already a copy of ${this.label}`);
     const c = new CopyNode(spec);
     const first = spec.split(':')[0];
@@ -172,8 +205,9 @@ export class PfsCluster implements PfsRedundancy {
       return this.statusOf(c);
     }
     this.checkDistinct(spec);
-    await this.open(c);
+    await this.open(c, opts);
     this.copies.push(c);
+    this.updateReplicated();
     this.schedule();
     return this.statusOf(c);
   }
@@ -189,7 +223,7 @@ export class PfsCluster implements PfsRedundancy {
   }
 
   /** Open a copy's image and find (or make) its node of the PFS. Throws on anything a user must fix. */
-  private async open(c: CopyNode): Promise<void> {
+  private async open(c: CopyNode, o: AddOptions = {}): Promise<void> {
     let h: Hammer2Fs;
     try {
       h = await Hammer2Fs.open(c.spec, {
@@ -229,14 +263,110 @@ export class PfsCluster implements PfsRedundancy {
       c.fs = h;
       c.tid = syncedTid(e.bref, e.inode);
       c.error = null;
-      if (c.tid === this.primaryTid() && c.tid !== 0n) this.setState(c, 'in-sync');
-      else {
-        c.pass = null;
-        this.setState(c, 'resyncing', c.tid === 0n ? 'empty: a full copy follows' : `at transaction ${c.tid}, the primary is at ${this.primaryTid()}`);
-      }
+      c.pass = null;
+      const p = this.primary.dev.findPfs(this.label)!;
+      const ptids = { tid: p.bref.modifyTid, ver: p.bref.updateTid };
+      const ctids = { tid: c.tid, ver: e.bref.updateTid };
+      const rel = relation(ptids, ctids);
+      if (rel === 'diverged') this.resolveDivergence(c, ptids, ctids, o);
+      else if (rel === 'ahead') this.catchUpPrimary(c, o);
+      else if (rel === 'same') this.setState(c, 'in-sync');
+      else this.setState(c, 'resyncing', c.tid === 0n ? 'empty: a full copy follows' : `at transaction ${c.tid}, the primary is at ${this.primaryTid()}`);
     } catch (e) {
+      c.fs = null;
       h.close();
       throw e;
+    }
+  }
+
+  /**
+   * The copy holds commits the primary lacks (the primary was away while
+   * the copy was mounted alone): the newest node is the master, so the
+   * primary is brought level from it before anything is served.
+   */
+  private catchUpPrimary(c: CopyNode, o: AddOptions): void {
+    const ptid = this.primaryTid();
+    if (!o.atMount || this.pfs.dirty) {
+      throw new FsError(
+        'EINVAL',
+        `${c.spec} holds transaction ${c.tid}, newer than this mount's ${ptid}: it was written without this image. ` +
+          `Unmount, then mount again naming it as a copy (the newest node wins at mount), or mount it as the primary`,
+      );
+    }
+    const stats = this.pullFromCopy(c, ptid);
+    this.log(`the primary was at transaction ${ptid}, copy ${c.spec} at ${c.tid}: brought the primary level from it (${stats.leavesCopied} leaves, ${stats.leavesDeleted} removals)`);
+    this.setState(c, 'in-sync');
+  }
+
+  /** Make the primary's PFS what copy `c` holds (from `since`: 0 compares everything), as one commit. */
+  private pullFromCopy(c: CopyNode, since: bigint): SyncStats {
+    const src = c.entry();
+    const dst = this.primary.dev.findPfs(this.label)!;
+    const stats = emptyStats();
+    this.primary.commitPfsRoot(
+      this.label,
+      (w) => {
+        const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, { since, stats });
+        return { root: r.root, modifyTid: src.bref.modifyTid, updateTid: src.bref.modifyTid };
+      },
+      { minTid: src.bref.modifyTid, keepPfs: true },
+    );
+    return stats;
+  }
+
+  /**
+   * Both nodes wrote alone since they last shared a commit. Without a
+   * choice the mount is refused; with one (master=SPEC), the loser's state
+   * is kept as a snapshot PFS on its own image before it is overwritten.
+   */
+  private resolveDivergence(c: CopyNode, p: NodeTids, cp: NodeTids, o: AddOptions): void {
+    const pspec = this.primarySpec;
+    const what =
+      `${pspec} and ${c.spec} have diverged: the primary is at transaction ${p.tid} (last shared ${p.ver}), ` +
+      `the copy at ${cp.tid} (last shared ${cp.ver}); each holds commits the other lacks`;
+    if (!o.master || (o.master !== pspec && o.master !== c.spec)) {
+      throw new FsError('EINVAL', `${what}. Choose the one to keep with -o master=${pspec} or -o master=${c.spec} (the other's state is kept as a snapshot)`);
+    }
+    if (!o.atMount || this.pfs.dirty) throw new FsError('EINVAL', `${what}: resolve it at mount with -o master=`);
+    if (o.master === pspec) {
+      const snap = this.keepAsSnapshot(c.fs!, c.label, cp.tid);
+      this.log(`${what}. Kept the primary's; the copy's state is kept as PFS "${snap}" on ${c.spec}`);
+      // Its tree is no base for an incremental pass: compare everything.
+      c.tid = 0n;
+      this.setState(c, 'resyncing', 'diverged: a full comparison follows');
+    } else {
+      const snap = this.keepAsSnapshot(this.primary, this.label, p.tid);
+      this.pullFromCopy(c, 0n);
+      this.log(`${what}. Kept the copy's; the primary's state is kept as PFS "${snap}" on ${pspec}`);
+      this.setState(c, 'in-sync');
+    }
+  }
+
+  /** Snapshot PFS `label` of `h` as LABEL.diverged.TID (or the next free name); returns the name. */
+  private keepAsSnapshot(h: Hammer2Fs, label: string, tid: bigint): string {
+    let name = `${label}.diverged.${tid}`;
+    for (let i = 2; h.dev.findPfs(name); i++) name = `${label}.diverged.${tid}.${i}`;
+    const src = h === this.primary ? this.pfs : h.pfs(label);
+    if (!src) throw new FsError('ENOENT', `no PFS "${label}" to keep`);
+    h.snapshotPfs(src, name);
+    return name;
+  }
+
+  /** Commits of the primary count as shared while some copy is in sync. */
+  private updateReplicated(): void {
+    this.pfs.replicated = this.copies.some((c) => c.state === 'in-sync');
+  }
+
+  /**
+   * A copy became level outside a primary commit (a resync finished): make
+   * one commit now, so that the primary records the shared point too.
+   */
+  private clusterPoint(): void {
+    try {
+      this.pfs.touchRoot();
+      this.primary.flush();
+    } catch (e) {
+      this.log(`recording the cluster point failed: ${errText(e)}`);
     }
   }
 
@@ -246,6 +376,7 @@ export class PfsCluster implements PfsRedundancy {
     if (i < 0) throw new FsError('ENOENT', `${spec} is not a copy of ${this.label}`);
     const c = this.copies[i];
     this.copies.splice(i, 1);
+    this.updateReplicated();
     c.close();
     this.log(`copy ${spec}: removed`);
   }
@@ -290,8 +421,9 @@ export class PfsCluster implements PfsRedundancy {
             },
           });
           next = r.next;
-          // Until a pass completes the copy stays at the tid the pass is based on.
-          return { root: r.root, modifyTid: r.next ? since : src.bref.modifyTid };
+          // Until a pass completes the copy stays at the tid the pass is based
+          // on; a completed one is a commit shared with the primary.
+          return r.next ? { root: r.root, modifyTid: since } : { root: r.root, modifyTid: src.bref.modifyTid, updateTid: src.bref.modifyTid };
         },
         { minTid: src.bref.modifyTid },
       );
@@ -380,6 +512,7 @@ export class PfsCluster implements PfsRedundancy {
       const t0 = Date.now();
       const written0 = c.resync.bytesWritten;
       const more = this.syncCopy(c, { budget: this.stepBytes });
+      if ((c.state as CopyState) === 'in-sync') this.clusterPoint();
       const rate = this.o.rateBytes ?? 0;
       const wrote = c.resync.bytesWritten - written0;
       next = more ? (rate > 0 ? Math.max(0, (wrote / rate) * 1000 - (Date.now() - t0)) : 0) : 0;
@@ -526,6 +659,7 @@ export class PfsCluster implements PfsRedundancy {
 
   close(): void {
     this.closed = true;
+    this.pfs.replicated = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.primary.commitListeners.delete(this.listener);

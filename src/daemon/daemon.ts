@@ -130,7 +130,10 @@ export class ImageDaemon {
       if (po.readonly) throw new FsError('EINVAL', 'copies need a read-write mount');
       const c = this.cluster(label);
       try {
-        for (const spec of po.copies) await c.add(spec);
+        if (po.master && po.master !== this.o.devices && !po.copies.includes(po.master)) {
+          throw new FsError('EINVAL', `-o master=${po.master} names neither this image nor one of its copy= images`);
+        }
+        for (const spec of po.copies) await c.add(spec, { atMount: true, master: po.master });
       } catch (e) {
         this.dropCluster(label);
         throw e;

@@ -21,6 +21,8 @@ export interface ParsedOptions {
   readaheadKb: number;
   /** Images (or vol1:vol2 specs) holding copies of the PFS (copy=SPEC, repeatable), absolute. */
   copies: string[];
+  /** master=SPEC: the node whose state wins when copies have diverged (absolute). */
+  master: string | null;
   fuse: string[];
 }
 
@@ -29,7 +31,7 @@ export interface ParsedOptions {
 // with pending data) is invalidated explicitly (fuse/session.ts).
 const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy']);
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy', 'master']);
 
 // Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
 // read arrives as 128 KiB requests (two data blocks each); with more, the
@@ -49,7 +51,10 @@ export function absCopyOptions(list: string[]): string[] {
   return list.map((s) =>
     s
       .split(',')
-      .map((o) => (o.startsWith('copy=') && o.length > 5 ? `copy=${absSpec(o.slice(5))}` : o))
+      .map((o) => {
+        const m = /^(copy|master)=(.+)$/.exec(o);
+        return m ? `${m[1]}=${absSpec(m[2])}` : o;
+      })
       .join(','),
   );
 }
@@ -64,6 +69,7 @@ export function parseOptions(list: string[]): ParsedOptions {
     cacheMiB: 16,
     readaheadKb: DEFAULT_READAHEAD_KB,
     copies: [],
+    master: null,
     fuse: [],
   };
   let allowOther = process.getuid?.() === 0;
@@ -97,9 +103,13 @@ export function parseOptions(list: string[]): ParsedOptions {
     else if (key === 'copy') {
       if (!val) throw new Error('-o copy= needs an image (or vol1:vol2) holding a copy of the PFS');
       p.copies.push(absSpec(val));
+    } else if (key === 'master') {
+      if (!val) throw new Error('-o master= needs the image whose state wins (the primary or one of the copy= images)');
+      p.master = absSpec(val);
     }
   }
   if (p.copies.length && p.readonly) throw new Error('copies (-o copy=) need a read-write mount: they are kept level by its commits');
+  if (p.master && !p.copies.length) throw new Error('-o master= chooses among copies: name them with -o copy=');
   if (allowOther) fuse.add('allow_other');
   if (p.readonly) fuse.add('ro');
   p.fuse = [...fuse];

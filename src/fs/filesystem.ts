@@ -536,12 +536,13 @@ export class Hammer2Fs {
    * runs inside the commit, at a transaction id of at least `minTid`, and
    * returns the root inode to hang under `label`'s super-root key, and
    * optionally the modify_tid its bref records (the tid the copy is
-   * synchronized to; the commit's by default). One transaction, with
+   * synchronized to; the commit's by default) and its update_tid (the last
+   * tid shared with another node; kept by default). One transaction, with
    * whatever else was pending.
    */
   commitPfsRoot(
     label: string,
-    build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint },
+    build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint; updateTid?: bigint },
     opts: { minTid?: bigint; keepPfs?: boolean } = {},
   ): FlushStats | null {
     if (!this.writable) throw new FsError('EROFS');
@@ -554,9 +555,11 @@ export class Hammer2Fs {
     const floor = this.tidFloor;
     if (opts.minTid !== undefined && opts.minTid > floor) this.tidFloor = opts.minTid;
     this.extraRoots.push((w) => {
-      const { root, modifyTid } = build(w);
+      const { root, modifyTid, updateTid } = build(w);
       const b = writeInode(w, root, entry.bref.key, inodeBlockset(root), entry.bref.flags | BREF_FLAG_PFSROOT);
       if (modifyTid !== undefined) b.modifyTid = modifyTid;
+      // As a flush of the PFS would: a commit that reaches a copy is a shared one.
+      b.updateTid = updateTid ?? (held?.replicated ? w.tid : entry.bref.updateTid);
       return { key: entry.bref.key, bref: b };
     });
     let r: FlushStats | null;

@@ -132,6 +132,9 @@ export function flushPfs(pfs: Pfs, w: BlockWriter): PfsCommit | null {
   root.data.meta.pfsInum = pfs.inumAllocator;
   const table = rebuildBlockset(pfs, w, root, index);
   const b = writeInode(w, root.data, pfs.entry.bref.key, table, pfs.entry.bref.flags | BREF_FLAG_PFSROOT);
+  // update_tid of a PFS root: the last commit this node made together with
+  // another node of its cluster (copies compare it to tell "behind" from "diverged").
+  b.updateTid = pfs.replicated ? w.tid : pfs.entry.bref.updateTid;
   return {
     bref: b,
     apply: () => {

@@ -208,6 +208,13 @@ export class Pfs {
   emergency = false;
   /** Copies to fall back on and repair from (set by the cluster layer). */
   redundancy: PfsRedundancy | null = null;
+  /** Whether commits of this PFS reach another node (an in-sync copy): recorded as the root's update_tid. */
+  replicated = false;
+
+  /** Rewrite the root at the next commit even if nothing else changed (records a cluster point). */
+  touchRoot(): void {
+    this.touch(this.root);
+  }
 
   private refuseInEmergency(): void {
     if (this.emergency) throw new FsError('EROFS', `PFS "${this.name}" is in emergency mode: only removal and attribute changes are allowed`);
@@ -311,6 +318,9 @@ export class Pfs {
     this.root.bref = entry.bref;
     this.root.disk = this.root.data = entry.inode;
     this.clean.clear();
+    // The new tree may hold inodes numbered past what this node handed out.
+    const next = entry.inode.meta.pfsInum + 1n;
+    if (next > this.nextInum) this.nextInum = next;
     for (const n of this.live.values()) {
       if (n.dirty || n.deleted) continue;
       try {
