@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PfsCluster, relation } from '../src/cluster';
+import { Hammer2Fs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { formatHammer2 } from '../mkfs/newfs';
@@ -179,4 +180,47 @@ t.test('how a copy stands to the primary (tids and last shared tids)', async (t)
   t.equal(relation(n(12, 12), n(11, 10)), 'diverged', 'the copy wrote alone, the primary shared later commits elsewhere');
   t.equal(relation(n(12, 10), n(12, 10)), 'diverged', 'same tid reached apart');
   t.equal(relation(n(11, 11), n(14, 10)), 'diverged', "the primary's last commit never reached the copy, which went on alone");
+});
+
+t.test('scrub: every block of both nodes verified, damage repaired from the other node', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  const many = p.create(p.root, Buffer.from('many'), ObjType.DIRECTORY, 0o755, { uid: 0, gid: 0 }, tick());
+  for (let i = 0; i < 200; i++) mkfile(p, many, `f${i}`, content(i, 3000));
+  mkfile(p, p.root, 'big', content(7, 40 << 20));
+  a.flush();
+  const c = new PfsCluster(a, p, A.img, { log: () => {} });
+  t.teardown(() => {
+    c.close();
+    a.close();
+  });
+  await c.add(B.img);
+  await settle(t, c);
+  const want = pfsTree(p);
+  // Damage: on the copy, a data block, an inode and the directory's blocktable;
+  // on the primary, a blocktable of the big file.
+  const bv = await Hammer2Fs.open(B.img, { lock: false });
+  const bp = bv.pfs('DATA')!;
+  const bData = inodeBlockset(bp.resolve('/many/f3').data).find((x) => x.type === BrefType.DATA)!;
+  const bInode = bp.resolve('/many/f9').bref!;
+  const bInd = inodeBlockset(bp.resolve('/many').data).find((x) => x.type === BrefType.INDIRECT)!;
+  bv.close();
+  for (const x of [bData, bInode, bInd]) damage(B.img, x.dataOff);
+  const aInd = inodeBlockset(p.resolve('/big').data).find((x) => x.type === BrefType.INDIRECT)!;
+  t.ok(aInd && bInd, 'blocktables to damage');
+  damage(A.img, aInd.dataOff, 200);
+  const r1 = await c.scrub();
+  t.ok(r1[0].damaged >= 1 && r1[0].repaired >= 1, `primary: ${r1[0].damaged} damaged, ${r1[0].repaired} repaired, ${r1[0].blocks} blocks`);
+  t.ok(r1[1].damaged >= 3 && r1[1].repaired >= 3, `copy: ${r1[1].damaged} damaged, ${r1[1].repaired} repaired, ${r1[1].blocks} blocks`);
+  const r2 = await c.scrub();
+  t.same(r2.map((n) => n.damaged), [0, 0], 'a second scrub finds nothing');
+  t.same(treeDiff(want, pfsTree(p)), [], 'the primary holds the same tree');
+  a.flush();
+  t.same(treeDiff(want, await imageTree(B.img, 'DATA')), [], 'the copy too');
+  c.close();
+  a.close();
+  await fscks(t, A.img, 'primary after scrub');
+  await fscks(t, B.img, 'copy after scrub');
 });

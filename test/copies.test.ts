@@ -6,6 +6,7 @@
 // behind passes our fsck and the reference's, and the copy reads back
 // exactly through the reference implementation.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -251,4 +252,91 @@ else {
     await fscks(t, A.img, 'primary after divergence');
     await fscks(t, B.img, 'copy after divergence');
   });
+
+  t.test('blocks damaged on both nodes under a running workload: no error seen, scrub repairs all', async (t) => {
+    const A = await newImage(t, 256 << 20, ['DATA']);
+    const B = await newImage(t, 256 << 20, ['none']);
+    const mnt = path.join(A.dir, 'mnt');
+    const m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    const stable = writeTree(path.join(mnt, 'stable'), 'stable', 60);
+    fs.mkdirSync(path.join(mnt, 'busy'));
+    spawnSync('sync');
+    await waitInSync(t, mnt);
+
+    // A workload: writes, overwrites and removals in busy/, reads of stable/.
+    let stop = false;
+    let errors = 0;
+    let ops = 0;
+    const work = (async () => {
+      for (let i = 0; !stop; i++) {
+        try {
+          const f = path.join(mnt, 'busy', `w${i % 25}`);
+          await fs.promises.writeFile(f, randomBytes(5000 + ((i * 7777) % 150000)));
+          if (i % 7 === 0) await fs.promises.rm(path.join(mnt, 'busy', `w${(i + 3) % 25}`), { force: true });
+          const [k, h] = [...stable][i % stable.size];
+          const got = createHash('sha256').update(await fs.promises.readFile(path.join(mnt, 'stable', k))).digest('hex');
+          if (got !== h) errors++;
+          if (i % 10 === 0) {
+            const fh = await fs.promises.open(f, 'r+');
+            await fh.sync();
+            await fh.close();
+          }
+          ops++;
+        } catch {
+          errors++;
+        }
+      }
+    })();
+
+    // Meanwhile, damage blocks of stable files on both images: data blocks,
+    // an inode and a directory's blocktable.
+    await new Promise((r) => setTimeout(r, 300));
+    const victimsA = ['stable/f0', 'stable/d/f5', 'stable/f20'];
+    const victimsB = ['stable/f10', 'stable/d/f15', 'stable/f30', 'stable/d/f25'];
+    t.equal(await damageData(A.img, 'DATA', victimsA), victimsA.length, 'primary data blocks damaged');
+    t.equal(await damageData(B.img, 'DATA', victimsB), victimsB.length, 'copy data blocks damaged');
+    await damageMeta(B.img, 'DATA', 'stable/f40');
+    await new Promise((r) => setTimeout(r, 700));
+    stop = true;
+    await work;
+    t.ok(ops > 10, `${ops} workload steps`);
+    t.equal(errors, 0, 'the workload saw no error and no wrong data');
+
+    const r = await runH2(['-s', mnt, 'scrub', '--json']);
+    t.equal(r.status, 0, `scrub: ${r.err}`);
+    const nodes = JSON.parse(r.out).nodes as { primary: boolean; damaged: number; repaired: number; blocks: number }[];
+    t.ok(nodes[0].damaged >= 0 && nodes[1].damaged >= victimsB.length, `damage found: primary ${nodes[0].damaged}, copy ${nodes[1].damaged}`);
+    t.ok(nodes.every((n) => n.repaired >= (n.damaged ? 1 : 0)), 'and repaired');
+    const again = JSON.parse((await runH2(['-s', mnt, 'scrub', '--json'])).out).nodes as { damaged: number }[];
+    t.same(again.map((n) => n.damaged), [0, 0], 'a second scrub finds nothing');
+    const st = await status(mnt);
+    t.ok(st[1].healed >= victimsB.length, `copy repairs counted (${st[1].healed})`);
+    await m.unmount();
+    await fscks(t, A.img, 'primary');
+    await fscks(t, B.img, 'copy');
+    t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'identical');
+    if (haveRef('makefs')) {
+      const ref = fileHashes(refRead(B.img, 'DATA', tempDir(t)));
+      let bad = 0;
+      for (const [k, v] of stable) if (ref.get(`stable/${k}`) !== v) bad++;
+      t.equal(bad, 0, 'the copy reads back exactly through the reference');
+    }
+  });
+}
+
+/** Damage the inode block of `file` (unmounted or not: the image is read without the lock). */
+async function damageMeta(img: string, label: string, file: string): Promise<void> {
+  const h = await Hammer2Fs.open(img, { lock: false });
+  let off: bigint;
+  try {
+    off = h.pfs(label)!.resolve(`/${file}`).bref!.dataOff & ~0x3fn;
+  } finally {
+    h.close();
+  }
+  const fd = fs.openSync(img, 'r+');
+  const one = Buffer.alloc(1);
+  fs.readSync(fd, one, 0, 1, Number(off) + 40);
+  one[0] ^= 0xff;
+  fs.writeSync(fd, one, 0, 1, Number(off) + 40);
+  fs.closeSync(fd);
 }

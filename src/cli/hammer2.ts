@@ -62,6 +62,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     copy-add <image>                  Keep a copy of the mounted PFS on another image (-s MNT)
     copy-remove <image>               Stop keeping that copy
     copy-status                       Copies of the mounted PFS: state, tid, repairs, errors
+    scrub                             Verify every block of the mounted PFS and its copies; repair from a good one
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;

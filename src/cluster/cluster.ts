@@ -25,7 +25,9 @@ import * as fs from 'node:fs';
 import { FreemapAllocator, FsError, MediaError, PfsEntry } from '../engine';
 import { DirEntry, Hammer2Fs, Pfs, PfsRedundancy } from '../fs';
 import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
-import { emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats } from '../sync';
+import { Damage, emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
+import { BlockReader, scanRange } from '../engine';
+import { inodeBlockset } from '../media';
 
 export type CopyState = 'in-sync' | 'resyncing' | 'offline' | 'failed';
 
@@ -39,6 +41,18 @@ export interface CopyStatus {
   readErrors: number;
   writeErrors: number;
   resync: { blocksRead: number; blocksWritten: number; passes: number };
+  error?: string;
+}
+
+/** What a scrub found and did on one node. */
+export interface ScrubReport {
+  spec: string;
+  primary: boolean;
+  /** Blocks read and verified. */
+  blocks: number;
+  damaged: number;
+  /** Damaged items rewritten from another node. */
+  repaired: number;
   error?: string;
 }
 
@@ -593,32 +607,144 @@ export class PfsCluster implements PfsRedundancy {
     const damage = this.damage;
     this.damage = new Map();
     try {
-      this.primary.flush();
       const c = this.inSync()[0];
       if (!c) throw new Error('no in-sync copy to repair from');
-      const src = c.entry();
-      const dst = this.primary.dev.findPfs(this.label)!;
-      const stats = emptyStats();
-      this.primary.commitPfsRoot(
-        this.label,
-        (w) => {
-          const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, {
-            since: 0n,
-            force: damage,
-            stats,
-          });
-          // Keep the primary's own identity and its PFS-level attributes.
-          r.root.meta.pfsInum = dst.inode.meta.pfsInum;
-          return { root: r.root };
-        },
-        { keepPfs: true },
-      );
+      const stats = this.repairPrimaryFrom(c, damage);
       const n = [...damage.values()].reduce((a, v) => a + (v ? v.size : 1), 0);
       this.healed += n;
       this.log(`repaired ${n} damaged item(s) of inode(s) ${[...damage.keys()].join(', ')} from copy ${c.spec} (${stats.leavesCopied} leaves rewritten)`);
     } catch (e) {
       this.log(`repair of inode(s) ${[...damage.keys()].join(', ')} failed: ${errText(e)}`);
     }
+  }
+
+  /** A forced pass from copy `c` into the primary over `force`, committed with what was pending. */
+  private repairPrimaryFrom(c: CopyNode, force: Map<bigint, Set<bigint> | null>): SyncStats {
+    this.primary.flush();
+    // Cached good copies of damaged blocks would hide them from the pass.
+    this.primary.dropCaches();
+    const src = c.entry();
+    const dst = this.primary.dev.findPfs(this.label)!;
+    const stats = emptyStats();
+    this.primary.commitPfsRoot(
+      this.label,
+      (w) => {
+        const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, { since: 0n, force, stats });
+        // Keep the primary's own inode allocator.
+        r.root.meta.pfsInum = dst.inode.meta.pfsInum;
+        return { root: r.root };
+      },
+      { keepPfs: true },
+    );
+    return stats;
+  }
+
+  /** A forced pass from the primary into copy `c` over `force`. */
+  private repairCopy(c: CopyNode, force: Map<bigint, Set<bigint> | null>): SyncStats {
+    c.fs!.dropCaches();
+    const src = this.primary.dev.findPfs(this.label)!;
+    const d = c.entry();
+    const stats = emptyStats();
+    c.fs!.commitPfsRoot(
+      c.label,
+      (w) => {
+        const r = syncPfs({ reader: this.primary.dev.reader }, src.inode, { reader: c.fs!.dev.reader, writer: w }, d.inode, { since: 0n, force, stats });
+        return { root: r.root, modifyTid: d.bref.modifyTid, updateTid: d.bref.updateTid };
+      },
+      { minTid: src.bref.modifyTid },
+    );
+    return stats;
+  }
+
+  /**
+   * Damage reports as a forced pass's item list. A damaged blocktable of
+   * the PFS index hides which inodes it held: the good node's index says.
+   */
+  private forceOf(damage: Damage[], good: { reader: BlockReader; root: InodeData }): Map<bigint, Set<bigint> | null> {
+    const force = new Map<bigint, Set<bigint> | null>();
+    const whole = (k: bigint) => force.set(k, null);
+    for (const d of damage) {
+      if (d.range) {
+        scanRange(good.reader, inodeBlockset(good.root), d.range[0], d.range[1], (b) => void whole(b.key));
+      } else if (d.key === undefined || d.inum === 0n) {
+        whole(d.key !== undefined ? d.key : d.inum);
+      } else {
+        const cur = force.get(d.inum);
+        if (cur === null) continue;
+        if (cur) cur.add(d.key);
+        else force.set(d.inum, new Set([d.key]));
+      }
+    }
+    return force;
+  }
+
+  /**
+   * Read every block of every node from its media and verify it; rewrite
+   * what is damaged from a good node (the primary from an in-sync copy, a
+   * copy from the primary). Nodes that are not in sync are skipped (their
+   * resynchronization compares what it reaches).
+   */
+  async scrub(progress: (node: string, blocks: number) => void = () => {}): Promise<ScrubReport[]> {
+    const out: ScrubReport[] = [];
+    this.primary.flush();
+    // The primary.
+    {
+      const rep: ScrubReport = { spec: this.primarySpec, primary: true, blocks: 0, damaged: 0, repaired: 0 };
+      const found: Damage[] = [];
+      const stats = { blocks: 0, bytes: 0, damaged: 0 };
+      const timer = setInterval(() => progress(this.primarySpec, stats.blocks), 500);
+      try {
+        await verifyPfs(this.primary.dev.reader, this.primary.dev.findPfs(this.label)!.inode, (d) => found.push(d), stats);
+      } finally {
+        clearInterval(timer);
+      }
+      rep.blocks = stats.blocks;
+      rep.damaged = found.length;
+      if (found.length) {
+        for (const d of found) this.log(`scrub: primary: ${d.why}`);
+        const c = this.inSync()[0];
+        if (!c) rep.error = 'no in-sync copy to repair from';
+        else {
+          try {
+            const force = this.forceOf(found, { reader: c.fs!.dev.reader, root: c.entry().inode });
+            this.repairPrimaryFrom(c, force);
+            rep.repaired = force.size;
+            this.healed += force.size;
+            this.log(`scrub: repaired ${force.size} item(s) of the primary from copy ${c.spec}`);
+          } catch (e) {
+            rep.error = errText(e);
+          }
+        }
+      }
+      out.push(rep);
+    }
+    for (const c of this.copies) {
+      const rep: ScrubReport = { spec: c.spec, primary: false, blocks: 0, damaged: 0, repaired: 0 };
+      out.push(rep);
+      if (c.state !== 'in-sync' || !c.fs) {
+        rep.error = `skipped: ${c.state}`;
+        continue;
+      }
+      const found: Damage[] = [];
+      const stats = { blocks: 0, bytes: 0, damaged: 0 };
+      try {
+        await verifyPfs(c.fs.dev.reader, c.entry().inode, (d) => found.push(d), stats);
+        rep.blocks = stats.blocks;
+        rep.damaged = found.length;
+        if (found.length && c.fs && c.state === 'in-sync') {
+          for (const d of found) this.log(`scrub: copy ${c.spec}: ${d.why}`);
+          const force = this.forceOf(found, { reader: this.primary.dev.reader, root: this.primary.dev.findPfs(this.label)!.inode });
+          this.repairCopy(c, force);
+          rep.repaired = force.size;
+          c.healed += force.size;
+          this.log(`scrub: repaired ${force.size} item(s) of copy ${c.spec} from the primary`);
+        }
+      } catch (e) {
+        rep.error = errText(e);
+        c.readErrors++;
+      }
+    }
+    return out;
   }
 
   // ---------------------------------------------------------------- status

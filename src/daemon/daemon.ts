@@ -265,6 +265,14 @@ export class ImageDaemon {
           return { label };
         },
       },
+      scrub: {
+        changes: true,
+        run: async (args, ctx) => {
+          const label = mountedRw(args);
+          const nodes = await this.cluster(label).scrub((node, blocks) => ctx.progress({ what: node, done: blocks, total: 0 }));
+          return { label, nodes };
+        },
+      },
       'copy-status': {
         changes: false,
         run: async (args) => {

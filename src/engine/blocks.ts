@@ -272,6 +272,28 @@ export class BlockReader {
     }
   }
 
+  /**
+   * Read a block from the media itself (no cache of ours in between) and
+   * verify its check code: the scrub's read. Returns the bytes, or the
+   * reason it is bad (check failure, bad bref, device error).
+   */
+  readVerified(b: Blockref): { bytes: Buffer } | { bad: string } {
+    try {
+      const { off, bytes } = this.locate(b);
+      const buf = Buffer.allocUnsafe(bytes);
+      this.vols.readSpan(off, bytes, buf);
+      const method = brefCheck(b);
+      if (!verifyCheck(method, b.check, buf)) {
+        this.checkErrors++;
+        return { bad: `check failed (${CHECK_NAMES[method] ?? method}) for ${BREF_TYPE_NAMES[b.type] ?? b.type} block at ${hex(b.dataOff)}` };
+      }
+      return { bytes: buf };
+    } catch (e) {
+      if (e instanceof DeviceError && e.writing) throw e;
+      return { bad: (e as Error).message };
+    }
+  }
+
   /** Forget a cached block (the writer calls this when media at `dataOff` is rewritten). */
   invalidate(dataOff: bigint): void {
     this.cache.delete(Number(dataOff));

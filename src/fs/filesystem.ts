@@ -161,6 +161,12 @@ export class Hammer2Fs {
     return this.writer?.recent?.get(dataOff);
   }
 
+  /** Forget every cached block, so that the next reads see the media as it is (before a repair). */
+  dropCaches(): void {
+    this.dev.reader.clearCache();
+    this.dev.vols.bufCache.clear();
+  }
+
   /** The transaction id the next commit will use. */
   get nextTid(): bigint {
     let t = this.dev.header.mirrorTid > this.maxTid ? this.dev.header.mirrorTid : this.maxTid;

@@ -2,3 +2,5 @@
 // comparing trees under transaction ids (copies' resync, healing, mirroring).
 export { syncPfs, sameLeaf, emptyStats, syncedTid } from './tree';
 export type { SyncCursor, SyncStats, SyncSide, SyncTarget, SyncOptions, PfsSyncResult } from './tree';
+export { verifyPfs } from './verify';
+export type { Damage, VerifyStats } from './verify';

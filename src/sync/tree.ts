@@ -366,7 +366,8 @@ class Pass {
     const dstIp = this.readDstInode(d);
     const out = copyInode(srcIp);
     let next: SyncCursor | null = null;
-    let changed = !dstIp || !sameAttributes(srcIp, dstIp);
+    // A repair that names the inode rewrites its block, whatever a cached read of it says.
+    let changed = !dstIp || !sameAttributes(srcIp, dstIp) || (this.opts.force?.get(s.key) === null);
     if (!(srcIp.meta.opFlags & OPFLAG_DIRECTDATA)) {
       const hasTree = !!dstIp && !(dstIp.meta.opFlags & OPFLAG_DIRECTDATA);
       const dstSet = hasTree ? inodeBlockset(dstIp) : [];
@@ -401,7 +402,8 @@ class Pass {
   syncRoot(srcRoot: InodeData, dstRoot: InodeData, since: bigint): PfsSyncResult {
     const f = this.opts.force;
     const ranges: [bigint, bigint][] | undefined = f ? [...f.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
-    const r = this.syncTable(inodeBlockset(srcRoot), inodeBlockset(dstRoot), since, this.opts.from, 0n, ranges);
+    // Named root-level leaves (entries of the root directory) are rewritten even where they look equal.
+    const r = this.syncTable(inodeBlockset(srcRoot), inodeBlockset(dstRoot), since, this.opts.from, 0n, ranges, f ? new Set(f.keys()) : undefined);
     const root = copyInode(srcRoot);
     const m = root.meta;
     const keep = dstRoot.meta;

@@ -2,7 +2,7 @@
 // src/cluster). The mount is -s MOUNTPOINT, or the mount holding the
 // current directory; images are named as the user names them and sent to
 // the daemon as absolute paths.
-import type { CopyStatus } from '../../cluster';
+import type { CopyStatus, ScrubReport } from '../../cluster';
 import { ControlError } from '../../control';
 import { absSpec } from '../../daemon';
 import { strerror } from '../common';
@@ -64,6 +64,21 @@ export const directives: Record<string, Directive> = {
     await t.request('copy-remove', { label: t.label, spec });
     ctx.io.out(`${t.label}: copy ${spec} removed\n`);
     return 0;
+  }),
+  scrub: withTarget(async (ctx, t, args) => {
+    if (args.length) throw new UsageError('scrub takes no arguments (select the mount with -s)');
+    const r = await t.request<{ label: string; nodes: ScrubReport[] }>('scrub', { label: t.label });
+    if (ctx.json) {
+      ctx.io.out(JSON.stringify({ nodes: r.nodes }) + '\n');
+    } else {
+      for (const n of r.nodes) {
+        ctx.io.out(
+          `${n.primary ? 'primary' : 'copy   '} ${n.spec}: ${n.blocks} blocks verified, ${n.damaged} damaged, ${n.repaired} repaired${n.error ? ` (${n.error})` : ''}\n`,
+        );
+      }
+    }
+    const left = r.nodes.some((n) => n.damaged > 0 && n.repaired === 0);
+    return left ? 2 : 0;
   }),
   'copy-status': withTarget(async (ctx, t, args) => {
     if (args.length) throw new UsageError('copy-status takes no arguments (select the mount with -s)');
