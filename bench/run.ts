@@ -10,6 +10,7 @@ import * as readline from 'node:readline';
 import { Command } from 'commander';
 import { ProfileSummary, summarizeProfiles } from './profile';
 import { loadavg, sample } from './procstat';
+import { resyncBench, resyncLines, ResyncResult } from './resync';
 import { GiB, RunRecord, mdTable, summarize, tableRows, targetLines, textTable } from './report';
 import { BIN, cleanup, DEFAULT_FS, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, privateBuild } from './targets';
 import type { Job } from './worker';
@@ -577,6 +578,18 @@ async function main(): Promise<number> {
   }
   progress.stop();
 
+  // Copies: the cost of a resynchronization against the size of the change (fs layer, no FUSE).
+  let resync: ResyncResult | null = null;
+  let resyncError: string | null = null;
+  if (o.copies && !interrupted) {
+    try {
+      resync = await resyncBench(quick ? 256 : 2048, path.join(workdir, 'resync'), (m) => process.stderr.write(`${m}\n`));
+    } catch (e) {
+      resyncError = (e as Error).message;
+    }
+  }
+  const resyncText = resync ? resyncLines(resync) : resyncError ? [`resync measurement failed: ${resyncError}`] : [];
+
   const rows = summarize(workloads, fsList, runs);
   const table = tableRows(rows, fsList);
   const targets = targetLines(rows, runs);
@@ -598,6 +611,7 @@ async function main(): Promise<number> {
     '(≥ 2× fuse2fs; sequential ≥ 0.7× memfs).';
   process.stdout.write(`\n${textTable(table)}\n\n${legend}\n`);
   if (targets.length) process.stdout.write(`\n${targets.map((t) => `• ${t}`).join('\n')}\n`);
+  if (resyncText.length) process.stdout.write(`\n${resyncText.map((t) => `• ${t}`).join('\n')}\n`);
   if (Object.keys(profiles).length) process.stdout.write(`\nWhere the hammer2fs daemon spends its CPU (self time; profiles in ${path.relative(process.cwd(), profileRoot!)}):\n${profileText(profiles)}\n`);
   if (failures.length) process.stdout.write(`\nFailures:\n${failures.map((f) => `  ${f.workload} on ${f.fs} (rep ${f.rep}): ${f.error.split('\n')[0]}`).join('\n')}\n`);
   if (problems.length) process.stdout.write(`\nDaemon log lines worth a look:\n${problems.map((p) => `  ${p}`).join('\n')}\n`);
@@ -613,6 +627,7 @@ async function main(): Promise<number> {
     workloads: workloads.map((w) => ({ name: w.name, title: w.title, description: w.describe(settings), metrics: w.metrics })),
     summary: rows.map((r) => ({ workload: r.workload, metric: r.metric.key, label: r.metric.label, better: r.metric.better, cells: r.cells, vsFuse2fs: r.vsFuse2fs ?? null, vsMemfs: r.vsMemfs ?? null, pairedVsFuse2fs: r.pairedVsFuse2fs, pairedVsMemfs: r.pairedVsMemfs, errors: r.errors })),
     targets,
+    resync,
     runs,
     failures,
     problems,
@@ -632,6 +647,7 @@ async function main(): Promise<number> {
     mdTable(table),
     '',
     ...(targets.length ? ['Targets (issue 6):', '', ...targets.map((t) => `- ${t}`), ''] : []),
+    ...(resyncText.length ? ['Copies, resynchronization:', '', ...resyncText.map((t) => `- ${t}`), ''] : []),
     '## Filesystems',
     '',
     ...fsList.map((f) => `- **${f}**: ${FS_DESCRIPTION[f]}`),

@@ -27,6 +27,7 @@ import { DirEntry, Hammer2Fs, Pfs, PfsRedundancy } from '../fs';
 import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
 import { Damage, emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
 import { BlockReader, scanRange } from '../engine';
+import { DeviceError } from '../store';
 import { inodeBlockset } from '../media';
 
 export type CopyState = 'in-sync' | 'resyncing' | 'offline' | 'failed';
@@ -219,7 +220,19 @@ export class PfsCluster implements PfsRedundancy {
       return this.statusOf(c);
     }
     this.checkDistinct(spec);
-    await this.open(c, opts);
+    try {
+      await this.open(c, opts);
+    } catch (e) {
+      // A device that fails to read is a copy that is down (the mount goes
+      // on, retrying it); anything the user must fix refuses the copy.
+      if (!(e instanceof FsError && e.errno === 'EIO')) throw e;
+      c.error = e.message;
+      c.fs = null;
+      c.state = 'failed';
+      c.readErrors++;
+      c.retryAt = Date.now() + (this.o.retrySec ?? 10) * 1000;
+      this.log(`copy ${spec}: failed (${c.error}); the mount goes on without it`);
+    }
     this.copies.push(c);
     this.updateReplicated();
     this.schedule();
@@ -246,11 +259,18 @@ export class PfsCluster implements PfsRedundancy {
         allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header),
       });
     } catch (e) {
-      throw new FsError('EINVAL', `${c.spec}: cannot be used as a copy: ${errText(e)}`);
+      // Device trouble (an I/O error) is the copy being down; the rest (not HAMMER2, in use) is the user's to fix.
+      const down = e instanceof DeviceError && e.code !== 'EBUSY' && e.code !== 'ENOENT' && e.code !== 'EACCES';
+      throw new FsError(down ? 'EIO' : 'EINVAL', `${c.spec}: cannot be used as a copy: ${errText(e)}`);
     }
     try {
       const clid = this.clid;
-      const all = h.dev.listPfs();
+      let all: PfsEntry[];
+      try {
+        all = h.dev.listPfs();
+      } catch (e) {
+        throw new FsError('EIO', `${c.spec}: its PFS list cannot be read: ${errText(e)}`);
+      }
       const same = all.find((p) => p.inode.meta.pfsClid.equals(clid));
       const byName = all.find((p) => p.name === this.label);
       if (same) {
@@ -708,7 +728,7 @@ export class PfsCluster implements PfsRedundancy {
           try {
             const force = this.forceOf(found, { reader: c.fs!.dev.reader, root: c.entry().inode });
             this.repairPrimaryFrom(c, force);
-            rep.repaired = force.size;
+            rep.repaired = found.length;
             this.healed += force.size;
             this.log(`scrub: repaired ${force.size} item(s) of the primary from copy ${c.spec}`);
           } catch (e) {
@@ -735,7 +755,7 @@ export class PfsCluster implements PfsRedundancy {
           for (const d of found) this.log(`scrub: copy ${c.spec}: ${d.why}`);
           const force = this.forceOf(found, { reader: this.primary.dev.reader, root: this.primary.dev.findPfs(this.label)!.inode });
           this.repairCopy(c, force);
-          rep.repaired = force.size;
+          rep.repaired = found.length;
           c.healed += force.size;
           this.log(`scrub: repaired ${force.size} item(s) of copy ${c.spec} from the primary`);
         }

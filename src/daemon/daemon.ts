@@ -128,7 +128,7 @@ export class ImageDaemon {
     // Copies first: a bad copy spec refuses the mount before anything is served.
     if (po.copies.length) {
       if (po.readonly) throw new FsError('EINVAL', 'copies need a read-write mount');
-      const c = this.cluster(label);
+      const c = this.cluster(label, { retrySec: po.copyRetrySec, rateBytes: po.resyncMiBps * 1024 * 1024 });
       try {
         if (po.master && po.master !== this.o.devices && !po.copies.includes(po.master)) {
           throw new FsError('EINVAL', `-o master=${po.master} names neither this image nor one of its copy= images`);
@@ -179,10 +179,10 @@ export class ImageDaemon {
   }
 
   /** The copies of mounted PFS `label` (made on first use). */
-  private cluster(label: string): PfsCluster {
+  private cluster(label: string, o: { retrySec?: number; rateBytes?: number } = {}): PfsCluster {
     let c = this.clusters.get(label);
     if (!c) {
-      c = new PfsCluster(this.fs, this.pfs(label), this.o.devices, { log: this.o.log });
+      c = new PfsCluster(this.fs, this.pfs(label), this.o.devices, { log: this.o.log, ...o });
       this.clusters.set(label, c);
     }
     return c;

@@ -23,6 +23,10 @@ export interface ParsedOptions {
   copies: string[];
   /** master=SPEC: the node whose state wins when copies have diverged (absolute). */
   master: string | null;
+  /** copy_retry=SEC: how often a copy that is offline or failed is tried again. */
+  copyRetrySec: number;
+  /** resync_rate=MiB: upper bound of resynchronization writes per second (0: none). */
+  resyncMiBps: number;
   fuse: string[];
 }
 
@@ -31,7 +35,7 @@ export interface ParsedOptions {
 // with pending data) is invalidated explicitly (fuse/session.ts).
 const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy', 'master']);
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy', 'master', 'copy_retry', 'resync_rate']);
 
 // Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
 // read arrives as 128 KiB requests (two data blocks each); with more, the
@@ -70,6 +74,8 @@ export function parseOptions(list: string[]): ParsedOptions {
     readaheadKb: DEFAULT_READAHEAD_KB,
     copies: [],
     master: null,
+    copyRetrySec: 10,
+    resyncMiBps: 0,
     fuse: [],
   };
   let allowOther = process.getuid?.() === 0;
@@ -103,7 +109,9 @@ export function parseOptions(list: string[]): ParsedOptions {
     else if (key === 'copy') {
       if (!val) throw new Error('-o copy= needs an image (or vol1:vol2) holding a copy of the PFS');
       p.copies.push(absSpec(val));
-    } else if (key === 'master') {
+    } else if (key === 'copy_retry') p.copyRetrySec = Math.max(0.1, num('seconds'));
+    else if (key === 'resync_rate') p.resyncMiBps = num('MiB per second');
+    else if (key === 'master') {
       if (!val) throw new Error('-o master= needs the image whose state wins (the primary or one of the copy= images)');
       p.master = absSpec(val);
     }
