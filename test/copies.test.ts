@@ -15,8 +15,8 @@ import { Hammer2Fs } from '../src/fs';
 import { BrefType, inodeBlockset } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { newImage, runH2 } from './lib/cli';
-import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, tempDir } from './lib/env';
-import { mount } from './lib/mount';
+import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, REPO, tempDir } from './lib/env';
+import { forceUnmount, mount } from './lib/mount';
 import { imageTree, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -321,6 +321,37 @@ else {
       for (const [k, v] of stable) if (ref.get(`stable/${k}`) !== v) bad++;
       t.equal(bad, 0, 'the copy reads back exactly through the reference');
     }
+  });
+
+  t.test('an fstab line with copy= (the mount(8) helper)', async (t) => {
+    const A = await newImage(t, 256 << 20, ['DATA']);
+    const B = await newImage(t, 256 << 20, ['none']);
+    const mnt = path.join(A.dir, 'fstab-mnt');
+    fs.mkdirSync(mnt);
+    t.teardown(() => forceUnmount(mnt));
+    // What mount(8) runs for "IMG@DATA MNT fuse.hammer2 defaults,copy=B 0 0".
+    const r = spawnSync(path.join(REPO, 'scripts', 'mount.fuse.hammer2'), [`${A.img}@DATA`, mnt, '-o', `defaults,copy=${B.img}`], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '', HAMMER2FS_DIR: REPO },
+    });
+    t.equal(r.status, 0, r.stderr);
+    fs.writeFileSync(path.join(mnt, 'x'), 'through fstab');
+    const s = await waitInSync(t, mnt);
+    t.equal(s[1].spec, B.img, 'the copy named in the fstab options');
+    t.equal(spawnSync('umount', [mnt]).status, 0, 'umount');
+    for (let i = 0; i < 100 && fs.readFileSync('/proc/self/mounts', 'utf8').includes(mnt); i++) await new Promise((r) => setTimeout(r, 50));
+    // The daemon commits to both nodes before it lets go of the images.
+    let tree = new Map<string, string>();
+    for (let i = 0; i < 100; i++) {
+      try {
+        tree = await imageTree(B.img, 'DATA');
+        if (tree.has('/x')) break;
+      } catch {
+        /* still being written */
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    t.ok(tree.has('/x'), 'the copy holds the file after umount');
   });
 }
 
