@@ -5,11 +5,15 @@
 // fsync returned before the kill must be intact (such files are "sealed":
 // the workload never touches them again, so their content is exact).
 //
-//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--pfs N] [--keep DIR]
+//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--pfs N] [--copies] [--keep DIR]
 //
 // --pfs N mounts N PFSs of the image at once (one daemon serves them all),
 // runs a workload on each concurrently and takes snapshots of the first
 // while it runs: every PFS's sealed files must survive, every snapshot read.
+// --copies keeps DATA on a second image too (-o copy=): the kill lands while
+// the copy is being filled or while it follows commits; both images must
+// pass both fscks, a copy that was in sync must hold every sealed file, and
+// the remount must bring the copy level.
 //
 // Prints one line per run and ends with "N passed, N failed".
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -217,6 +221,35 @@ export interface CrashRunResult {
 export interface CrashRunOptions {
   /** PFSs mounted and written at once (default 1); with more, the first is also snapshotted while it runs. */
   pfs?: number;
+  /** Keep DATA on a second image too (-o copy=): the kill lands while it is filled or while it follows. */
+  copy?: boolean;
+}
+
+/** DATA's root tid on an image (what a copy records as its synchronized point). */
+async function dataTid(img: string): Promise<bigint> {
+  const h = await Hammer2Fs.open(img, { writable: false, lock: false });
+  try {
+    return h.dev.findPfs('DATA')?.bref.modifyTid ?? -1n;
+  } finally {
+    h.close();
+  }
+}
+
+/** Both fscks on one image: null when clean, else what they said. */
+function fscks(img: string, details: string[], what: string): string | null {
+  const fsck = fsckCommand();
+  if (fsck) {
+    const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
+    if (r.status !== 0) return `${what}: fsck exit ${r.status}: ${(r.stdout + r.stderr).trim().split('\n').slice(-5).join(' | ')}`;
+    details.push(`${what} fsck clean`);
+  }
+  // Where the reference fsck is at hand (H2_REF_FSCK=path), it must agree.
+  if (process.env.H2_REF_FSCK) {
+    const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8' });
+    if (r.status !== 0) return `${what}: reference fsck exit ${r.status}: ${r.stdout.trim().split('\n').slice(-3).join(' | ')}`;
+    details.push(`${what} reference fsck clean`);
+  }
+  return null;
 }
 
 export async function crashRun(run: number, seed: number, dir: string, size: number, o: CrashRunOptions = {}): Promise<CrashRunResult> {
@@ -230,8 +263,11 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   const env = { ...process.env, HAMMER2_RUNDIR: path.join(dir, 'run') };
   for (const m of mnts) fs.mkdirSync(m, { recursive: true });
   await formatHammer2({ paths: [img], sizes: [size], labels });
+  const copyImg = o.copy ? path.join(dir, `crash-${run}-copy.img`) : null;
+  if (copyImg) await formatHammer2({ paths: [copyImg], sizes: [size], labels: ['none'] });
+  const copyOpt = copyImg ? `,copy=${copyImg},copy_retry=0.5` : '';
   // A short commit interval makes kills land in every phase of a flush.
-  const daemon = startDaemon(img, mnt, ['-o', 'flush=1,dirty=8'], logFile, env);
+  const daemon = startDaemon(img, mnt, ['-o', `flush=1,dirty=8${copyOpt}`], logFile, env);
   let stderr = '';
   daemon.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<void>((r) => daemon.on('exit', () => r()));
@@ -277,33 +313,54 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   let nsealed = 0;
   for (const s of sealedBy.values()) nsealed += s.length;
   const details: string[] = [labels.length > 1 ? `${labels.length} PFSs, ${snaps} snapshots, ${nsealed} sealed` : `${nsealed} sealed`];
-  const fsck = fsckCommand();
-  if (fsck) {
-    const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
-    if (r.status !== 0) return { ok: false, detail: `fsck exit ${r.status}: ${(r.stdout + r.stderr).trim().split('\n').slice(-5).join(' | ')}` };
-    details.push('fsck clean');
-  }
-  // Where the reference fsck is at hand (H2_REF_FSCK=path), it must agree.
-  if (process.env.H2_REF_FSCK) {
-    const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8' });
-    if (r.status !== 0) return { ok: false, detail: `reference fsck exit ${r.status}: ${r.stdout.trim().split('\n').slice(-3).join(' | ')}` };
-    details.push('reference fsck clean');
-  }
+  const bad = fscks(img, details, 'primary') ?? (copyImg ? fscks(copyImg, details, 'copy') : null);
+  if (bad) return { ok: false, detail: bad };
   const problems = await verify(img, sealedBy);
   if (problems.length) return { ok: false, detail: problems.slice(0, 5).join('; ') };
-  // And the image mounts and takes writes again.
-  const again = startDaemon(img, mnt, [], logFile, env);
+  // A copy that was in sync at the kill holds every fsynced file too.
+  const dataOnly = new Map([['DATA', sealedBy.get('DATA')!]]);
+  if (copyImg) {
+    const inSync = (await dataTid(copyImg)) === (await dataTid(img));
+    details.push(inSync ? 'copy was in sync' : 'copy was behind');
+    if (inSync) {
+      const p = await verify(copyImg, dataOnly);
+      if (p.length) return { ok: false, detail: `copy: ${p.slice(0, 5).join('; ')}` };
+    }
+  }
+  // And the image mounts and takes writes again (with its copy: brought level).
+  const again = startDaemon(img, mnt, copyImg ? ['-o', `copy=${copyImg}`] : [], logFile, env);
   const exited2 = new Promise<number | null>((r) => again.on('exit', (c) => r(c)));
   if (!(await waitFor(() => mounted(mnt), 20000))) {
     again.kill('SIGKILL');
     return { ok: false, detail: 'remount failed' };
   }
   await fs.promises.writeFile(path.join(mnt, 'after-crash'), 'ok');
+  if (copyImg) {
+    let level = false;
+    for (let i = 0; i < 300 && !level; i++) {
+      const r = await runCli(HAMMER2, ['-s', mnt, 'copy-status', '--json'], env);
+      const c = r.status === 0 ? (JSON.parse(r.out).copies as { state: string; tid: string }[]) : [];
+      level = c.length === 2 && c.every((x) => x.state === 'in-sync' && x.tid === c[0].tid);
+      if (!level) await sleep(100);
+    }
+    if (!level) {
+      again.kill('SIGKILL');
+      return { ok: false, detail: 'the copy did not get level after the remount' };
+    }
+  }
   again.kill('SIGTERM');
   const code = await exited2;
   if (code !== 0) return { ok: false, detail: `remounted daemon exited ${code}` };
   const problems2 = await verify(img, sealedBy);
   if (problems2.length) return { ok: false, detail: `after remount: ${problems2[0]}` };
+  if (copyImg) {
+    const bad2 = fscks(copyImg, [], 'copy after remount');
+    if (bad2) return { ok: false, detail: bad2 };
+    const p = await verify(copyImg, dataOnly);
+    if (p.length) return { ok: false, detail: `copy after remount: ${p[0]}` };
+    details.push('copy level after remount');
+    fs.rmSync(copyImg, { force: true });
+  }
   details.push('remount ok');
   fs.rmSync(img, { force: true });
   return { ok: true, detail: details.join(', ') };
@@ -319,6 +376,7 @@ async function main(): Promise<void> {
   const seed0 = Number(opt('--seed', String(Date.now() % 100000)));
   const sizeArg = opt('--size', '4G');
   const pfs = Number(opt('--pfs', '1'));
+  const copy = args.includes('--copies');
   const size = Number(sizeArg.replace(/[GMK]$/i, '')) * ({ G: 2 ** 30, M: 2 ** 20, K: 1024 }[sizeArg.slice(-1).toUpperCase()] ?? 1);
   const keep = opt('--keep', '');
   const dir = keep || fs.mkdtempSync(path.join(os.tmpdir(), 'h2crash-'));
@@ -329,7 +387,7 @@ async function main(): Promise<void> {
       const seed = seed0 + i;
       let r: CrashRunResult;
       try {
-        r = await crashRun(i, seed, dir, size, { pfs });
+        r = await crashRun(i, seed, dir, size, { pfs, copy });
       } catch (e) {
         r = { ok: false, detail: (e as Error).stack ?? String(e) };
       }

@@ -1,4 +1,4 @@
-// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N]).
+// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N] [--copies]).
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -26,6 +26,14 @@ else {
       const r = await crashRun(i, seed + 100 + i, dir, 4 * 2 ** 30, { pfs: 3 });
       t.ok(r.ok, `run ${i} (seed ${seed + 100 + i}): ${r.detail}`);
       t.match(r.detail, /^3 PFSs, /);
+    }
+  });
+  t.test('SIGKILL with a copy being filled or following commits', async (t) => {
+    const dir = tempDir(t);
+    for (let i = 0; i < 3; i++) {
+      const r = await crashRun(i, seed + 200 + i, dir, 2 ** 30, { copy: true });
+      t.ok(r.ok, `run ${i} (seed ${seed + 200 + i}): ${r.detail}`);
+      t.match(r.detail, /copy level after remount/);
     }
   });
 }
