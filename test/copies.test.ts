@@ -182,6 +182,27 @@ else {
       t.equal(r.status, 1, `copy-add ${path.basename(spec)} refused`);
       t.match(r.err, re, `with a clear message: ${r.err.trim()}`);
     }
+    // Too small for what the PFS holds.
+    const rundir = process.env.HAMMER2_RUNDIR;
+    const tiny = await newImage(t, 64 << 20, ['none']);
+    process.env.HAMMER2_RUNDIR = rundir; // newImage points it at its own directory
+    fs.writeFileSync(path.join(mnt, 'bulk'), randomBytes(80 << 20));
+    spawnSync('sync');
+    r = await runH2(['-s', mnt, 'copy-add', tiny.img]);
+    t.equal(r.status, 1, 'a copy too small for the data is refused');
+    t.match(r.err, /bytes free; the PFS "DATA" holds/, `with a clear message: ${r.err.trim()}`);
+    fs.rmSync(path.join(mnt, 'bulk'));
+    // A node made the reference way: pfs-create -u CLID on another image.
+    const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+    const D = await newImage(t, 256 << 20, ['none']);
+    process.env.HAMMER2_RUNDIR = rundir; // newImage points it at its own directory
+    r = await runH2(['-s', D.img, '-u', clid, 'pfs-create', 'DATA']);
+    t.equal(r.status, 0, `pfs-create -u ${clid} on another image: ${r.out}${r.err}`);
+    r = await runH2(['-s', mnt, 'copy-add', D.img]);
+    t.equal(r.status, 0, `that node is taken as a copy: ${r.err}`);
+    await waitInSync(t, mnt);
+    r = await runH2(['-s', mnt, 'copy-remove', D.img]);
+    t.equal(r.status, 0, 'and removed again');
     r = await runH2(['-s', mnt, 'copy-add', path.join(A.dir, 'missing.img')]);
     t.equal(r.status, 0, 'a missing image is accepted as offline');
     let s = await status(mnt);

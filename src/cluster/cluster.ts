@@ -291,8 +291,10 @@ export class PfsCluster implements PfsRedundancy {
         this.log(`copy ${c.spec}: made a node of the cluster (PFS "${this.label}", cluster id ${uuidToString(clid)})`);
       }
       const e = h.dev.findPfs(c.label)!;
-      if (e.inode.meta.pfsType !== PfsType.MASTER) {
-        throw new FsError('EINVAL', `${c.spec}@${c.label} is a ${pfsTypeName(e.inode.meta.pfsType)} node; copies are MASTER nodes`);
+      // A node made the reference way (pfs-create -u CLID) is a SLAVE: kept level like a MASTER.
+      const type = e.inode.meta.pfsType;
+      if (type !== PfsType.MASTER && type !== PfsType.SLAVE) {
+        throw new FsError('EINVAL', `${c.spec}@${c.label} is a ${pfsTypeName(type)} node; a copy is a MASTER or SLAVE node of the cluster`);
       }
       c.fs = h;
       c.tid = syncedTid(e.bref, e.inode);
