@@ -115,7 +115,7 @@ else {
     t.equal(s.length, 2, 'primary and copy listed');
     t.ok(s[0].primary && !s[1].primary, 'the primary first');
     t.equal(s[1].spec, B.img, 'the copy by its image');
-    t.ok(s[1].resync.blocksWritten > 0, `resync wrote ${s[1].resync.blocksWritten} blocks`);
+    t.ok(s[1].resync.passes >= 1, `filled by ${s[1].resync.passes} resync pass(es), then followed commits`);
     const human = await runH2(['-s', mnt, 'copy-status']);
     t.match(human.out, /primary\s+in-sync/, 'copy-status prints a table');
     await m.unmount();
@@ -240,6 +240,11 @@ else {
     await m.unmount();
     t.match(m.log(), /brought the primary level/, 'and the daemon says so');
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'identical again');
+    // Level again means level: the next mount together is no divergence (nothing was written since).
+    m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
+    await waitInSync(t, mnt);
+    await m.unmount();
+    t.notMatch(m.log(), /diverged/, 'mounting the two together again is plain');
 
     // Both written apart: diverged.
     m = await mount(t, `${A.img}@DATA`, mnt);
@@ -373,6 +378,14 @@ else {
       await new Promise((r) => setTimeout(r, 50));
     }
     t.ok(tree.has('/x'), 'the copy holds the file after umount');
+    // A copy that is not there: the mount succeeds, and says so.
+    const r2 = spawnSync(path.join(REPO, 'scripts', 'mount.fuse.hammer2'), [`${A.img}@DATA`, mnt, '-o', `copy=${path.join(A.dir, 'gone.img')}`], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '', HAMMER2FS_DIR: REPO },
+    });
+    t.equal(r2.status, 0, 'mounted without the missing copy');
+    t.match(r2.stderr, /warning: copy .*gone\.img is offline/, `and warned: ${r2.stderr.trim()}`);
+    t.equal(spawnSync('umount', [mnt]).status, 0, 'umount');
   });
 }
 

@@ -109,8 +109,9 @@ async function daemonWithLabel(label: string): Promise<{ client: ControlClient; 
 /** Hand the mount to the daemon that owns the image; exits. */
 async function handOff(client: ControlClient, devices: string, label: string, mnt: string, options: string[]): Promise<never> {
   try {
-    await client.request('mount', { label, mountpoint: mnt, options });
+    const r = await client.request<{ warnings?: string[] }>('mount', { label, mountpoint: mnt, options });
     client.close();
+    for (const w of r?.warnings ?? []) process.stderr.write(`${prog}: warning: ${w}\n`);
     process.exit(0);
   } catch (e) {
     client.close();
@@ -181,7 +182,8 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
   if (notifyFd < 0 && !o.log) {
     process.stderr.write(`${prog}: ${spec} mounted on ${mnt}; Ctrl-C or \`fusermount3 -u ${mnt}\` to unmount\n`);
   }
-  notify('ok');
+  // What the user must hear even when the daemon detaches (a copy left out).
+  notify(['ok', ...daemon!.warnings.map((w) => `warning ${w}`)].join('\n'));
   process.on('SIGINT', () => daemon.stop('SIGINT'));
   process.on('SIGTERM', () => daemon.stop('SIGTERM'));
   process.on('SIGHUP', () => daemon.stop('SIGHUP'));
@@ -224,7 +226,10 @@ function runBackground(argv: string[]): void {
       done(1);
     }, 50);
   pipe.on('end', () => {
-    if (status.startsWith('ok')) return done(0);
+    if (status.startsWith('ok')) {
+      for (const l of status.split('\n')) if (l.startsWith('warning ')) process.stderr.write(`${prog}: warning: ${l.slice(8)}\n`);
+      return done(0);
+    }
     report(status.replace(/^error /, '').trim() || 'daemon exited before mounting');
   });
   child.on('exit', (code) => {

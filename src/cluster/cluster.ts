@@ -23,11 +23,11 @@
 // same way by the passes that reach them, and by `scrub`.
 import * as fs from 'node:fs';
 import { FreemapAllocator, FsError, MediaError, PfsEntry } from '../engine';
-import { DirEntry, Hammer2Fs, Pfs, PfsRedundancy } from '../fs';
-import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
+import { CommitParticipant, DirEntry, Hammer2Fs, Pfs, PfsRedundancy, PreparedCommit } from '../fs';
+import { Blockref, InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
 import { Damage, emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
 import { BlockReader, scanRange } from '../engine';
-import { DeviceError } from '../store';
+import { DeviceError, VolumeSet } from '../store';
 import { inodeBlockset } from '../media';
 
 export type CopyState = 'in-sync' | 'resyncing' | 'offline' | 'failed';
@@ -90,6 +90,8 @@ class CopyNode {
   /** The pass under way: where it resumes, the tid it is based on and the primary's tid when it began. */
   pass: { since: bigint; start: bigint; cursor: SyncCursor | null; steps: number } | null = null;
   retryAt = 0;
+  /** This copy's half of the primary commit under way. */
+  prepared: { commit: PreparedCommit; tid: bigint } | null = null;
   /** A read-only view of the copy's committed PFS, rebuilt when its root changes. */
   private viewCache: { off: bigint; pfs: Pfs } | null = null;
 
@@ -162,7 +164,13 @@ export class PfsCluster implements PfsRedundancy {
   private healed = 0;
   private readErrors = 0;
   private readonly stepBytes: number;
-  private readonly listener = () => this.afterCommit();
+  /** Joins every primary commit (see replication below). */
+  private readonly participant: CommitParticipant = {
+    prepare: (tid, roots) => this.prepareCopies(tid, roots),
+    syncFailed: (set, e) => this.copySyncFailed(set, e),
+    commit: () => this.commitCopies(),
+    abort: () => this.abortCopies(),
+  };
 
   constructor(
     readonly primary: Hammer2Fs,
@@ -172,7 +180,7 @@ export class PfsCluster implements PfsRedundancy {
   ) {
     this.stepBytes = o.stepBytes ?? 8 << 20;
     pfs.redundancy = this;
-    primary.commitListeners.add(this.listener);
+    primary.participants.add(this.participant);
     primary.keepCommitBlocks = true;
   }
 
@@ -334,8 +342,17 @@ export class PfsCluster implements PfsRedundancy {
     this.setState(c, 'in-sync');
   }
 
-  /** Make the primary's PFS what copy `c` holds (from `since`: 0 compares everything), as one commit. */
+  /**
+   * Make the primary's PFS what copy `c` holds (from `since`: 0 compares
+   * everything), as one commit. The copy first records its state as shared
+   * (its update_tid), so that the two nodes agree afterwards; a crash in
+   * between leaves the copy simply ahead, and the next mount pulls again.
+   */
   private pullFromCopy(c: CopyNode, since: bigint): SyncStats {
+    const d0 = c.entry();
+    if (d0.bref.updateTid !== d0.bref.modifyTid) {
+      c.fs!.commitPfsRoot(c.label, () => ({ root: d0.inode, modifyTid: d0.bref.modifyTid, updateTid: d0.bref.modifyTid }));
+    }
     const src = c.entry();
     const dst = this.primary.dev.findPfs(this.label)!;
     const stats = emptyStats();
@@ -409,6 +426,7 @@ export class PfsCluster implements PfsRedundancy {
   /** Take a copy out (after committing what it has). */
   remove(spec: string): void {
     const i = this.copies.findIndex((c) => c.spec === spec);
+    if (spec === this.primarySpec) throw new FsError('EINVAL', `${spec} is the primary of this mount, not a copy: unmount to stop using it`);
     if (i < 0) throw new FsError('ENOENT', `${spec} is not a copy of ${this.label}`);
     const c = this.copies[i];
     this.copies.splice(i, 1);
@@ -419,14 +437,91 @@ export class PfsCluster implements PfsRedundancy {
 
   // ----------------------------------------------------------- replication
 
-  /** After every primary commit: bring each in-sync copy to it. */
-  private afterCommit(): void {
-    if (this.closed) return;
-    const tid = this.primaryTid();
+  /**
+   * A primary commit is under way (its blocks written, not synced): each
+   * in-sync copy builds its own commit of the same change against the
+   * primary's new tree, and the primary syncs every image's blocks at once.
+   */
+  private prepareCopies(tid: bigint, roots: Map<string, { bref: Blockref; inode: InodeData }>): VolumeSet[] {
+    const root = roots.get(this.label);
+    if (this.closed || !root) return [];
+    const sets: VolumeSet[] = [];
     for (const c of this.copies) {
-      if (c.state !== 'in-sync' || c.tid === tid) continue;
-      this.syncCopy(c, { budget: undefined });
+      if (c.state !== 'in-sync' || !c.fs || c.tid === root.bref.modifyTid) continue;
+      try {
+        const d = c.entry();
+        const since = c.tid;
+        const source = { reader: this.primary.dev.reader, peek: (off: bigint) => this.primary.commitBlock(off) };
+        c.prepared = {
+          commit: c.fs.preparePfsRoot(
+            c.label,
+            (w) => {
+              const r = syncPfs(source, root.inode, { reader: c.fs!.dev.reader, writer: w }, d.inode, {
+                since,
+                onHeal: (what) => {
+                  c.healed++;
+                  this.log(`copy ${c.spec}: repaired ${what}`);
+                },
+              });
+              return { root: r.root, modifyTid: root.bref.modifyTid, updateTid: root.bref.modifyTid };
+            },
+            { minTid: tid },
+          ),
+          tid: root.bref.modifyTid,
+        };
+        sets.push(c.fs.dev.vols);
+      } catch (e) {
+        this.copyFailed(c, e);
+      }
     }
+    return sets;
+  }
+
+  private copySyncFailed(set: VolumeSet, e: Error): void {
+    const c = this.copies.find((x) => x.fs?.dev.vols === set);
+    if (!c) return;
+    if (c.prepared) c.fs!.abortCommit(c.prepared.commit);
+    c.prepared = null;
+    this.copyFailed(c, e);
+  }
+
+  /** The primary's header is durable: each prepared copy writes its own. */
+  private commitCopies(): void {
+    for (const c of this.copies) {
+      const p = c.prepared;
+      if (!p) continue;
+      c.prepared = null;
+      try {
+        c.fs!.finishCommit(p.commit, { dataSynced: true });
+        c.tid = p.tid;
+      } catch (e) {
+        this.copyFailed(c, e);
+      }
+    }
+  }
+
+  private abortCopies(): void {
+    for (const c of this.copies) {
+      if (!c.prepared) continue;
+      try {
+        c.fs?.abortCommit(c.prepared.commit);
+      } catch {
+        // Nothing references what was written.
+      }
+      c.prepared = null;
+    }
+  }
+
+  /** A copy's write failed: out of the in-sync set, closed, tried again later. */
+  private copyFailed(c: CopyNode, e: unknown): void {
+    c.writeErrors++;
+    c.error = errText(e);
+    c.pass = null;
+    c.prepared = null;
+    this.setState(c, 'failed', c.error);
+    c.close();
+    c.retryAt = Date.now() + (this.o.retrySec ?? 10) * 1000;
+    this.schedule();
   }
 
   /**
@@ -464,13 +559,7 @@ export class PfsCluster implements PfsRedundancy {
         { minTid: src.bref.modifyTid },
       );
     } catch (e) {
-      c.writeErrors++;
-      c.error = errText(e);
-      c.pass = null;
-      this.setState(c, 'failed', c.error);
-      c.close();
-      c.retryAt = Date.now() + (this.o.retrySec ?? 10) * 1000;
-      this.schedule();
+      this.copyFailed(c, e);
       return false;
     }
     if (next) {
@@ -608,7 +697,8 @@ export class PfsCluster implements PfsRedundancy {
     });
   }
 
-  damaged(inum: bigint, key?: bigint): void {
+  damaged(inum: bigint, key?: bigint, why?: string): void {
+    if (why) this.log(`read error on the primary, served from a copy: ${why}`);
     const cur = this.damage.get(inum);
     if (key === undefined) this.damage.set(inum, null);
     else if (cur !== null) {
@@ -810,7 +900,7 @@ export class PfsCluster implements PfsRedundancy {
     this.pfs.replicated = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.primary.commitListeners.delete(this.listener);
+    this.primary.participants.delete(this.participant);
     this.pfs.redundancy = null;
     for (const c of this.copies) c.close();
     this.copies = [];

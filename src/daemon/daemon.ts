@@ -36,6 +36,8 @@ const fuseOptValue = (v: string) => v.replace(/[\\,]/g, (c) => '\\' + c);
 
 export class ImageDaemon {
   private mounted = new Map<string, Mounted>();
+  /** What the last mount() wants the user told (a copy left out), besides the log. */
+  warnings: string[] = [];
   /** Copies of mounted PFSs, by label. */
   private clusters = new Map<string, PfsCluster>();
   private timer: NodeJS.Timeout | null = null;
@@ -126,6 +128,7 @@ export class ImageDaemon {
     }
     const log = this.o.log;
     // Copies first: a bad copy spec refuses the mount before anything is served.
+    this.warnings = [];
     if (po.copies.length) {
       if (po.readonly) throw new FsError('EINVAL', 'copies need a read-write mount');
       const c = this.cluster(label, { retrySec: po.copyRetrySec, rateBytes: po.resyncMiBps * 1024 * 1024 });
@@ -134,6 +137,9 @@ export class ImageDaemon {
           throw new FsError('EINVAL', `-o master=${po.master} names neither this image nor one of its copy= images`);
         }
         for (const spec of po.copies) await c.add(spec, { atMount: true, master: po.master });
+        for (const st of c.status().slice(1)) {
+          if (st.state === 'offline' || st.state === 'failed') this.warnings.push(`copy ${st.spec} is ${st.state}: ${st.error ?? ''}; mounted without it`);
+        }
       } catch (e) {
         this.dropCluster(label);
         throw e;
@@ -233,11 +239,11 @@ export class ImageDaemon {
       mounts: () => this.mounts(),
       describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket }),
     };
-    const mountedRw = (args: Record<string, unknown>): string => {
+    const mountedRw = (args: Record<string, unknown>, why = 'copies need a read-write mount'): string => {
       const label = String(args.label ?? '');
       const m = this.mounted.get(label);
       if (!m) throw new FsError('EINVAL', `PFS "${label}" is not mounted by this daemon: copies belong to a mounted PFS`);
-      if (m.readonly) throw new FsError('EROFS', `PFS "${label}" is mounted read-only: copies need a read-write mount`);
+      if (m.readonly) throw new FsError('EROFS', `PFS "${label}" is mounted read-only: ${why}`);
       return label;
     };
     const specArg = (args: Record<string, unknown>): string => {
@@ -268,7 +274,7 @@ export class ImageDaemon {
       scrub: {
         changes: true,
         run: async (args, ctx) => {
-          const label = mountedRw(args);
+          const label = mountedRw(args, 'scrub repairs what it finds and needs a read-write mount');
           const nodes = await this.cluster(label).scrub((node, blocks) => ctx.progress({ what: node, done: blocks, total: 0 }));
           return { label, nodes };
         },
@@ -296,7 +302,7 @@ export class ImageDaemon {
             throw new FsError('EINVAL', (e as Error).message);
           }
           await this.mount(label, mountpoint, po);
-          return { label, mountpoint, pid: process.pid };
+          return { label, mountpoint, pid: process.pid, warnings: this.warnings };
         },
       },
     };

@@ -22,7 +22,7 @@ import {
   TreeContext,
 } from '../engine';
 import { Allocator } from '../engine/writer';
-import { DeviceError } from '../store';
+import { DeviceError, syncTogether, VolumeSet } from '../store';
 import {
   Blockref,
   BrefType,
@@ -75,6 +75,42 @@ export interface FilesystemOptions extends OpenOptions {
   allocator?: (dev: Hammer2Device) => Allocator & FreemapCommit;
 }
 
+/** A commit whose blocks are written but not synced (see Hammer2Fs.prepareCommit). */
+export interface PreparedCommit {
+  tid: bigint;
+  sroot: Blockref[];
+  fm: { freemap: Blockref[]; free: bigint };
+  commits: PfsCommit[];
+  /** The new root of each PFS the commit changes, by label (not yet under a header). */
+  roots: Map<string, { bref: Blockref; inode: InodeData }>;
+  t0: number;
+  b0: number;
+  y0: number;
+}
+
+/**
+ * Something that commits along with this image (the copies of its PFSs):
+ * told when this image's blocks are written, synced together with them,
+ * and committed after this image's header is durable.
+ */
+export interface CommitParticipant {
+  /** This image's blocks for `tid` are written, not synced: write yours; the volume sets to sync along. */
+  prepare(tid: bigint, roots: Map<string, { bref: Blockref; inode: InodeData }>): VolumeSet[];
+  /** A set returned by prepare failed to sync. */
+  syncFailed(set: VolumeSet, e: Error): void;
+  /** This image's header for `tid` is durable: commit yours. */
+  commit(tid: bigint): void;
+  /** This image's commit failed: drop what was prepared. */
+  abort(): void;
+}
+
+/** Device trouble as the caller's errno: a host that ran out of space says ENOSPC; the rest is EIO. */
+function asFsError(e: unknown): Error {
+  if (e instanceof FsError || e instanceof MediaError) return e;
+  const code = e instanceof DeviceError && /^E[A-Z]+$/.test(e.code) ? e.code : 'EIO';
+  return new FsError(code, (e as Error).message);
+}
+
 /** What the freemap must do at each commit. */
 export interface FreemapCommit {
   /** Write the freemap state for transaction `tid`; returns the new freemap blockset and free bytes. */
@@ -122,6 +158,8 @@ export class Hammer2Fs {
   onDirty: () => void = () => {};
   /** Called after every successful commit (caches above may refresh what a commit changes). */
   readonly commitListeners = new Set<(tid: bigint) => void>();
+  /** Commit along with this image's commits (copies). */
+  readonly participants = new Set<CommitParticipant>();
 
   /**
    * Highest transaction id seen on this image (header and PFS roots). Each
@@ -132,7 +170,7 @@ export class Hammer2Fs {
   /** The next commit's transaction id is at least this (copies follow their master's ids). */
   tidFloor = 0n;
   /** Built into the next commit by commitPfsRoot(). */
-  private extraRoots: ((w: BlockWriter) => LeafUpdate)[] = [];
+  private extraRoots: ((w: BlockWriter) => { label: string; key: bigint; bref: Blockref; inode: InodeData })[] = [];
 
   private constructor(
     readonly dev: Hammer2Device,
@@ -344,20 +382,29 @@ export class Hammer2Fs {
    * caller and a later flush tries again.
    */
   flush(): FlushStats | null {
+    const p = this.prepareCommit();
+    return p ? this.finishCommit(p) : null;
+  }
+
+  /**
+   * First half of a commit: write every new block (data, trees, super-root,
+   * freemap), nothing synced, no header. Null when there is nothing to
+   * commit. On failure everything is as before and the error is thrown.
+   */
+  prepareCommit(): PreparedCommit | null {
     if (!this.writable || !this.writer || !this.allocator) return null;
     if (this.failed) throw new FsError('EIO', `the volume header could not be written: ${this.failed.message}`);
     if (!this.dirty) return null;
     const t0 = Date.now();
     const w = this.writer;
     const hdr = this.dev.header;
-    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
     const tid = this.nextTid;
     w.tid = tid;
     const b0 = w.blocksWritten;
     const y0 = w.bytesWritten;
     const commits: PfsCommit[] = [];
+    const roots = new Map<string, { bref: Blockref; inode: InodeData }>();
     w.recent?.clear();
-    let headerStarted = false;
     try {
       const srootUpdates: LeafUpdate[] = [];
       for (const p of this.pfsByName.values()) {
@@ -365,41 +412,91 @@ export class Hammer2Fs {
         if (!c) continue;
         commits.push(c);
         srootUpdates.push({ key: c.bref.key, bref: c.bref });
+        roots.set(p.name, { bref: c.bref, inode: p.root.data });
       }
-      for (const build of this.extraRoots) srootUpdates.push(build(w));
+      for (const build of this.extraRoots) {
+        const r = build(w);
+        srootUpdates.push({ key: r.key, bref: r.bref });
+        roots.set(r.label, { bref: r.bref, inode: r.inode });
+      }
       for (const [key, ip] of this.staged) {
         srootUpdates.push({ key, bref: ip ? writeInode(w, ip, key, inodeBlockset(ip), BREF_FLAG_PFSROOT) : null });
       }
       srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
       const sroot = srootUpdates.length ? [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)] : hdr.sroot;
       const fm = this.allocator.commit(tid);
-      this.dev.vols.sync();
-      hdr.sroot = sroot;
-      hdr.freemap = fm.freemap;
+      this.dev.vols.flushWrites();
+      return { tid, sroot, fm, commits, roots, t0, b0, y0 };
+    } catch (e) {
+      this.dev.vols.discardWrites();
+      this.allocator.rollback();
+      throw asFsError(e);
+    }
+  }
+
+  /** Drop a prepared commit (its blocks stay unreferenced; nothing points at them). */
+  abortCommit(_p: PreparedCommit): void {
+    this.dev.vols.discardWrites();
+    this.allocator?.rollback();
+    this.writer?.recent?.clear();
+  }
+
+  /**
+   * Second half: sync the blocks, write the volume header into the next
+   * slot, sync again, then make memory match. Commit participants (copies)
+   * write their own blocks after this image's are written and sync them
+   * together with this image's; they commit their headers once this one is
+   * durable, so no copy is ever ahead of the primary while the mount runs.
+   * `dataSynced`: the blocks were already synced by the caller.
+   */
+  finishCommit(p: PreparedCommit, o: { dataSynced?: boolean } = {}): FlushStats {
+    const w = this.writer!;
+    const hdr = this.dev.header;
+    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
+    const { tid } = p;
+    const joined: CommitParticipant[] = [];
+    let headerStarted = false;
+    try {
+      if (!o.dataSynced) {
+        // Copies write their blocks now, and every image's blocks are synced at once.
+        const sets: VolumeSet[] = [this.dev.vols];
+        const owners: CommitParticipant[] = [];
+        for (const part of this.participants) {
+          for (const set of part.prepare(tid, p.roots)) {
+            sets.push(set);
+            owners.push(part);
+          }
+          joined.push(part);
+        }
+        const res = syncTogether(sets);
+        if (res[0]) throw res[0];
+        for (let i = 1; i < sets.length; i++) if (res[i]) owners[i - 1].syncFailed(sets[i], res[i]!);
+      }
+      hdr.sroot = p.sroot;
+      hdr.freemap = p.fm.freemap;
       hdr.mirrorTid = tid;
       hdr.freemapTid = tid;
-      hdr.allocatorFree = fm.free;
+      hdr.allocatorFree = p.fm.free;
       headerStarted = true;
       this.writeHeader();
       this.dev.vols.sync();
     } catch (e) {
       Object.assign(hdr, saved);
       this.dev.vols.discardWrites();
-      this.allocator.rollback();
+      this.allocator!.rollback();
+      for (const part of joined) part.abort();
       // A header write that failed half way may have destroyed that slot; the
       // others still hold older commits, but this mount must not go on.
       if (headerStarted) this.failed = e as Error;
-      if (e instanceof FsError || e instanceof MediaError) throw e;
-      // A host that ran out of space says ENOSPC; other device trouble is EIO.
-      const code = e instanceof DeviceError && /^E[A-Z]+$/.test(e.code) ? e.code : 'EIO';
-      throw new FsError(code, (e as Error).message);
+      throw asFsError(e);
     }
-    for (const c of commits) c.apply();
+    for (const c of p.commits) c.apply();
     this.maxTid = tid;
     this.staged.clear();
     this.headerDirty = false;
-    this.lastFlush = { tid, blocks: w.blocksWritten - b0, bytes: w.bytesWritten - y0, ms: Date.now() - t0 };
+    this.lastFlush = { tid, blocks: w.blocksWritten - p.b0, bytes: w.bytesWritten - p.y0, ms: Date.now() - p.t0 };
     try {
+      for (const part of joined) part.commit(tid);
       for (const l of this.commitListeners) l(tid);
     } finally {
       w.recent?.clear();
@@ -551,6 +648,22 @@ export class Hammer2Fs {
     build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint; updateTid?: bigint },
     opts: { minTid?: bigint; keepPfs?: boolean } = {},
   ): FlushStats | null {
+    const p = this.preparePfsRoot(label, build, opts);
+    const r = this.finishCommit(p);
+    this.reloadHeld(label, opts);
+    return r;
+  }
+
+  /**
+   * commitPfsRoot's first half (blocks written, nothing synced): the caller
+   * syncs them along with other images and then calls finishCommit(p,
+   * {dataSynced: true}), or abortCommit(p).
+   */
+  preparePfsRoot(
+    label: string,
+    build: (w: BlockWriter) => { root: InodeData; modifyTid?: bigint; updateTid?: bigint },
+    opts: { minTid?: bigint; keepPfs?: boolean } = {},
+  ): PreparedCommit {
     if (!this.writable) throw new FsError('EROFS');
     const entry = this.dev.findPfs(label);
     if (!entry) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
@@ -566,17 +679,20 @@ export class Hammer2Fs {
       if (modifyTid !== undefined) b.modifyTid = modifyTid;
       // As a flush of the PFS would: a commit that reaches a copy is a shared one.
       b.updateTid = updateTid ?? (held?.replicated ? w.tid : entry.bref.updateTid);
-      return { key: entry.bref.key, bref: b };
+      return { label, key: entry.bref.key, bref: b, inode: root };
     });
-    let r: FlushStats | null;
     try {
-      r = this.flush();
+      return this.prepareCommit()!;
     } finally {
       this.extraRoots = [];
       this.tidFloor = floor;
     }
+  }
+
+  /** After commitPfsRoot with keepPfs: the PFS object in use takes the new committed root. */
+  reloadHeld(label: string, opts: { keepPfs?: boolean } = {}): void {
+    const held = this.pfsByName.get(label);
     if (held && opts.keepPfs) held.reload(this.dev.findPfs(label)!);
-    return r;
   }
 
   /**

@@ -86,8 +86,8 @@ export interface PfsRedundancy {
   readInode(inum: bigint): InodeData | null;
   /** Committed entries of directory `inum` with keys in [lo, hi], in key order, from a copy. */
   readEntries(inum: bigint, lo: bigint, hi: bigint): DirEntry[] | null;
-  /** An item of this node failed to read: repair it from a copy. `key` names a data block; none: the inode's whole tree. */
-  damaged(inum: bigint, key?: bigint): void;
+  /** An item of this node failed to read (`why`): repair it from a copy. `key` names a data block; none: the inode's whole tree. */
+  damaged(inum: bigint, key?: bigint, why?: string): void;
 }
 
 export interface Attr {
@@ -283,7 +283,7 @@ export class Pfs {
       const copy = e instanceof MediaError ? this.redundancy?.readInode(inum) : null;
       if (!copy) throw e;
       // Served from a copy until the repair is committed (not cached: the repaired one replaces it).
-      this.redundancy!.damaged(inum);
+      this.redundancy!.damaged(inum, undefined, (e as Error).message);
       const data = cloneInode(copy);
       setInodeBlockset(data, Array.from({ length: SET_COUNT }, emptyBlockref));
       const n: Node = { inum, bref: null, disk: data, data, dirty: false, opens: 0, borrowed: true };
@@ -554,7 +554,7 @@ export class Pfs {
         return;
       } catch (e) {
         if (!(e instanceof MediaError) || !this.redundancy) throw e;
-        this.redundancy.damaged(dir.inum);
+        this.redundancy.damaged(dir.inum, undefined, e.message);
       }
     }
     const rest = this.redundancy?.readEntries(dir.inum, from, hi);
@@ -619,7 +619,11 @@ export class Pfs {
       } catch (e) {
         if (!(e instanceof MediaError) || !this.redundancy) throw e;
         // Name the 64 KiB blocks of the range for the repair.
-        for (let k = Math.floor(pos / PBUFSIZE) * PBUFSIZE; k < pos + out.length; k += PBUFSIZE) this.redundancy.damaged(n.inum, BigInt(k));
+        let why: string | undefined = e.message;
+        for (let k = Math.floor(pos / PBUFSIZE) * PBUFSIZE; k < pos + out.length; k += PBUFSIZE) {
+          this.redundancy.damaged(n.inum, BigInt(k), why);
+          why = undefined;
+        }
       }
     }
     if (!this.redundancy?.readData(n.inum, pos, out)) throw new MediaError(`inode ${n.inum}: data unreadable here and on every copy`);

@@ -3,3 +3,4 @@ export * from './bufcache';
 export * from './device';
 export * from './volumes';
 export * from './native';
+export { syncTogether } from './together';

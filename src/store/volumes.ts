@@ -293,6 +293,11 @@ export class VolumeSet {
 
   sync(): void {
     if (this.queue.length) this.flushWrites();
+    this.syncDevices();
+  }
+
+  /** fdatasync every volume (queued writes are the caller's: see sync()). */
+  syncDevices(): void {
     for (const v of this.volumes) v.dev.sync();
   }
 

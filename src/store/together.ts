@@ -1,0 +1,93 @@
+// Syncing several images at once. A commit that reaches copies syncs the
+// primary's data and every copy's data before any header is written; done
+// one after the other, each image waits for the disk alone. Here the main
+// thread syncs the first image while worker threads sync the others (an
+// fd is valid in every thread of the process), and the main thread blocks
+// on an Atomics.wait until all are done, so the commit stays synchronous.
+import { Worker } from 'node:worker_threads';
+import { constants } from 'node:os';
+import { DeviceError } from './device';
+import { VolumeSet } from './volumes';
+
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+parentPort.on('message', ({ fds, sab }) => {
+  const a = new Int32Array(sab);
+  let errno = 0;
+  for (const fd of fds) {
+    try {
+      fs.fdatasyncSync(fd);
+    } catch (e) {
+      errno = typeof e.errno === 'number' ? Math.abs(e.errno) : 5;
+      break;
+    }
+  }
+  Atomics.store(a, 1, errno);
+  Atomics.store(a, 0, 1);
+  Atomics.notify(a, 0);
+});
+`;
+
+const pool: Worker[] = [];
+
+function worker(i: number): Worker {
+  while (pool.length <= i) {
+    const w = new Worker(WORKER, { eval: true });
+    w.unref();
+    pool.push(w);
+  }
+  return pool[i];
+}
+
+const errnoName = (n: number): string => Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? 'EIO';
+
+/**
+ * Write out what each set has queued, then fdatasync all of their devices
+ * in parallel. Returns, per set, null or the error its sync met (the caller
+ * decides what a failure of each means).
+ */
+export function syncTogether(sets: VolumeSet[]): (Error | null)[] {
+  const out: (Error | null)[] = sets.map(() => null);
+  // Queued writes first (page-cache copies: this thread's work either way).
+  for (let i = 0; i < sets.length; i++) {
+    try {
+      sets[i].flushWrites();
+    } catch (e) {
+      out[i] = e as Error;
+    }
+  }
+  if (sets.length === 1) {
+    if (!out[0]) {
+      try {
+        sets[0].syncDevices();
+      } catch (e) {
+        out[0] = e as Error;
+      }
+    }
+    return out;
+  }
+  const waits: { i: number; a: Int32Array }[] = [];
+  for (let i = 1; i < sets.length; i++) {
+    if (out[i]) continue;
+    const a = new Int32Array(new SharedArrayBuffer(8));
+    worker(i - 1).postMessage({ fds: sets[i].volumes.map((v) => v.dev.fd), sab: a.buffer });
+    waits.push({ i, a });
+  }
+  if (!out[0]) {
+    try {
+      sets[0].syncDevices();
+    } catch (e) {
+      out[0] = e as Error;
+    }
+  }
+  for (const { i, a } of waits) {
+    while (Atomics.load(a, 0) === 0) Atomics.wait(a, 0, 0, 1000);
+    const errno = Atomics.load(a, 1);
+    if (errno) {
+      const code = errnoName(errno);
+      out[i] = new DeviceError(`${sets[i].volumes.map((v) => v.dev.path).join(':')}: fsync failed: ${code}`, code, true);
+    }
+  }
+  return out;
+}
