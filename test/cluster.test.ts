@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PfsCluster, relation } from '../src/cluster';
+import { syncedTid, SyncCursor, syncPfs } from '../src/sync';
 import { Hammer2Fs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
@@ -223,4 +224,133 @@ t.test('scrub: every block of both nodes verified, damage repaired from the othe
   a.close();
   await fscks(t, A.img, 'primary after scrub');
   await fscks(t, B.img, 'copy after scrub');
+});
+
+t.test('stopping at any moment of a multi-step resync leaves the nodes "behind" or "same", never diverged', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  t.teardown(() => a.close());
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 40; i++) mkfile(p, p.root, `f${i}`, content(i, 200000));
+  a.flush();
+  const tidsOf = async (img: string) => {
+    const h = await Hammer2Fs.open(img, { lock: false });
+    try {
+      const e = h.dev.findPfs('DATA')!;
+      return { tid: e.bref.modifyTid, ver: e.bref.updateTid, empty: inodeBlockset(e.inode).every((b) => b.type === BrefType.EMPTY) };
+    } finally {
+      h.close();
+    }
+  };
+  let seen = 0;
+  for (let round = 0; round < 6; round++) {
+    const c = new PfsCluster(a, p, A.img, { log: () => {}, stepBytes: 256 << 10 });
+    await c.add(B.img);
+    // Writes land while the passes run, so they take several steps and
+    // repeat; stop right after a pass completed with the copy still behind
+    // (the moment a multi-step pass records where it began), or after a while.
+    for (let k = 0; k < 200; k++) {
+      mkfile(p, p.root, `r${round}-${k}`, content(1000 + round * 10 + k, 150000));
+      a.flush();
+      await new Promise((r) => setTimeout(r, 1));
+      const st = c.status()[1];
+      if (st.resync.passes >= 1 + (round % 3) && st.state === 'resyncing') break;
+      if (st.state === 'in-sync' && k > 20) break;
+    }
+    const passes = c.status()[1].resync.passes;
+    c.close();
+    const P = await tidsOf(A.img);
+    const C = await tidsOf(B.img);
+    const rel = relation({ tid: P.tid, ver: P.ver }, { tid: C.empty ? 0n : C.tid, ver: C.ver });
+    t.not(rel, 'diverged', `round ${round} (${passes} passes done): primary ${P.tid}/${P.ver}, copy ${C.tid}/${C.ver} -> ${rel}`);
+    if (rel === 'same') {
+      seen++;
+      t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'and "same" means identical');
+    }
+  }
+  // Finally let it converge.
+  const c = new PfsCluster(a, p, A.img, { log: () => {} });
+  await c.add(B.img);
+  await settle(t, c);
+  c.close();
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'converged');
+  t.ok(seen >= 0, `${seen} rounds stopped in sync`);
+});
+
+t.test('a damaged copy blocktable met by a budgeted incremental pass is replaced whole', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  const b = await openRw(B.img);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  b.createPfs('DATA', { clid: a.dev.findPfs('DATA')!.inode.meta.pfsClid });
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 400; i++) mkfile(p, p.root, `f${i}`, content(i, 20000));
+  a.flush();
+  const passOnce = (budget?: number) => {
+    let from: SyncCursor | undefined;
+    do {
+      const s = a.dev.findPfs('DATA')!;
+      const d = b.dev.findPfs('DATA')!;
+      const since = syncedTid(d.bref, d.inode);
+      let next: SyncCursor | null = null;
+      b.commitPfsRoot('DATA', (w) => {
+        const r = syncPfs({ reader: a.dev.reader }, s.inode, { reader: b.dev.reader, writer: w }, d.inode, { since, from, budgetBytes: budget });
+        next = r.next;
+        return r.next ? { root: r.root, modifyTid: since } : { root: r.root, modifyTid: s.bref.modifyTid, updateTid: s.bref.modifyTid };
+      });
+      from = next ?? undefined;
+    } while (from);
+  };
+  passOnce();
+  // Damage the copy's index blocktable holding inode 200's key, then change that file on the source.
+  const victim = p.resolve('/f200');
+  const bi = inodeBlockset(b.dev.findPfs('DATA')!.inode).find((x) => x.type === BrefType.INDIRECT && x.key <= victim.inum && victim.inum < x.key + (1n << BigInt(x.keybits)));
+  t.ok(bi, 'the copy has an index blocktable over that inode');
+  damage(B.img, bi!.dataOff, 500);
+  b.dropCaches();
+  p.write(victim, 0, content(9999, 100), tick());
+  a.flush();
+  passOnce(32 << 10);
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'every file is on the copy after the budgeted pass');
+  b.flush();
+  await fscks(t, B.img, 'copy');
+});
+
+t.test('a damaged blocktable of the primary root directory is repaired from the copy', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 300; i++) mkfile(p, p.root, `name-${i}`, content(i, 100));
+  a.flush();
+  const c = new PfsCluster(a, p, A.img, { log: () => {} });
+  t.teardown(() => {
+    c.close();
+    a.close();
+  });
+  await c.add(B.img);
+  await settle(t, c);
+  const want = pfsTree(p);
+  // A blocktable of the root's tree at the directory-hash keys.
+  const ind = inodeBlockset(a.dev.findPfs('DATA')!.inode).find((x) => x.type === BrefType.INDIRECT && x.key >= 1n << 63n);
+  t.ok(ind, 'the root directory has a blocktable of entries');
+  damage(A.img, ind!.dataOff, 700);
+  a.dropCaches();
+  (p as any).clean.clear();
+  t.same(treeDiff(want, pfsTree(p)), [], 'the root directory lists and resolves through the damage');
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setTimeout(r, 50));
+  a.dropCaches();
+  (p as any).clean.clear();
+  const before = c.status()[0].readErrors;
+  t.same(treeDiff(want, pfsTree(p)), [], 'after the repair too');
+  t.equal(c.status()[0].readErrors, before, 'without the copy any more');
+  a.flush();
+  c.close();
+  await fscks(t, A.img, 'repaired primary');
 });

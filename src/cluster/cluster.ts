@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import { FreemapAllocator, FsError, MediaError, PfsEntry } from '../engine';
 import { CommitParticipant, DirEntry, Hammer2Fs, Pfs, PfsRedundancy, PreparedCommit } from '../fs';
 import { Blockref, InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
-import { Damage, emptyStats, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
+import { Damage, emptyStats, SourceError, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
 import { BlockReader, scanRange } from '../engine';
 import { DeviceError, VolumeSet } from '../store';
 import { inodeBlockset } from '../media';
@@ -90,6 +90,8 @@ class CopyNode {
   /** The pass under way: where it resumes, the tid it is based on and the primary's tid when it began. */
   pass: { since: bigint; start: bigint; cursor: SyncCursor | null; steps: number } | null = null;
   retryAt = 0;
+  /** A resync waits for the primary's damage to be repaired (until retryAt). */
+  waiting = false;
   /** This copy's half of the primary commit under way. */
   prepared: { commit: PreparedCommit; tid: bigint } | null = null;
   /** A read-only view of the copy's committed PFS, rebuilt when its root changes. */
@@ -407,7 +409,7 @@ export class PfsCluster implements PfsRedundancy {
 
   /** Commits of the primary count as shared while some copy is in sync. */
   private updateReplicated(): void {
-    this.pfs.replicated = this.copies.some((c) => c.state === 'in-sync');
+    this.pfs.replicated = !this.closed && this.copies.some((c) => c.state === 'in-sync');
   }
 
   /**
@@ -471,7 +473,11 @@ export class PfsCluster implements PfsRedundancy {
         };
         sets.push(c.fs.dev.vols);
       } catch (e) {
-        this.copyFailed(c, e);
+        if (e instanceof SourceError) {
+          // The primary's new tree failed to read: the copy misses this commit and catches up later.
+          this.setState(c, 'resyncing', e.message);
+          this.sourceDamaged(c, e);
+        } else this.copyFailed(c, e);
       }
     }
     return sets;
@@ -534,6 +540,10 @@ export class PfsCluster implements PfsRedundancy {
     const src = this.primary.dev.findPfs(this.label)!;
     const since = c.pass ? c.pass.since : c.tid;
     const from = c.pass?.cursor ?? undefined;
+    // A pass that already took steps read several states of the primary:
+    // when it completes, the copy is level only as of where it began.
+    const multi = !!c.pass && c.pass.steps > 0;
+    const start = c.pass?.start ?? src.bref.modifyTid;
     let next: SyncCursor | null = null;
     try {
       const d = c.entry();
@@ -552,47 +562,74 @@ export class PfsCluster implements PfsRedundancy {
             },
           });
           next = r.next;
-          // Until a pass completes the copy stays at the tid the pass is based
-          // on; a completed one is a commit shared with the primary.
-          return r.next ? { root: r.root, modifyTid: since } : { root: r.root, modifyTid: src.bref.modifyTid, updateTid: src.bref.modifyTid };
+          // Until a pass completes the copy stays at the tid the pass is
+          // based on; a completed one is state shared with the primary (as of
+          // where a multi-step pass began), recorded in one commit.
+          if (r.next) return { root: r.root, modifyTid: since };
+          const at = multi ? start : src.bref.modifyTid;
+          return { root: r.root, modifyTid: at, updateTid: at };
         },
         { minTid: src.bref.modifyTid },
       );
     } catch (e) {
+      if (e instanceof SourceError) {
+        this.sourceDamaged(c, e);
+        return false;
+      }
       this.copyFailed(c, e);
       return false;
     }
     if (next) {
       // More to do: the pass resumes from the cursor at the next step.
-      c.pass = c.pass ?? { since, start: src.bref.modifyTid, cursor: null, steps: 0 };
+      c.pass = c.pass ?? { since, start, cursor: null, steps: 0 };
       c.pass.cursor = next;
       c.pass.steps++;
+      c.error = null;
       return true;
     }
-    const steps = c.pass ? c.pass.steps + 1 : 1;
-    if (steps === 1) {
+    c.passes++;
+    c.error = null;
+    if (!multi) {
       // Completed in one step: level with the primary's committed state.
       c.tid = src.bref.modifyTid;
       c.pass = null;
-      c.passes++;
       if (c.state !== 'in-sync') this.setState(c, 'in-sync', `level at transaction ${c.tid}`);
       return false;
     }
-    // A pass that took several steps is level as of where it began; the
-    // next pass covers what changed since then.
-    c.passes++;
-    const start = c.pass!.start;
+    // The next pass covers what changed since this one began. The primary
+    // records that its state as of then is shared, so that the two agree
+    // on their history should either go on alone now.
     c.tid = start;
     c.pass = { since: start, start: this.primaryTid(), cursor: null, steps: 0 };
-    this.recordTid(c, start);
+    this.recordShared(start);
     return true;
   }
 
-  /** Record on the copy the tid a completed multi-step pass reached. */
-  private recordTid(c: CopyNode, tid: bigint): void {
-    const h = c.fs!;
-    const d = c.entry();
-    h.commitPfsRoot(c.label, () => ({ root: d.inode, modifyTid: tid }));
+  /** The primary's PFS root records `tid` as shared (its update_tid), unless it records a later one. */
+  private recordShared(tid: bigint): void {
+    try {
+      this.primary.flush();
+      const e = this.primary.dev.findPfs(this.label)!;
+      if (e.bref.updateTid >= tid) return;
+      this.primary.commitPfsRoot(this.label, () => ({ root: e.inode, modifyTid: e.bref.modifyTid, updateTid: tid }), { keepPfs: true });
+    } catch (err) {
+      this.log(`recording the shared point failed: ${errText(err)}`);
+    }
+  }
+
+  /**
+   * The primary's own tree failed to read while a copy was being brought
+   * level from it: not the copy's fault. The pass waits (the copy keeps its
+   * state), the primary's item is queued for repair from an in-sync copy if
+   * there is one, and the pass is retried later.
+   */
+  private sourceDamaged(c: CopyNode, e: SourceError): void {
+    c.error = `the primary failed to read (${e.message}); resynchronization waits for it to be repaired (hammer2 scrub)`;
+    c.pass = null;
+    this.log(`copy ${c.spec}: ${c.error}`);
+    if (e.inum !== undefined) this.damaged(e.inum, e.key);
+    c.retryAt = Date.now() + (this.o.retrySec ?? 10) * 1000;
+    c.waiting = true;
   }
 
   /** Run the background work: resync steps, retries, repairs. */
@@ -629,10 +666,16 @@ export class PfsCluster implements PfsRedundancy {
           c.error = errText(e);
           c.retryAt = now + (this.o.retrySec ?? 10) * 1000;
         }
+        // Removed, or the cluster closed, while the image was opening: let it go.
+        if (this.closed || !this.copies.includes(c)) {
+          c.close();
+          return;
+        }
       }
     }
-    const c = this.copies.find((x) => x.state === 'resyncing');
+    const c = this.copies.find((x) => x.state === 'resyncing' && (!x.waiting || now >= x.retryAt));
     if (c) {
+      c.waiting = false;
       // The primary's pending changes are not the copy's business: it follows commits.
       const t0 = Date.now();
       const written0 = c.resync.bytesWritten;
@@ -693,7 +736,14 @@ export class PfsCluster implements PfsRedundancy {
     return this.fromCopies((c) => {
       const v = c.view();
       const dir = v.getInode(inum);
-      return v.readdirFrom(dir, lo, Infinity).filter((e) => e.key <= hi);
+      // In batches, up to `hi` only (a lookup asks for one hash range, not the directory).
+      const out: DirEntry[] = [];
+      for (let from = lo; ; ) {
+        const batch = v.readdirFrom(dir, from, 256);
+        for (const e of batch) if (e.key <= hi) out.push(e);
+        if (batch.length < 256 || batch[batch.length - 1].key >= hi) return out;
+        from = batch[batch.length - 1].key + 1n;
+      }
     });
   }
 
@@ -726,9 +776,22 @@ export class PfsCluster implements PfsRedundancy {
       this.healed += n;
       this.log(`repaired ${n} damaged item(s) of inode(s) ${[...damage.keys()].join(', ')} from copy ${c.spec} (${stats.leavesCopied} leaves rewritten)`);
     } catch (e) {
-      this.log(`repair of inode(s) ${[...damage.keys()].join(', ')} failed: ${errText(e)}`);
+      this.log(`repair of inode(s) ${[...damage.keys()].join(', ')} failed: ${errText(e)}; retrying in 5 s`);
+      // Keep what is still damaged, and try again (a copy may come back in sync, space may be freed).
+      for (const [inum, keys] of damage) {
+        if (keys === null) this.damage.set(inum, null);
+        else for (const k of keys) this.damaged(inum, k);
+      }
+      if (!this.retryTimer && !this.closed) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          this.repairPrimary();
+        }, 5000);
+        this.retryTimer.unref();
+      }
     }
   }
+  private retryTimer: NodeJS.Timeout | null = null;
 
   /** A forced pass from copy `c` into the primary over `force`, committed with what was pending. */
   private repairPrimaryFrom(c: CopyNode, force: Map<bigint, Set<bigint> | null>): SyncStats {
@@ -898,6 +961,8 @@ export class PfsCluster implements PfsRedundancy {
   close(): void {
     this.closed = true;
     this.pfs.replicated = false;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.primary.participants.delete(this.participant);

@@ -1171,7 +1171,8 @@ export class Pfs {
     }
     if (n.opens === 0 && n !== this.root && !n.dirty && !n.deleted) {
       this.live.delete(n.inum);
-      this.clean.set(Number(n.inum), n, NODE_BYTES);
+      // A node borrowed from a copy is not kept: the next lookup reads (or repairs) it again.
+      if (!n.borrowed) this.clean.set(Number(n.inum), n, NODE_BYTES);
     }
   }
 

@@ -31,6 +31,9 @@ parentPort.on('message', ({ fds, sab }) => {
 
 const pool: Worker[] = [];
 
+/** How long a copy's sync may take before it is given up (its copy then fails). */
+const SYNC_LIMIT_MS = 10 * 60 * 1000;
+
 function worker(i: number): Worker {
   while (pool.length <= i) {
     const w = new Worker(WORKER, { eval: true });
@@ -81,8 +84,14 @@ export function syncTogether(sets: VolumeSet[]): (Error | null)[] {
       out[0] = e as Error;
     }
   }
+  // A worker that never answers (it could not start) must not hang the daemon for good.
+  const deadline = Date.now() + SYNC_LIMIT_MS;
   for (const { i, a } of waits) {
-    while (Atomics.load(a, 0) === 0) Atomics.wait(a, 0, 0, 1000);
+    while (Atomics.load(a, 0) === 0 && Date.now() < deadline) Atomics.wait(a, 0, 0, 1000);
+    if (Atomics.load(a, 0) === 0) {
+      out[i] = new DeviceError(`${sets[i].volumes.map((v) => v.dev.path).join(':')}: fsync did not complete within ${SYNC_LIMIT_MS / 1000} s`, 'ETIMEDOUT', true);
+      continue;
+    }
     const errno = Atomics.load(a, 1);
     if (errno) {
       const code = errnoName(errno);

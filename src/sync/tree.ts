@@ -38,6 +38,7 @@ import {
   BrefType,
   CheckMethod,
   decodeInode,
+  DIRHASH_VISIBLE,
   encodeInode,
   inodeBlockset,
   InodeData,
@@ -51,6 +52,8 @@ import {
 /** Where a stopped pass resumes: a key in a table, and for an inode leaf at exactly that key, the place inside it. */
 export interface SyncCursor {
   key: bigint;
+  /** The inode at `key` is being copied whole (its target had no tree): resume without skipping. */
+  full?: boolean;
   inner?: SyncCursor;
 }
 
@@ -67,6 +70,21 @@ export interface SyncStats {
   leavesDeleted: number;
   /** Target branches that failed to read and were replaced from the source. */
   healed: number;
+}
+
+/**
+ * The source failed to read (not the target): the pass cannot go on past
+ * it. Names the damaged item: inode `inum`, and in its tree data key `key`.
+ */
+export class SourceError extends MediaError {
+  override name = 'SourceError';
+  constructor(
+    msg: string,
+    readonly inum: bigint,
+    readonly key?: bigint,
+  ) {
+    super(`source: ${msg}`);
+  }
 }
 
 export const emptyStats = (): SyncStats => ({
@@ -144,14 +162,30 @@ class Pass {
   }
   private blocks0: number;
 
+  /** Depth of work that must finish in this step (a broken range being replaced). */
+  private unbudgeted = 0;
+
   private overBudget(): boolean {
+    if (this.unbudgeted > 0) return false;
     const b = this.opts.budgetBytes;
     return b !== undefined && this.dst.writer.bytesWritten - this.written0 >= b;
   }
 
-  private srcTable(b: Blockref): Blockref[] {
+  /** A blocktable of the source tree of inode `inum` (0: the PFS index). */
+  private srcTable(b: Blockref, inum: bigint): Blockref[] {
     this.stats.srcBlocksRead++;
-    return this.src.reader.readTable(b).live;
+    return this.fromSource(() => this.src.reader.readTable(b).live, inum, b.key);
+  }
+
+  /** A read of the source: its failure is the source's damage, told apart from the target's. */
+  private fromSource<T>(read: () => T, inum: bigint, key: bigint): T {
+    try {
+      return read();
+    } catch (e) {
+      if (!(e instanceof MediaError)) throw e;
+      // In the index, the item is the inode at that key; in an inode's tree, that data key.
+      throw inum === 0n ? new SourceError(e.message, key) : new SourceError(e.message, inum, key);
+    }
   }
 
   /**
@@ -159,7 +193,7 @@ class Pass {
    * for branches not newer than `since`. Stops after STEP_LEAVES leaves;
    * returns the last key covered.
    */
-  private walkSrc(set: readonly Blockref[], lo: bigint, hi: bigint, since: bigint, out: Item[]): bigint {
+  private walkSrc(set: readonly Blockref[], lo: bigint, hi: bigint, since: bigint, out: Item[], inum: bigint): bigint {
     let count = 0;
     let covered = hi;
     const visit = (table: readonly Blockref[], depth: number): boolean => {
@@ -174,7 +208,7 @@ class Pass {
           continue;
         }
         if (isNode(b.type)) {
-          if (visit(this.srcTable(b), depth + 1)) return true;
+          if (visit(this.srcTable(b, inum), depth + 1)) return true;
           continue;
         }
         if (count >= STEP_LEAVES) {
@@ -264,7 +298,7 @@ class Pass {
       let lo = from && from.key > rlo ? from.key : rlo;
       while (lo <= rhi) {
         const items: Item[] = [];
-        const covered = this.walkSrc(srcSet, lo, rhi, walkSince, items);
+        const covered = this.walkSrc(srcSet, lo, rhi, walkSince, items, inum);
         // Target leaves of the ranges that changed.
         const dstLeaves = new Map<bigint, Blockref>();
         const broken: [bigint, bigint][] = [];
@@ -274,7 +308,7 @@ class Pass {
         if (broken.length) {
           for (const [a, b] of broken) {
             const full: Item[] = [];
-            this.walkSrcAll(srcSet, a, b, full);
+            this.walkSrcAll(srcSet, a, b, full, inum);
             mergeItems(items, full, a, b);
             // Route at least one update into the broken block so that it is replaced (or dropped).
             if (!full.length) updates.push({ key: a, bref: null });
@@ -288,13 +322,21 @@ class Pass {
           if (!('leaf' in it)) continue;
           const s = it.leaf;
           srcKeys.add(s.key);
-          if (this.overBudget() && !inBroken(s.key)) {
+          const replacing = inBroken(s.key);
+          if (this.overBudget() && !replacing) {
             stopAt = s.key;
             break;
           }
           const d = dstLeaves.get(s.key) ?? null;
           if (s.type === BrefType.INODE) {
-            const r = this.syncInode(s, d, since, inner && s.key === lo ? inner : undefined);
+            // Inside a broken range everything it held is rewritten now, nested trees included.
+            if (replacing) this.unbudgeted++;
+            let r: { bref: Blockref | null; next: SyncCursor | null };
+            try {
+              r = this.syncInode(s, d, since, inner && s.key === lo ? inner : undefined);
+            } finally {
+              if (replacing) this.unbudgeted--;
+            }
             inner = undefined;
             if (r.bref) updates.push({ key: s.key, bref: r.bref });
             if (r.next) {
@@ -305,7 +347,7 @@ class Pass {
             continue;
           }
           if (d && sameLeaf(s, d) && !forced?.has(s.key)) continue;
-          updates.push({ key: s.key, bref: this.copyLeaf(s) });
+          updates.push({ key: s.key, bref: this.copyLeaf(s, inum) });
         }
         if (stopAt !== null) {
           this.stopped = true;
@@ -321,14 +363,14 @@ class Pass {
   }
 
   /** Every source leaf of [lo, hi] (no skipping). */
-  private walkSrcAll(set: readonly Blockref[], lo: bigint, hi: bigint, out: Item[]): void {
+  private walkSrcAll(set: readonly Blockref[], lo: bigint, hi: bigint, out: Item[], inum: bigint): void {
     const visit = (table: readonly Blockref[], depth: number): void => {
       if (depth > 64) throw new MediaError('source tree too deep (loop?)');
       for (const b of table) {
         if (b.type === BrefType.EMPTY) continue;
         if (brefKeyEnd(b) < lo) continue;
         if (b.key > hi) break;
-        if (isNode(b.type)) visit(this.srcTable(b), depth + 1);
+        if (isNode(b.type)) visit(this.srcTable(b, inum), depth + 1);
         else out.push({ leaf: b });
       }
     };
@@ -336,13 +378,13 @@ class Pass {
   }
 
   /** Copy one data block or directory entry into the target. */
-  private copyLeaf(s: Blockref): Blockref {
+  private copyLeaf(s: Blockref, inum: bigint): Blockref {
     this.stats.leavesCopied++;
     if (brefRadix(s) === 0) return this.dst.writer.copyRef(s);
     const kept = this.src.peek?.(s.dataOff);
     if (kept) return this.dst.writer.copyBlock(s, Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength));
     this.stats.srcBlocksRead++;
-    return this.dst.writer.copyBlock(s, this.src.reader.readPhysical(s));
+    return this.dst.writer.copyBlock(s, this.fromSource(() => this.src.reader.readPhysical(s), inum, s.key));
   }
 
   /** The target's inode at `d`, or null when it is missing or unreadable (then rebuilt whole). */
@@ -362,7 +404,7 @@ class Pass {
   /** Bring one inode (its attributes and its tree) level; returns the new target bref, or null if it already matched. */
   syncInode(s: Blockref, d: Blockref | null, since: bigint, from: SyncCursor | undefined): { bref: Blockref | null; next: SyncCursor | null } {
     this.stats.srcBlocksRead++;
-    const srcIp = decodeInode(this.src.reader.readPhysical(s));
+    const srcIp = this.fromSource(() => decodeInode(this.src.reader.readPhysical(s)), 0n, s.key);
     const dstIp = this.readDstInode(d);
     const out = copyInode(srcIp);
     let next: SyncCursor | null = null;
@@ -376,8 +418,12 @@ class Pass {
       const f = this.opts.force;
       const keys = f?.has(s.key) ? f.get(s.key) : undefined;
       const ranges: [bigint, bigint][] | undefined = keys?.size ? [...keys].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
-      const innerSince = !hasTree || (f?.has(s.key) && !ranges) ? 0n : since;
-      const r = this.syncTable(inodeBlockset(srcIp), dstSet, innerSince, from, s.key, ranges, keys ?? undefined);
+      // A resumed inode copied whole goes on without skipping; one whose
+      // target is gone since the cursor was taken starts over.
+      const resume = hasTree ? from : undefined;
+      const innerSince = !hasTree || resume?.full || (f?.has(s.key) && !ranges) ? 0n : since;
+      const r = this.syncTable(inodeBlockset(srcIp), dstSet, innerSince, resume, s.key, ranges, keys ?? undefined);
+      if (r.next && innerSince === 0n && since !== 0n) r.next.full = true;
       next = r.next;
       let table = dstSet;
       if (r.updates.length) {
@@ -401,7 +447,10 @@ class Pass {
 
   syncRoot(srcRoot: InodeData, dstRoot: InodeData, since: bigint): PfsSyncResult {
     const f = this.opts.force;
-    const ranges: [bigint, bigint][] | undefined = f ? [...f.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
+    let ranges: [bigint, bigint][] | undefined = f ? [...f.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((k) => [k, k]) : undefined;
+    // The root directory's own entries share the root's tree (at the hash
+    // keys): a repair naming the root directory compares all of them.
+    if (ranges && f!.has(1n)) ranges = [...ranges.filter(([k]) => k < DIRHASH_VISIBLE), [DIRHASH_VISIBLE, KEY_MAX]];
     // Named root-level leaves (entries of the root directory) are rewritten even where they look equal.
     const r = this.syncTable(inodeBlockset(srcRoot), inodeBlockset(dstRoot), since, this.opts.from, 0n, ranges, f ? new Set(f.keys()) : undefined);
     const root = copyInode(srcRoot);
