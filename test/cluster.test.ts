@@ -11,19 +11,32 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PfsCluster, relation } from '../src/cluster';
 import { syncedTid, SyncCursor, syncPfs } from '../src/sync';
-import { Hammer2Fs } from '../src/fs';
+import { Hammer2Fs, Pfs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { formatHammer2 } from '../mkfs/newfs';
 import { newImage } from './lib/cli';
 import { flipByte, haveRef, refFsck, refRead, fileHashes, tempDir } from './lib/env';
-import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, twoNodes } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
 
 
 
+
+/** A cluster of `p` (on image `aImg`, open as `a`) with a copy on `bImg`, level; closed with `a` at teardown. */
+async function inSyncCluster(t: any, a: Hammer2Fs, p: Pfs, aImg: string, bImg: string): Promise<PfsCluster> {
+  a.flush();
+  const c = new PfsCluster(a, p, aImg, { log: () => {} });
+  t.teardown(() => {
+    c.close();
+    a.close();
+  });
+  await c.add(bImg);
+  await settle(t, c);
+  return c;
+}
 
 async function settle(t: any, c: PfsCluster, ms = 20000): Promise<void> {
   const end = Date.now() + ms;
@@ -191,14 +204,7 @@ t.test('scrub: every block of both nodes verified, damage repaired from the othe
   const many = p.create(p.root, Buffer.from('many'), ObjType.DIRECTORY, 0o755, { uid: 0, gid: 0 }, tick());
   for (let i = 0; i < 200; i++) mkfile(p, many, `f${i}`, content(i, 3000));
   mkfile(p, p.root, 'big', content(7, 40 << 20));
-  a.flush();
-  const c = new PfsCluster(a, p, A.img, { log: () => {} });
-  t.teardown(() => {
-    c.close();
-    a.close();
-  });
-  await c.add(B.img);
-  await settle(t, c);
+  const c = await inSyncCluster(t, a, p, A.img, B.img);
   const want = pfsTree(p);
   // Damage: on the copy, a data block, an inode and the directory's blocktable;
   // on the primary, a blocktable of the big file.
@@ -279,15 +285,7 @@ t.test('stopping at any moment of a multi-step resync leaves the nodes "behind" 
 });
 
 t.test('a damaged copy blocktable met by a budgeted incremental pass is replaced whole', async (t) => {
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const a = await openRw(A.img);
-  const b = await openRw(B.img);
-  t.teardown(() => {
-    a.close();
-    b.close();
-  });
-  b.createPfs('DATA', { clid: a.dev.findPfs('DATA')!.inode.meta.pfsClid });
+  const { A, B, a, b } = await twoNodes(t, 256 << 20);
   const p = a.pfs('DATA')!;
   for (let i = 0; i < 400; i++) mkfile(p, p.root, `f${i}`, content(i, 20000));
   a.flush();
@@ -327,14 +325,7 @@ t.test('a damaged blocktable of the primary root directory is repaired from the 
   const a = await openRw(A.img);
   const p = a.pfs('DATA')!;
   for (let i = 0; i < 300; i++) mkfile(p, p.root, `name-${i}`, content(i, 100));
-  a.flush();
-  const c = new PfsCluster(a, p, A.img, { log: () => {} });
-  t.teardown(() => {
-    c.close();
-    a.close();
-  });
-  await c.add(B.img);
-  await settle(t, c);
+  const c = await inSyncCluster(t, a, p, A.img, B.img);
   const want = pfsTree(p);
   // A blocktable of the root's tree at the directory-hash keys.
   const ind = inodeBlockset(a.dev.findPfs('DATA')!.inode).find((x) => x.type === BrefType.INDIRECT && x.key >= 1n << 63n);

@@ -16,7 +16,7 @@ import { BrefType, inodeBlockset } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, REPO, tempDir } from './lib/env';
-import { forceUnmount, mount } from './lib/mount';
+import { forceUnmount, mount, mountRefusal } from './lib/mount';
 import { imageTree, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -253,13 +253,7 @@ else {
     mb = await mount(t, `${B.img}@DATA`, mntB);
     fs.writeFileSync(path.join(mntB, 'only-on-B2'), 'B alone');
     await mb.unmount();
-    let refused = '';
-    try {
-      m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
-      await m.unmount();
-    } catch (e) {
-      refused = (e as Error).message;
-    }
+    const refused = await mountRefusal(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
     t.match(refused, /diverged/, 'a read-write mount of diverged nodes is refused');
     t.match(refused, /master=/, 'with the way to choose');
     m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img},master=${B.img}`]);

@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import { FreemapAllocator, FsError, MediaError, PfsEntry } from '../engine';
 import { CommitParticipant, DirEntry, Hammer2Fs, Pfs, PfsRedundancy, PreparedCommit } from '../fs';
 import { Blockref, InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
-import { Damage, emptyStats, SourceError, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
+import { Damage, emptyStats, PfsSyncResult, SourceError, syncedTid, SyncCursor, syncPfs, SyncStats, verifyPfs } from '../sync';
 import { BlockReader, scanRange } from '../engine';
 import { DeviceError, VolumeSet } from '../store';
 import { inodeBlockset } from '../media';
@@ -356,15 +356,23 @@ export class PfsCluster implements PfsRedundancy {
       c.fs!.commitPfsRoot(c.label, () => ({ root: d0.inode, modifyTid: d0.bref.modifyTid, updateTid: d0.bref.modifyTid }));
     }
     const src = c.entry();
+    return this.intoPrimary(c, { since }, (r) => ({ root: r.root, modifyTid: src.bref.modifyTid, updateTid: src.bref.modifyTid }), src.bref.modifyTid);
+  }
+
+  /** One synchronizer pass from copy `c` into the primary, committed on the primary (its PFS object kept and reloaded). */
+  private intoPrimary(
+    c: CopyNode,
+    o: { since: bigint; force?: Map<bigint, Set<bigint> | null> },
+    finish: (r: PfsSyncResult, dst: PfsEntry) => { root: InodeData; modifyTid?: bigint; updateTid?: bigint },
+    minTid?: bigint,
+  ): SyncStats {
+    const src = c.entry();
     const dst = this.primary.dev.findPfs(this.label)!;
     const stats = emptyStats();
     this.primary.commitPfsRoot(
       this.label,
-      (w) => {
-        const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, { since, stats });
-        return { root: r.root, modifyTid: src.bref.modifyTid, updateTid: src.bref.modifyTid };
-      },
-      { minTid: src.bref.modifyTid, keepPfs: true },
+      (w) => finish(syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, { ...o, stats }), dst),
+      { minTid, keepPfs: true },
     );
     return stats;
   }
@@ -798,20 +806,11 @@ export class PfsCluster implements PfsRedundancy {
     this.primary.flush();
     // Cached good copies of damaged blocks would hide them from the pass.
     this.primary.dropCaches();
-    const src = c.entry();
-    const dst = this.primary.dev.findPfs(this.label)!;
-    const stats = emptyStats();
-    this.primary.commitPfsRoot(
-      this.label,
-      (w) => {
-        const r = syncPfs({ reader: c.fs!.dev.reader }, src.inode, { reader: this.primary.dev.reader, writer: w }, dst.inode, { since: 0n, force, stats });
-        // Keep the primary's own inode allocator.
-        r.root.meta.pfsInum = dst.inode.meta.pfsInum;
-        return { root: r.root };
-      },
-      { keepPfs: true },
-    );
-    return stats;
+    return this.intoPrimary(c, { since: 0n, force }, (r, dst) => {
+      // Keep the primary's own inode allocator.
+      r.root.meta.pfsInum = dst.inode.meta.pfsInum;
+      return { root: r.root };
+    });
   }
 
   /** A forced pass from the primary into copy `c` over `force`. */

@@ -61,3 +61,14 @@ export async function mount(
   }
   return { mnt, proc, log: () => out, unmount };
 }
+
+/** Mount `spec` expecting a refusal: the message mount_hammer2 exits with ('' if it mounted; then it is unmounted). */
+export async function mountRefusal(t: { teardown: (fn: () => void | Promise<void>) => void }, spec: string, mnt: string, args: string[] = []): Promise<string> {
+  try {
+    const m = await mount(t, spec, mnt, args);
+    await m.unmount();
+    return '';
+  } catch (e) {
+    return (e as Error).message;
+  }
+}

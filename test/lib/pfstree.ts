@@ -3,6 +3,7 @@
 // two PFSs hold the same tree exactly when their maps are equal.
 import { createHash } from 'node:crypto';
 import { FreemapAllocator } from '../../src/engine';
+import { newImage } from './cli';
 import { Hammer2Fs, Node, Pfs } from '../../src/fs';
 import { ObjType } from '../../src/media';
 
@@ -66,3 +67,23 @@ export function mkfile(p: Pfs, dir: Node, name: string, data: Buffer): Node {
 /** An image opened read-write through the fs layer with the freemap allocator. */
 export const openRw = (img: string, lock = false): Promise<Hammer2Fs> =>
   Hammer2Fs.open(img, { writable: true, lock, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });
+
+/**
+ * Two fresh images open read-write through the fs layer: A with PFS DATA,
+ * B with a node of the same cluster (same cluster id, empty). Closed at teardown.
+ */
+export async function twoNodes(
+  t: { teardown: (fn: () => void) => void; equal: (a: unknown, b: unknown, m?: string) => void },
+  bytes: number,
+): Promise<{ A: { dir: string; img: string }; B: { dir: string; img: string }; a: Hammer2Fs; b: Hammer2Fs }> {
+  const A = await newImage(t, bytes, ['DATA']);
+  const B = await newImage(t, bytes, ['none']);
+  const a = await openRw(A.img);
+  const b = await openRw(B.img);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  b.createPfs('DATA', { clid: a.dev.findPfs('DATA')!.inode.meta.pfsClid });
+  return { A, B, a, b };
+}
