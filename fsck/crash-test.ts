@@ -265,7 +265,10 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   await formatHammer2({ paths: [img], sizes: [size], labels });
   const copyImg = o.copy ? path.join(dir, `crash-${run}-copy.img`) : null;
   if (copyImg) await formatHammer2({ paths: [copyImg], sizes: [size], labels: ['none'] });
-  const copyOpt = copyImg ? `,copy=${copyImg},copy_retry=0.5` : '';
+  // Every other run attaches the copy later, live (hammer2 copy-add), so
+  // that the kill can land while it is being filled with what is already there.
+  const late = !!copyImg && run % 2 === 1;
+  const copyOpt = copyImg && !late ? `,copy=${copyImg},copy_retry=0.5` : '';
   // A short commit interval makes kills land in every phase of a flush.
   const daemon = startDaemon(img, mnt, ['-o', `flush=1,dirty=8${copyOpt}`], logFile, env);
   let stderr = '';
@@ -304,6 +307,12 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
           }
         })()
       : Promise.resolve();
+  let copyAdded = '';
+  if (late) {
+    await sleep(200 + rng.int(800));
+    const r = await runCli(HAMMER2, ['-s', mnt, 'copy-add', copyImg!], env);
+    copyAdded = r.status === 0 ? 'copy added live' : `copy-add failed: ${r.out.trim()}`;
+  }
   await sleep(300 + rng.int(2500));
   daemon.kill('SIGKILL');
   stop = true;
@@ -313,6 +322,7 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   let nsealed = 0;
   for (const s of sealedBy.values()) nsealed += s.length;
   const details: string[] = [labels.length > 1 ? `${labels.length} PFSs, ${snaps} snapshots, ${nsealed} sealed` : `${nsealed} sealed`];
+  if (copyAdded) details.push(copyAdded);
   const bad = fscks(img, details, 'primary') ?? (copyImg ? fscks(copyImg, details, 'copy') : null);
   if (bad) return { ok: false, detail: bad };
   const problems = await verify(img, sealedBy);
