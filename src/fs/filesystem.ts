@@ -52,7 +52,7 @@ import {
   VOLUME_ALIGN,
 } from '../media';
 import { flushPfs, PfsCommit, writeInode } from './flush';
-import { Pfs } from './pfs';
+import { cloneInode, Pfs } from './pfs';
 
 export interface GrowResult {
   oldSize: number;
@@ -693,6 +693,29 @@ export class Hammer2Fs {
   reloadHeld(label: string, opts: { keepPfs?: boolean } = {}): void {
     const held = this.pfsByName.get(label);
     if (held && opts.keepPfs) held.reload(this.dev.findPfs(label)!);
+  }
+
+  /**
+   * pfs-upgrade / pfs-downgrade: make PFS `label` a MASTER or a SLAVE (or
+   * another node type) as one transaction. What the PFS holds and the
+   * transaction id it is synchronized to are unchanged.
+   */
+  setPfsType(label: string, type: number): void {
+    if (!this.writable) throw new FsError('EROFS');
+    const held = this.pfsByName.get(label);
+    if (held?.dirty) this.flush();
+    const e = this.dev.findPfs(label);
+    if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+    if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root has no node type');
+    this.commitPfsRoot(
+      label,
+      () => {
+        const root = cloneInode(e.inode);
+        root.meta.pfsType = type;
+        return { root, modifyTid: e.bref.modifyTid, updateTid: e.bref.updateTid };
+      },
+      { keepPfs: true },
+    );
   }
 
   /**

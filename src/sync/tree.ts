@@ -588,7 +588,7 @@ export function sameLeaf(a: Blockref, b: Blockref): boolean {
   return a.check.equals(b.check);
 }
 
-function copyInode(ip: InodeData): InodeData {
+export function copyInode(ip: InodeData): InodeData {
   const c = decodeInode(Buffer.from(encodeInode(ip)));
   return c;
 }
@@ -600,4 +600,32 @@ function sameAttributes(a: InodeData, b: InodeData): boolean {
   if (a.meta.opFlags & OPFLAG_DIRECTDATA || b.meta.opFlags & OPFLAG_DIRECTDATA) return ea.equals(eb);
   // The blockset is the last 512 bytes (the union area); compare the rest.
   return ea.subarray(0, ea.length - 512).equals(eb.subarray(0, eb.length - 512));
+}
+
+/** The parts of [lo, hi] not covered by `skips` (sorted, non-overlapping). */
+export function unskipped(skips: [bigint, bigint][], lo: bigint, hi: bigint): [bigint, bigint][] {
+  return changedRanges(
+    skips.map((k) => ({ skip: k })),
+    lo,
+    hi,
+  );
+}
+
+/** Every leaf of a blocktable tree with keys in the given ranges, by key (a damaged blocktable throws). */
+export function leavesIn(reader: BlockReader, set: readonly Blockref[], ranges: [bigint, bigint][]): Map<bigint, Blockref> {
+  const out = new Map<bigint, Blockref>();
+  for (const [lo, hi] of ranges) {
+    const visit = (table: readonly Blockref[], depth: number): void => {
+      if (depth > 64) throw new MediaError('tree too deep (loop?)');
+      for (const b of table) {
+        if (b.type === BrefType.EMPTY) continue;
+        if (brefKeyEnd(b) < lo) continue;
+        if (b.key > hi) break;
+        if (isNode(b.type)) visit(reader.readTable(b).live, depth + 1);
+        else out.set(b.key, b);
+      }
+    };
+    visit(sortedLive(set), 0);
+  }
+  return out;
 }

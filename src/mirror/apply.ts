@@ -1,0 +1,210 @@
+// mirror-write: apply a stream's records to a slave PFS, through the slave
+// image's own writer, inside one commit of the slave: nothing the stream
+// carries is visible until its END record has arrived and checked, and a
+// stream refused half way leaves the slave as it was (the commit is rolled
+// back). Records are pushed one at a time (from a pipe, or straight from a
+// local mirror-read), so the applier keeps only the open blocktables of the
+// current path, not the stream.
+import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, padTable, TreeContext, writeInode } from '../engine';
+import {
+  BLOCKREF_BYTES,
+  Blockref,
+  brefBytes,
+  brefCheck,
+  brefRadix,
+  BrefType,
+  decodeBlockref,
+  decodeInode,
+  inodeBlockset,
+  InodeData,
+  ObjType,
+  OPFLAG_DIRECTDATA,
+  SET_COUNT,
+  setInodeBlockset,
+  verifyCheck,
+} from '../media';
+import { copyInode, leavesIn, unskipped } from '../sync';
+import { Rec, StreamError } from './stream';
+
+interface TableCtx {
+  kind: 'table';
+  lo: bigint;
+  hi: bigint;
+  dstSet: Blockref[];
+  skips: [bigint, bigint][];
+  keys: Set<bigint>;
+  updates: LeafUpdate[];
+  /** The inode whose tree this is (null: the PFS root's). */
+  owner: InodeCtx | null;
+  /** Check method of new blocktables. */
+  check: number;
+  isDir: boolean;
+}
+
+interface InodeCtx {
+  kind: 'inode';
+  bref: Blockref;
+  src: InodeData;
+  dst: InodeData | null;
+}
+
+export interface ApplyStats {
+  leaves: number;
+  inodes: number;
+  deleted: number;
+}
+
+export class StreamApplier {
+  private stack: (TableCtx | InodeCtx)[] = [];
+  private srcRoot: InodeData | null = null;
+  private rootTable: Blockref[] | null = null;
+  readonly stats: ApplyStats = { leaves: 0, inodes: 0, deleted: 0 };
+  done = false;
+
+  constructor(
+    private readonly reader: BlockReader,
+    private readonly writer: BlockWriter,
+    private readonly dstRoot: InodeData,
+  ) {}
+
+  private top(): TableCtx | InodeCtx | undefined {
+    return this.stack[this.stack.length - 1];
+  }
+
+  private table(): TableCtx {
+    const t = this.top();
+    if (!t || t.kind !== 'table') throw new StreamError('record outside a blocktable');
+    return t;
+  }
+
+  push(type: Rec, p: Buffer): void {
+    if (this.done) throw new StreamError('records after END');
+    switch (type) {
+      case Rec.ROOT: {
+        if (this.srcRoot || p.length !== 1024) throw new StreamError('misplaced or malformed ROOT record');
+        this.srcRoot = decodeInode(Buffer.from(p));
+        return;
+      }
+      case Rec.TABLE: {
+        if (!this.srcRoot || p.length !== 16) throw new StreamError('misplaced or malformed TABLE record');
+        const t = this.top();
+        let dstSet: Blockref[];
+        let owner: InodeCtx | null = null;
+        let check: number;
+        let isDir: boolean;
+        if (!t) {
+          if (this.rootTable) throw new StreamError('a second root table');
+          dstSet = inodeBlockset(this.dstRoot);
+          check = inodeCheck(this.srcRoot);
+          isDir = false;
+        } else if (t.kind === 'inode') {
+          owner = t;
+          dstSet = t.dst && !(t.dst.meta.opFlags & OPFLAG_DIRECTDATA) ? inodeBlockset(t.dst) : [];
+          check = inodeCheck(t.src);
+          isDir = t.src.meta.type === ObjType.DIRECTORY;
+        } else throw new StreamError('a blocktable inside a blocktable');
+        this.stack.push({ kind: 'table', lo: p.readBigUInt64LE(0), hi: p.readBigUInt64LE(8), dstSet, skips: [], keys: new Set(), updates: [], owner, check, isDir });
+        return;
+      }
+      case Rec.SKIP: {
+        if (p.length !== 16) throw new StreamError('malformed SKIP record');
+        this.table().skips.push([p.readBigUInt64LE(0), p.readBigUInt64LE(8)]);
+        return;
+      }
+      case Rec.LEAF: {
+        const t = this.table();
+        const { bref, bytes } = this.leafOf(p);
+        if (bref.type === BrefType.INODE || bref.type === BrefType.INDIRECT) throw new StreamError('LEAF record holds a blocktable or inode');
+        const nb = bytes.length ? this.writer.copyBlock(bref, bytes) : this.writer.copyRef(bref);
+        t.updates.push({ key: bref.key, bref: nb });
+        t.keys.add(bref.key);
+        this.stats.leaves++;
+        return;
+      }
+      case Rec.INODE: {
+        const t = this.table();
+        const { bref, bytes } = this.leafOf(p);
+        if (bref.type !== BrefType.INODE || bytes.length !== 1024) throw new StreamError('malformed INODE record');
+        const src = decodeInode(bytes);
+        const d = leavesIn(this.reader, t.dstSet, [[bref.key, bref.key]]).get(bref.key);
+        const dst = d && d.type === BrefType.INODE ? decodeInode(this.reader.readPhysical(d)) : null;
+        const ic: InodeCtx = { kind: 'inode', bref, src, dst };
+        this.stack.push(ic);
+        // Embedded data: no tree follows.
+        if (src.meta.opFlags & OPFLAG_DIRECTDATA) this.finishInode(ic, null);
+        return;
+      }
+      case Rec.TABLE_END:
+        this.finishTable(this.table());
+        return;
+      case Rec.END:
+        if (this.stack.length || !this.rootTable || !this.srcRoot) throw new StreamError('END before the stream is complete');
+        this.done = true;
+        return;
+      default:
+        throw new StreamError(`unknown record type ${type}`);
+    }
+  }
+
+  /** A blockref and its block's bytes, the bytes verified against the blockref's check code. */
+  private leafOf(p: Buffer): { bref: Blockref; bytes: Buffer } {
+    if (p.length < BLOCKREF_BYTES) throw new StreamError('record too short for a blockref');
+    const bref = decodeBlockref(p, 0);
+    const bytes = Buffer.from(p.subarray(BLOCKREF_BYTES));
+    if (bytes.length) {
+      if (brefRadix(bref) === 0 || brefBytes(bref) !== bytes.length) throw new StreamError(`block of ${bytes.length} bytes for a blockref of another size`);
+      if (!verifyCheck(brefCheck(bref), bref.check, bytes)) throw new StreamError(`block at key ${bref.key.toString(16)} fails its check code`);
+    } else if (brefRadix(bref) !== 0 && bref.type !== BrefType.DIRENT) {
+      throw new StreamError('a blockref without its block');
+    }
+    return { bref, bytes };
+  }
+
+  private finishTable(t: TableCtx): void {
+    const ranges = unskipped(t.skips, t.lo, t.hi);
+    for (const [k] of leavesIn(this.reader, t.dstSet, ranges)) {
+      if (t.keys.has(k)) continue;
+      t.updates.push({ key: k, bref: null });
+      this.stats.deleted++;
+    }
+    t.updates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (let i = 1; i < t.updates.length; i++) if (t.updates[i].key === t.updates[i - 1].key) throw new StreamError('a key sent twice in one blocktable');
+    const ctx: TreeContext = {
+      reader: this.reader,
+      indirectBytes: (depth) => (depth === 0 && t.isDir ? 4096 : 16384),
+      writeIndirect: (key, keybits, table) => this.writer.writeIndirect(key, keybits, table, t.check),
+    };
+    const table = padTable(t.updates.length ? applyUpdates(ctx, t.dstSet, SET_COUNT, t.updates) : t.dstSet.filter((b) => b.type !== BrefType.EMPTY), SET_COUNT);
+    this.stack.pop();
+    if (t.owner) this.finishInode(t.owner, table);
+    else this.rootTable = table;
+  }
+
+  private finishInode(ic: InodeCtx, table: Blockref[] | null): void {
+    const out = copyInode(ic.src);
+    if (table) setInodeBlockset(out, table);
+    const b = writeInode(this.writer, out, ic.bref.key, table ?? [], ic.bref.flags);
+    this.stack.pop();
+    const parent = this.table();
+    parent.updates.push({ key: ic.bref.key, bref: b });
+    parent.keys.add(ic.bref.key);
+    this.stats.inodes++;
+  }
+
+  /** The slave's new root: the master's attributes, the slave's identity, the new tree. */
+  root(): InodeData {
+    if (!this.done) throw new StreamError('the stream did not end');
+    const r = copyInode(this.srcRoot!);
+    const keep = this.dstRoot.meta;
+    r.meta.pfsFsid = Buffer.from(keep.pfsFsid);
+    r.meta.pfsClid = Buffer.from(keep.pfsClid);
+    r.meta.pfsType = keep.pfsType;
+    r.meta.pfsSubtype = keep.pfsSubtype;
+    r.meta.nameKey = keep.nameKey;
+    r.meta.nameLen = keep.nameLen;
+    r.meta.iparent = keep.iparent;
+    r.filename = Buffer.from(this.dstRoot.filename);
+    setInodeBlockset(r, this.rootTable!);
+    return r;
+  }
+}

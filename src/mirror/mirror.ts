@@ -1,0 +1,105 @@
+// Mirroring a master PFS into a slave PFS of its cluster: read a stream of
+// what changed after the slave's synchronized transaction id, apply it as
+// one commit of the slave. The slave's PFS root bref records the master tid
+// it holds (modify_tid), exactly as a copy's does (src/sync).
+import { FsError } from '../engine';
+import { Hammer2Fs } from '../fs';
+import { PfsType, pfsTypeName, uuidToString } from '../media';
+import { syncedTid } from '../sync';
+import { StreamApplier, ApplyStats } from './apply';
+import { readPfsChanges, ReadStats } from './read';
+import { ByteSource, encodeHeader, StreamError, StreamHeader, StreamParser } from './stream';
+
+/** The master PFS `label` of `h` (its committed state) and its tid. */
+function masterOf(h: Hammer2Fs, label: string) {
+  const e = h.dev.findPfs(label);
+  if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+  if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
+  return e;
+}
+
+/**
+ * mirror-read: the stream that brings a slave synchronized at `since` to
+ * the committed state of PFS `label` (header first, then the records).
+ */
+export function mirrorRead(h: Hammer2Fs, label: string, since: bigint, emit: (b: Buffer) => void): { header: StreamHeader; stats: ReadStats } {
+  const e = masterOf(h, label);
+  const to = e.bref.modifyTid;
+  if (since > to) throw new FsError('EINVAL', `"${label}" is at transaction ${to}, before ${since}: nothing to read from there`);
+  const header: StreamHeader = { clid: Buffer.from(e.inode.meta.pfsClid), label, since, to };
+  emit(encodeHeader(header));
+  const stats = readPfsChanges(h.dev.reader, e.inode, since, emit);
+  return { header, stats };
+}
+
+/** Why a stream of `header` cannot go into slave PFS `label` of `h`, or null. */
+export function slaveRefusal(h: Hammer2Fs, label: string, header: StreamHeader): string | null {
+  const e = h.dev.findPfs(label);
+  if (!e) return `no PFS labelled "${label}" (make one: hammer2 -t SLAVE -u ${uuidToString(header.clid)} pfs-create ${label})`;
+  const m = e.inode.meta;
+  if (m.pfsType !== PfsType.SLAVE) return `PFS "${label}" is a ${pfsTypeName(m.pfsType)}: mirroring goes into a SLAVE (pfs-downgrade it, or make one with pfs-create -t SLAVE -u CLID)`;
+  if (!m.pfsClid.equals(header.clid)) return `PFS "${label}" belongs to cluster ${uuidToString(m.pfsClid)}, the stream to ${uuidToString(header.clid)}`;
+  const at = syncedTid(e.bref, e.inode);
+  if (header.since > at) {
+    return `the stream starts at transaction ${header.since} but the slave holds ${at}: read it from there (hammer2 mirror-read MASTER ${at})`;
+  }
+  if (at > header.to) return `the slave is at transaction ${at}, newer than the stream's ${header.to} (is the source behind, or another master?)`;
+  return null;
+}
+
+export interface WriteResult {
+  header: StreamHeader;
+  stats: ApplyStats;
+  /** The slave's transaction id before. */
+  from: bigint;
+}
+
+/**
+ * mirror-write: apply a stream to slave PFS `label` of writable `h` as one
+ * commit. A refused, corrupted or truncated stream leaves the slave as it
+ * was (the commit is rolled back) and throws with the reason.
+ */
+export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource): WriteResult {
+  const parser = new StreamParser(src);
+  const header = parser.header();
+  const why = slaveRefusal(h, label, header);
+  if (why) throw new FsError('EINVAL', why);
+  const e = h.dev.findPfs(label)!;
+  const from = syncedTid(e.bref, e.inode);
+  let stats: ApplyStats | null = null;
+  h.commitPfsRoot(
+    label,
+    (w) => {
+      const a = new StreamApplier(h.dev.reader, w, e.inode);
+      for (let r = parser.next(); r; r = parser.next()) a.push(r.type, r.payload);
+      stats = a.stats;
+      return { root: a.root(), modifyTid: header.to, updateTid: header.to };
+    },
+    { minTid: header.to },
+  );
+  return { header, stats: stats!, from };
+}
+
+/** mirror-copy: one pass from master PFS `mlabel` of `m` into slave `slabel` of writable `s`, no stream in between. */
+export function mirrorCopy(m: Hammer2Fs, mlabel: string, s: Hammer2Fs, slabel: string): WriteResult & { read: ReadStats } {
+  const me = masterOf(m, mlabel);
+  const se = s.dev.findPfs(slabel);
+  const since = se ? syncedTid(se.bref, se.inode) : 0n;
+  const header: StreamHeader = { clid: Buffer.from(me.inode.meta.pfsClid), label: mlabel, since, to: me.bref.modifyTid };
+  const why = slaveRefusal(s, slabel, header);
+  if (why) throw new FsError('EINVAL', why);
+  let stats: ApplyStats | null = null;
+  let read: ReadStats | null = null;
+  s.commitPfsRoot(
+    slabel,
+    (w) => {
+      const a = new StreamApplier(s.dev.reader, w, se!.inode);
+      read = readPfsChanges(m.dev.reader, me.inode, since, (rec) => a.push(rec[0], rec.subarray(8, 8 + rec.readUInt32LE(4))));
+      if (!a.done) throw new StreamError('the master walk did not end');
+      stats = a.stats;
+      return { root: a.root(), modifyTid: header.to, updateTid: header.to };
+    },
+    { minTid: header.to },
+  );
+  return { header, stats: stats!, from: since, read: read! };
+}

@@ -1,0 +1,158 @@
+// The mirror stream (format version 1, docs/notes/mirror-stream.md): what a
+// master PFS changed after a transaction id, as a sequence of checked
+// records, so that it can cross a pipe or a network and be applied to a
+// slave PFS on another image or host.
+//
+//   header:  "H2MIRROR" u32 version  u32 flags  16 bytes cluster id
+//            u64 since  u64 to  u16 label length  label  u32 crc32c
+//   record:  u8 type  3 bytes zero  u32 payload length  payload  u32 crc32c
+//            (the crc covers type through payload)
+// All integers little-endian. The stream ends with an END record; anything
+// after it, a bad crc, an unknown type or a short read is refused.
+import { crc32cUpdate } from '../media';
+
+export const STREAM_MAGIC = Buffer.from('H2MIRROR', 'latin1');
+export const STREAM_VERSION = 1;
+/** Records larger than this are refused (a block is at most 64 KiB plus its blockref). */
+const MAX_PAYLOAD = 1 << 20;
+
+export enum Rec {
+  /** The master PFS root inode (1 KiB): attributes and inode allocator. */
+  ROOT = 1,
+  /** A blocktable walk begins: u64 lo, u64 hi (the key range it covers). */
+  TABLE = 2,
+  /** The current blocktable walk ends. */
+  TABLE_END = 3,
+  /** Keys [u64 lo, u64 hi] of the current table are unchanged since `since`. */
+  SKIP = 4,
+  /** A changed leaf: its 128-byte blockref, then the block's bytes (none for a short directory entry). */
+  LEAF = 5,
+  /** A changed inode: its 128-byte blockref, then the 1 KiB inode; a TABLE of its tree follows unless its data is embedded. */
+  INODE = 6,
+  /** The end: u64 records before it. */
+  END = 7,
+}
+
+export interface StreamHeader {
+  clid: Buffer;
+  label: string;
+  /** The slave must hold the master's state as of this tid (0: a full stream). */
+  since: bigint;
+  /** The master's tid the stream brings the slave to. */
+  to: bigint;
+}
+
+export class StreamError extends Error {
+  override name = 'StreamError';
+}
+
+export function encodeHeader(h: StreamHeader): Buffer {
+  const label = Buffer.from(h.label, 'utf8');
+  const b = Buffer.alloc(8 + 4 + 4 + 16 + 8 + 8 + 2 + label.length + 4);
+  let o = STREAM_MAGIC.copy(b, 0);
+  o = b.writeUInt32LE(STREAM_VERSION, o);
+  o = b.writeUInt32LE(0, o);
+  o += h.clid.copy(b, o);
+  o = b.writeBigUInt64LE(h.since, o);
+  o = b.writeBigUInt64LE(h.to, o);
+  o = b.writeUInt16LE(label.length, o);
+  o += label.copy(b, o);
+  b.writeUInt32LE(crc32cUpdate(0, b, 0, o), o);
+  return b;
+}
+
+export function encodeRecord(type: Rec, ...parts: Uint8Array[]): Buffer {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const b = Buffer.alloc(8 + len + 4);
+  b[0] = type;
+  b.writeUInt32LE(len, 4);
+  let o = 8;
+  for (const p of parts) {
+    b.set(p, o);
+    o += p.length;
+  }
+  b.writeUInt32LE(crc32cUpdate(0, b, 0, o), o);
+  return b;
+}
+
+export const u64pair = (a: bigint, b: bigint): Buffer => {
+  const x = Buffer.alloc(16);
+  x.writeBigUInt64LE(a, 0);
+  x.writeBigUInt64LE(b, 8);
+  return x;
+};
+
+/** Where stream bytes come from, synchronously: exactly `n` bytes, or fewer only at the end. */
+export interface ByteSource {
+  read(n: number): Buffer;
+}
+
+/** Parse a stream: the header, then records one by one (each checked). */
+export class StreamParser {
+  private ended = false;
+  count = 0;
+
+  constructor(private readonly src: ByteSource) {}
+
+  private exact(n: number, what: string): Buffer {
+    const b = this.src.read(n);
+    if (b.length !== n) throw new StreamError(`the stream is truncated (in ${what})`);
+    return b;
+  }
+
+  header(): StreamHeader {
+    const fixed = this.src.read(8 + 4 + 4 + 16 + 8 + 8 + 2);
+    if (fixed.length < 8 || !fixed.subarray(0, 8).equals(STREAM_MAGIC)) throw new StreamError('not a HAMMER2 mirror stream (bad magic)');
+    if (fixed.length < 50) throw new StreamError('the stream is truncated (in its header)');
+    const version = fixed.readUInt32LE(8);
+    if (version !== STREAM_VERSION) throw new StreamError(`mirror stream version ${version}; this hammer2 reads version ${STREAM_VERSION}`);
+    const llen = fixed.readUInt16LE(48);
+    const rest = this.exact(llen + 4, 'its header');
+    const all = Buffer.concat([fixed, rest]);
+    const crc = all.readUInt32LE(all.length - 4);
+    if (crc32cUpdate(0, all, 0, all.length - 4) !== crc) throw new StreamError('the stream header fails its check');
+    return {
+      clid: Buffer.from(all.subarray(16, 32)),
+      since: all.readBigUInt64LE(32),
+      to: all.readBigUInt64LE(40),
+      label: all.subarray(50, 50 + llen).toString('utf8'),
+    };
+  }
+
+  /** The next record, or null after END (nothing may follow it). */
+  next(): { type: Rec; payload: Buffer } | null {
+    if (this.ended) return null;
+    const head = this.src.read(8);
+    if (head.length === 0) throw new StreamError('the stream ends before its END record (truncated)');
+    if (head.length < 8) throw new StreamError('the stream is truncated (in a record header)');
+    const type = head[0];
+    const len = head.readUInt32LE(4);
+    if (type < Rec.ROOT || type > Rec.END || head[1] || head[2] || head[3]) throw new StreamError(`bad record (type ${type}) after ${this.count} records`);
+    if (len > MAX_PAYLOAD) throw new StreamError(`record of ${len} bytes after ${this.count} records`);
+    const body = this.exact(len + 4, 'a record');
+    let crc = crc32cUpdate(0, head);
+    crc = crc32cUpdate(crc, body, 0, len);
+    if (crc !== body.readUInt32LE(len)) throw new StreamError(`record ${this.count + 1} fails its check (corrupted stream)`);
+    const payload = body.subarray(0, len);
+    if (type === Rec.END) {
+      if (len !== 8 || payload.readBigUInt64LE(0) !== BigInt(this.count)) throw new StreamError(`END record counts ${len === 8 ? payload.readBigUInt64LE(0) : '?'} records, ${this.count} came`);
+      this.ended = true;
+      if (this.src.read(1).length) throw new StreamError('bytes after the END record');
+      return { type, payload };
+    }
+    this.count++;
+    return { type, payload };
+  }
+}
+
+/** Bytes from memory (tests, mirror-copy). */
+export class BufferSource implements ByteSource {
+  private at = 0;
+  constructor(private readonly buf: Buffer) {}
+  read(n: number): Buffer {
+    const b = this.buf.subarray(this.at, this.at + n);
+    this.at += b.length;
+    return b;
+  }
+}
