@@ -10,8 +10,10 @@ import { FsError } from '../src/engine';
 import { BufferSource, mirrorCopy, mirrorRead, mirrorWrite } from '../src/mirror';
 import { PfsType, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
-import { newImage } from './lib/cli';
-import { fileHashes, haveRef, refFsck, refRead, tempDir } from './lib/env';
+import { spawnSync } from 'node:child_process';
+import { H2_BIN, newImage, runH2 } from './lib/cli';
+import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, tempDir } from './lib/env';
+import { mount } from './lib/mount';
 import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -130,4 +132,72 @@ t.test('full and incremental streams into a slave; bad streams refused', async (
     t.same(want.filter(([k, v]) => got.get(k.slice(1)) !== v.split(' ').pop()).map(([k]) => k), [], 'each as the master holds it');
   }
   void FsError;
+});
+
+t.test('hammer2 mirror-read | hammer2 mirror-write through a pipe; mirror-copy; pfs-upgrade/downgrade', async (t) => {
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 50; i++) mkfile(p, p.root, `f${i}`, content(i, 30000 + i));
+  a.flush();
+  a.close();
+  const clid = (await runH2(['-s', `${A.img}@DATA`, 'pfs-clid', 'DATA'])).out.trim();
+  let r = await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'MIRROR']);
+  t.equal(r.status, 0, `slave made: ${r.out}${r.err}`);
+  const pipe = (cmd: string) => spawnSync('bash', ['-o', 'pipefail', '-c', cmd], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  const h2 = `${process.execPath} ${H2_BIN}`;
+  let x = pipe(`${h2} mirror-read ${A.img}@DATA | ${h2} mirror-write ${B.img}@MIRROR`);
+  t.equal(x.status, 0, `first pass through a pipe: ${x.stdout}${x.stderr}`);
+  t.match(x.stdout, /MIRROR: transaction 0 -> \d+/, 'mirror-write says what it did');
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'MIRROR')), [], 'slave identical');
+  // An incremental pass needs the slave's tid: a stream from 0 is applied again harmlessly, one past it is refused.
+  const a2 = await openRw(A.img);
+  const p2 = a2.pfs('DATA')!;
+  p2.unlink(p2.root, Buffer.from('f3'), tick());
+  mkfile(p2, p2.root, 'later', content(77, 5000));
+  a2.flush();
+  a2.close();
+  x = pipe(`${h2} mirror-read ${A.img}@DATA 999999 | ${h2} mirror-write ${B.img}@MIRROR`);
+  t.not(x.status, 0, 'a stream from past the master refused');
+  r = await runH2(['mirror-copy', `${A.img}@DATA`, `${B.img}@MIRROR`]);
+  t.equal(r.status, 0, `mirror-copy: ${r.out}${r.err}`);
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'MIRROR')), [], 'slave identical after mirror-copy');
+  r = await runH2(['mirror-copy', `${A.img}@DATA`, `${A.img}@DATA`]);
+  t.equal(r.status, 1, 'mirroring into a MASTER is refused');
+  t.match(r.err, /is a MASTER/);
+  r = await runH2(['pfs-upgrade', `${B.img}@MIRROR`]);
+  t.equal(r.status, 0, 'pfs-upgrade');
+  r = await runH2(['mirror-copy', `${A.img}@DATA`, `${B.img}@MIRROR`]);
+  t.equal(r.status, 1, 'an upgraded slave takes no more streams');
+  r = await runH2(['pfs-downgrade', `${B.img}@MIRROR`]);
+  t.equal(r.status, 0, 'pfs-downgrade');
+  r = await runH2(['mirror-copy', `${A.img}@DATA`, `${B.img}@MIRROR`]);
+  t.equal(r.status, 0, 'downgraded: streams again');
+  await fscks(t, B.img, 'slave image');
+});
+
+t.test('a mounted SLAVE is read-only to users until pfs-upgrade', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  mkfile(p, p.root, 'hello', Buffer.from('from the master'));
+  a.createPfs('SL', { type: PfsType.SLAVE, clid: a.dev.findPfs('DATA')!.inode.meta.pfsClid });
+  a.flush();
+  a.close();
+  let r = await runH2(['mirror-copy', `${A.img}@DATA`, `${A.img}@SL`]);
+  t.equal(r.status, 0, `mirror-copy into a slave on the same image: ${r.out}${r.err}`);
+  const mnt = path.join(A.dir, 'mnt');
+  let m = await mount(t, `${A.img}@SL`, mnt);
+  t.equal(fs.readFileSync(path.join(mnt, 'hello'), 'utf8'), 'from the master', 'the slave reads');
+  t.throws(() => fs.writeFileSync(path.join(mnt, 'x'), 'x'), { code: 'EROFS' }, 'writes get EROFS');
+  await m.unmount();
+  r = await runH2(['pfs-upgrade', `${A.img}@SL`]);
+  t.equal(r.status, 0, 'upgraded');
+  m = await mount(t, `${A.img}@SL`, mnt);
+  fs.writeFileSync(path.join(mnt, 'x'), 'now a master');
+  await m.unmount();
+  t.ok((await imageTree(A.img, 'SL')).has('/x'), 'an upgraded slave takes writes');
 });

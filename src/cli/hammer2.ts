@@ -11,13 +11,14 @@ import { CliIo, stdio } from './common';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './hammer2/context';
 import { directives as copies } from './hammer2/copies';
 import { directives as destroy } from './hammer2/destroy';
+import { directives as mirror } from './hammer2/mirror';
 import { directives as misc } from './hammer2/misc';
 import { directives as modes } from './hammer2/modes';
 import { directives as pfs } from './hammer2/pfs';
 import { directives as recover } from './hammer2/recover';
 import { directives as show } from './hammer2/show';
 
-const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show, ...destroy, ...copies };
+const DIRECTIVES: Record<string, Directive> = { ...pfs, ...modes, ...misc, ...recover, ...show, ...destroy, ...copies, ...mirror };
 
 const USAGE = `hammer2 [options] command [argument ...]
     -s path            Select filesystem (mountpoint, path in a mount, or IMAGE[@LABEL])
@@ -63,6 +64,11 @@ const USAGE = `hammer2 [options] command [argument ...]
     copy-remove <image>               Stop keeping that copy
     copy-status                       Copies of the mounted PFS: state, tid, repairs, errors
     scrub                             Verify every block of the mounted PFS and its copies; repair from a good one
+    mirror-read <master> [<since>]    Stream what IMAGE@LABEL changed after transaction <since> to stdout
+    mirror-write <slave>              Apply a stream from stdin to the SLAVE PFS IMAGE@LABEL
+    mirror-copy <master> <slave>      One mirroring pass from one IMAGE@LABEL into another
+    pfs-upgrade <image@label>         Make a SLAVE PFS a MASTER
+    pfs-downgrade <image@label>       Make a MASTER PFS a SLAVE
     recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
     recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;

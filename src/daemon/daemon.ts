@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
+import { PfsType } from '../media';
 import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
@@ -145,7 +146,10 @@ export class ImageDaemon {
         throw e;
       }
     }
-    const ops = new Hammer2Ops(this.fs, pfs, { dirtyLimit: po.dirtyBytes, log, readonly: po.readonly });
+    // A SLAVE follows its master through mirroring only: users read it (EROFS on changes) until pfs-upgrade.
+    const slave = pfs.root.data.meta.pfsType === PfsType.SLAVE;
+    if (slave && po.copies.length) throw new FsError('EINVAL', `PFS "${label}" is a SLAVE: it has no copies of its own (mirroring keeps it)`);
+    const ops = new Hammer2Ops(this.fs, pfs, { dirtyLimit: po.dirtyBytes, log, readonly: po.readonly || slave });
     const fuse = po.fuse.filter((f) => !f.startsWith('fsname='));
     fuse.push(`fsname=${fuseOptValue(`${this.o.devices}@${label}`)}`);
     const session = hammer2Session(mountpoint, ops, {
@@ -164,7 +168,7 @@ export class ImageDaemon {
     }
     const m: Mounted = { label, mountpoint, readonly: po.readonly, session, ops };
     this.mounted.set(label, m);
-    log(`mounted ${this.o.devices} (PFS ${label}) on ${mountpoint}, ${po.readonly ? 'read-only' : 'read-write'}`);
+    log(`mounted ${this.o.devices} (PFS ${label}) on ${mountpoint}, ${po.readonly ? 'read-only' : slave ? 'read-only (a SLAVE: hammer2 pfs-upgrade to write)' : 'read-write'}`);
     if (po.readaheadKb > 0) {
       const why = setMountReadahead(mountpoint, po.readaheadKb);
       if (why) log(`readahead left at the kernel's default: ${why}`);

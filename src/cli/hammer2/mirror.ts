@@ -1,0 +1,159 @@
+// mirror-read, mirror-write, mirror-copy, pfs-upgrade, pfs-downgrade: a PFS
+// streamed to a SLAVE PFS of its cluster by transaction id (src/mirror), on
+// unmounted images named IMAGE@LABEL. The stream goes to stdout and comes
+// from stdin, so any pipe carries it: hammer2 mirror-read a.img@DATA | ssh
+// host hammer2 mirror-write b.img@COPY.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { FreemapAllocator, Hammer2Device } from '../../engine';
+import { Hammer2Fs } from '../../fs';
+import { PfsType } from '../../media';
+import { ByteSource, mirrorCopy, mirrorRead, mirrorWrite } from '../../mirror';
+import { hammer2MountOf } from '../../daemon';
+import { parseDeviceSpec } from '../spec';
+import { Directive, DirectiveError, UsageError } from './context';
+
+const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/** Blocking reads of a file descriptor (stdin may be a non-blocking pipe). */
+class FdSource implements ByteSource {
+  constructor(private readonly fd: number) {}
+  read(n: number): Buffer {
+    const b = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      let r: number;
+      try {
+        r = fs.readSync(this.fd, b, got, n - got, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          sleep(2);
+          continue;
+        }
+        throw e;
+      }
+      if (r === 0) break;
+      got += r;
+    }
+    return b.subarray(0, got);
+  }
+}
+
+function writeAll(fd: number, b: Buffer): void {
+  let at = 0;
+  while (at < b.length) {
+    try {
+      at += fs.writeSync(fd, b, at, b.length - at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+        sleep(2);
+        continue;
+      }
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') throw new DirectiveError('the reader of the stream went away (broken pipe)');
+      throw e;
+    }
+  }
+}
+
+/** IMAGE@LABEL of an unmounted image (a mounted PFS is refused with what to do). */
+function imageSpec(spec: string, what: string): { devices: string; label: string } {
+  const at = spec.lastIndexOf('@');
+  if (at <= 0) {
+    if (fs.existsSync(spec) && hammer2MountOf(path.resolve(spec))) {
+      throw new DirectiveError(`${spec}: ${what} works on unmounted images (IMAGE@LABEL) for now; unmount it first`);
+    }
+    throw new UsageError(`${what}: name the PFS as IMAGE@LABEL`);
+  }
+  const { devices, label } = parseDeviceSpec(spec);
+  for (const v of devices.split(':')) if (!fs.existsSync(v)) throw new DirectiveError(`${v}: no such file or device`);
+  return { devices: devices.split(':').map((d) => path.resolve(d)).join(':'), label };
+}
+
+async function open(devices: string, writable: boolean): Promise<Hammer2Fs> {
+  try {
+    return await Hammer2Fs.open(devices, {
+      writable,
+      lock: true,
+      ...(writable ? { allocator: (d: Hammer2Device) => new FreemapAllocator(d.vols, d.reader, d.header) } : {}),
+    });
+  } catch (e) {
+    throw new DirectiveError((e as Error).message);
+  }
+}
+
+const tidArg = (s: string | undefined): bigint => {
+  if (s === undefined) return 0n;
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(s)) throw new UsageError(`bad transaction id "${s}"`);
+  return BigInt(s);
+};
+
+const setType =
+  (type: number, name: string): Directive =>
+  async (ctx, args) => {
+    const spec = args[0] && args[0].includes('@') ? args[0] : ctx.sel && args[0] ? `${ctx.sel}@${args[0]}` : undefined;
+    if (!spec || args.length !== 1) throw new UsageError(`${name}: expected IMAGE@LABEL (or -s IMAGE LABEL)`);
+    const { devices, label } = imageSpec(spec, name);
+    const h = await open(devices, true);
+    try {
+      h.setPfsType(label, type);
+    } catch (e) {
+      throw new DirectiveError((e as Error).message);
+    } finally {
+      h.close();
+    }
+    ctx.io.out(`${label}: now a ${type === PfsType.MASTER ? 'MASTER' : 'SLAVE'}\n`);
+    return 0;
+  };
+
+export const directives: Record<string, Directive> = {
+  'mirror-read': async (ctx, args) => {
+    if (args.length < 1 || args.length > 2) throw new UsageError('mirror-read: expected MASTER [SINCE_TID]');
+    const { devices, label } = imageSpec(args[0], 'mirror-read');
+    const since = tidArg(args[1]);
+    const h = await open(devices, false);
+    try {
+      const r = mirrorRead(h, label, since, (b) => writeAll(1, b));
+      if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
+    } catch (e) {
+      if (e instanceof DirectiveError) throw e;
+      throw new DirectiveError((e as Error).message);
+    } finally {
+      h.close();
+    }
+    return 0;
+  },
+  'mirror-write': async (ctx, args) => {
+    if (args.length !== 1) throw new UsageError('mirror-write: expected SLAVE (IMAGE@LABEL); the stream comes from standard input');
+    const { devices, label } = imageSpec(args[0], 'mirror-write');
+    const h = await open(devices, true);
+    try {
+      const r = mirrorWrite(h, label, new FdSource(0));
+      ctx.io.out(`${label}: transaction ${r.from} -> ${r.header.to}: ${r.stats.inodes} inodes, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
+    } catch (e) {
+      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
+    } finally {
+      h.close();
+    }
+    return 0;
+  },
+  'mirror-copy': async (ctx, args) => {
+    if (args.length !== 2) throw new UsageError('mirror-copy: expected MASTER SLAVE (IMAGE@LABEL each)');
+    const m = imageSpec(args[0], 'mirror-copy');
+    const s = imageSpec(args[1], 'mirror-copy');
+    const same = m.devices === s.devices;
+    const sh = await open(s.devices, true);
+    const mh = same ? sh : await open(m.devices, false);
+    try {
+      const r = mirrorCopy(mh, m.label, sh, s.label);
+      ctx.io.out(`${s.label}: transaction ${r.from} -> ${r.header.to}: ${r.read.blocksRead} master blocks read, ${r.stats.inodes} inodes, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
+    } catch (e) {
+      throw new DirectiveError(`${s.label}: not copied, the slave is unchanged: ${(e as Error).message}`);
+    } finally {
+      if (!same) mh.close();
+      sh.close();
+    }
+    return 0;
+  },
+  'pfs-upgrade': setType(PfsType.MASTER, 'pfs-upgrade'),
+  'pfs-downgrade': setType(PfsType.SLAVE, 'pfs-downgrade'),
+};
