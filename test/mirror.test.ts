@@ -7,10 +7,11 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FsError } from '../src/engine';
+import { Hammer2Fs } from '../src/fs';
 import { BufferSource, mirrorCopy, mirrorRead, mirrorWrite } from '../src/mirror';
 import { PfsType, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
@@ -200,4 +201,59 @@ t.test('a mounted SLAVE is read-only to users until pfs-upgrade', async (t) => {
   fs.writeFileSync(path.join(mnt, 'x'), 'now a master');
   await m.unmount();
   t.ok((await imageTree(A.img, 'SL')).has('/x'), 'an upgraded slave takes writes');
+});
+
+t.test('mirror-read of a mounted master being written, with bulkfree running', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 512 << 20, ['DATA']);
+  const B = await newImage(t, 512 << 20, ['none']);
+  const mnt = path.join(A.dir, 'mnt');
+  const m = await mount(t, `${A.img}@DATA`, mnt);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  let r = await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M']);
+  t.equal(r.status, 0, 'slave made');
+  for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(mnt, `base${i}`), content(i, 100000));
+  let stop = false;
+  const writer = (async () => {
+    for (let i = 0; !stop; i++) {
+      await fs.promises.writeFile(path.join(mnt, `w${i % 30}`), content(1000 + i, 20000 + (i % 7) * 10000));
+      if (i % 5 === 0) await fs.promises.rm(path.join(mnt, `w${(i + 11) % 30}`), { force: true });
+    }
+  })();
+  const h2 = `${process.execPath} ${H2_BIN}`;
+  const pipe = (cmd: string) =>
+    new Promise<{ status: number | null; out: string }>((res) => {
+      const p = spawn('bash', ['-o', 'pipefail', '-c', cmd], { env: { ...process.env, NODE_OPTIONS: '' } });
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      p.on('close', (status) => res({ status, out }));
+    });
+  const slaveTid = async () => {
+    const h = await Hammer2Fs.open(B.img, { lock: false });
+    try {
+      return h.dev.findPfs('M')!.bref.modifyTid;
+    } finally {
+      h.close();
+    }
+  };
+  for (let pass = 0; pass < 3; pass++) {
+    const since = pass === 0 ? 0n : await slaveTid();
+    const bf = runH2(['bulkfree', mnt]);
+    const x = await pipe(`${h2} mirror-read ${mnt} ${since} | ${h2} mirror-write ${B.img}@M`);
+    t.equal(x.status, 0, `pass ${pass} while the master is written: ${x.out.trim()}`);
+    const bfr = await bf;
+    t.equal(bfr.status, 0, `bulkfree ran beside it: ${bfr.out}${bfr.err}`);
+    const rc = await checkHammer2(B.img, { lock: false });
+    t.equal(rc.report.errors, 0, `pass ${pass}: slave image clean`);
+  }
+  stop = true;
+  await writer;
+  const x = await pipe(`${h2} mirror-read ${mnt} ${await slaveTid()} | ${h2} mirror-write ${B.img}@M`);
+  t.equal(x.status, 0, `last pass: ${x.out.trim()}`);
+  await m.unmount();
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master exactly');
+  await fscks(t, A.img, 'master');
+  await fscks(t, B.img, 'slave');
 });

@@ -60,6 +60,8 @@ const USAGE = `hammer2 [options] command [argument ...]
     emergency-mode-enable <target>    Enable emergency operations mode on filesystem
     emergency-mode-disable <target>   Disable emergency operations mode on filesystem
     recover <devpath> <path> <destdir> Recover deleted or corrupt files or trees
+    recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
+    recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
     copy-add <image>                  Keep a copy of the mounted PFS on another image (-s MNT)
     copy-remove <image>               Stop keeping that copy
     copy-status                       Copies of the mounted PFS: state, tid, repairs, errors
@@ -69,8 +71,6 @@ const USAGE = `hammer2 [options] command [argument ...]
     mirror-copy <master> <slave>      One mirroring pass from one IMAGE@LABEL into another
     pfs-upgrade <image@label>         Make a SLAVE PFS a MASTER
     pfs-downgrade <image@label>       Make a MASTER PFS a SLAVE
-    recover-relaxed <devpath> <path> <destdir> Recover deleted or corrupt files or trees
-    recover-file <devpath> <path> <destdir> Recover, target is explicitly a regular file
 `;
 
 /**

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
-import { PfsType } from '../media';
+import { BLOCKREF_BYTES, encodeBlockref, encodeInode, PfsType } from '../media';
 import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
@@ -282,6 +282,26 @@ export class ImageDaemon {
           const nodes = await this.cluster(label).scrub((node, blocks) => ctx.progress({ what: node, done: blocks, total: 0 }));
           return { label, nodes };
         },
+      },
+      // mirror-read of a mounted master: the committed state is pinned (bulkfree
+      // keeps it) while the reader walks it from the image directly.
+      'mirror-pin': {
+        changes: true,
+        run: async (args) => {
+          const label = String(args.label ?? '');
+          this.fs.flush();
+          const e = this.fs.dev.findPfs(label);
+          if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+          const id = `${process.hrtime.bigint()}`;
+          this.fs.pins.set(id, e.bref);
+          const raw = Buffer.alloc(BLOCKREF_BYTES);
+          encodeBlockref(e.bref, raw, 0);
+          return { id, label, bref: raw.toString('base64'), inode: encodeInode(e.inode).toString('base64'), devices: this.o.devices };
+        },
+      },
+      'mirror-unpin': {
+        changes: true,
+        run: async (args) => ({ released: this.fs.pins.delete(String(args.id ?? '')) }),
       },
       'copy-status': {
         changes: false,

@@ -42,7 +42,12 @@ export class BlockBitmap {
 
 /** Walk a header's super-root tree, marking every block with media. */
 export function markReachable(reader: BlockReader, hdr: VolumeHeader, map: BlockBitmap, seen: Set<bigint>, onBlock?: (bytes: number) => void): void {
-  const stack: Blockref[] = hdr.sroot.filter((b) => b.type !== BrefType.EMPTY);
+  markFrom(reader, hdr.sroot, map, seen, onBlock);
+}
+
+/** Mark every block with media under `roots` (blockrefs of a super-root, or pinned PFS roots). */
+export function markFrom(reader: BlockReader, roots: readonly Blockref[], map: BlockBitmap, seen: Set<bigint>, onBlock?: (bytes: number) => void): void {
+  const stack: Blockref[] = roots.filter((b) => b.type !== BrefType.EMPTY);
   while (stack.length) {
     const b = stack.pop()!;
     const bytes = brefBytes(b);
@@ -74,6 +79,8 @@ export function bulkfree(
   alloc: FreemapAllocator,
   current: VolumeHeader,
   progress?: (done: number, total: number) => void,
+  /** PFS roots of committed states still being read (a mirror-read of a mounted master): kept too. */
+  pinned: readonly Blockref[] = [],
 ): BulkfreeResult {
   const t0 = Date.now();
   const total = Number(current.totalSize || current.voluSize);
@@ -111,6 +118,8 @@ export function bulkfree(
       // An older header whose tree is already damaged protects nothing.
     }
   }
+  // A pinned tree must read completely too: its reader relies on it.
+  markFrom(reader, pinned, map, seen);
   const r = alloc.releaseUnreferenced((blk) => map.has(blk));
   progress?.(used, used);
   return { freed: r.freed, fixedUp: r.fixedUp, headers, ms: Date.now() - t0 };

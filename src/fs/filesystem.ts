@@ -158,6 +158,8 @@ export class Hammer2Fs {
   onDirty: () => void = () => {};
   /** Called after every successful commit (caches above may refresh what a commit changes). */
   readonly commitListeners = new Set<(tid: bigint) => void>();
+  /** PFS roots of committed states being read by someone else (mirror-read): bulkfree keeps their blocks. */
+  readonly pins = new Map<string, Blockref>();
   /** Commit along with this image's commits (copies). */
   readonly participants = new Set<CommitParticipant>();
 
@@ -725,7 +727,7 @@ export class Hammer2Fs {
   bulkfree(progress?: (done: number, total: number) => void): BulkfreeResult {
     if (!this.writable || !this.allocator) throw new FsError('EROFS');
     this.flush();
-    const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header, progress);
+    const r = bulkfree(this.dev.reader, this.allocator as FreemapAllocator, this.dev.header, progress, [...this.pins.values()]);
     this.flush();
     return r;
   }

@@ -2,9 +2,9 @@
 // what changed after the slave's synchronized transaction id, apply it as
 // one commit of the slave. The slave's PFS root bref records the master tid
 // it holds (modify_tid), exactly as a copy's does (src/sync).
-import { FsError } from '../engine';
+import { BlockReader, FsError } from '../engine';
 import { Hammer2Fs } from '../fs';
-import { PfsType, pfsTypeName, uuidToString } from '../media';
+import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
 import { syncedTid } from '../sync';
 import { StreamApplier, ApplyStats } from './apply';
 import { readPfsChanges, ReadStats } from './read';
@@ -30,6 +30,24 @@ export function mirrorRead(h: Hammer2Fs, label: string, since: bigint, emit: (b:
   emit(encodeHeader(header));
   const stats = readPfsChanges(h.dev.reader, e.inode, since, emit);
   return { header, stats };
+}
+
+/**
+ * mirror-read from a committed PFS root given directly (a mounted master's
+ * pinned state, read from its image while the daemon goes on).
+ */
+export function mirrorReadRoot(
+  reader: BlockReader,
+  root: InodeData,
+  tid: bigint,
+  label: string,
+  since: bigint,
+  emit: (b: Buffer) => void,
+): { header: StreamHeader; stats: ReadStats } {
+  if (since > tid) throw new FsError('EINVAL', `"${label}" is at transaction ${tid}, before ${since}: nothing to read from there`);
+  const header: StreamHeader = { clid: Buffer.from(root.meta.pfsClid), label, since, to: tid };
+  emit(encodeHeader(header));
+  return { header, stats: readPfsChanges(reader, root, since, emit) };
 }
 
 /** Why a stream of `header` cannot go into slave PFS `label` of `h`, or null. */

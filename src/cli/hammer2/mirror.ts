@@ -7,11 +7,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FreemapAllocator, Hammer2Device } from '../../engine';
 import { Hammer2Fs } from '../../fs';
-import { PfsType } from '../../media';
-import { ByteSource, mirrorCopy, mirrorRead, mirrorWrite } from '../../mirror';
+import { decodeBlockref, decodeInode, PfsType } from '../../media';
+import { ByteSource, mirrorCopy, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { hammer2MountOf } from '../../daemon';
 import { parseDeviceSpec } from '../spec';
-import { Directive, DirectiveError, UsageError } from './context';
+import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
+import { openTarget } from './target';
 
 const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
@@ -60,7 +61,7 @@ function imageSpec(spec: string, what: string): { devices: string; label: string
   const at = spec.lastIndexOf('@');
   if (at <= 0) {
     if (fs.existsSync(spec) && hammer2MountOf(path.resolve(spec))) {
-      throw new DirectiveError(`${spec}: ${what} works on unmounted images (IMAGE@LABEL) for now; unmount it first`);
+      throw new DirectiveError(`${spec}: ${what} of a mounted PFS: name the unmounted image as IMAGE@LABEL (a mounted slave takes streams once it is unmounted)`);
     }
     throw new UsageError(`${what}: name the PFS as IMAGE@LABEL`);
   }
@@ -105,11 +106,47 @@ const setType =
     return 0;
   };
 
+/**
+ * mirror-read of a mounted master: its daemon commits what is pending and
+ * pins that committed state (bulkfree keeps it), and this process walks it
+ * from the image (read-only, beside the daemon), then lets the pin go.
+ */
+async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
+  const t = await openTarget(where, { write: true });
+  let pin: { id: string; label: string; bref: string; inode: string; devices: string } | null = null;
+  try {
+    if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
+    pin = await t.request('mirror-pin', { label: t.label });
+    const bref = decodeBlockref(Buffer.from(pin!.bref, 'base64'), 0);
+    const root = decodeInode(Buffer.from(pin!.inode, 'base64'));
+    let dev: Hammer2Device;
+    try {
+      dev = await Hammer2Device.open(pin!.devices, { writable: false, lock: false });
+    } catch (e) {
+      throw new DirectiveError((e as Error).message);
+    }
+    try {
+      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, (b) => writeAll(1, b));
+      if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
+    } finally {
+      dev.close();
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof DirectiveError) throw e;
+    throw new DirectiveError((e as Error).message);
+  } finally {
+    if (pin) await t.request('mirror-unpin', { id: pin.id }).catch(() => {});
+    await t.close();
+  }
+}
+
 export const directives: Record<string, Directive> = {
   'mirror-read': async (ctx, args) => {
     if (args.length < 1 || args.length > 2) throw new UsageError('mirror-read: expected MASTER [SINCE_TID]');
-    const { devices, label } = imageSpec(args[0], 'mirror-read');
     const since = tidArg(args[1]);
+    if (!args[0].includes('@') && fs.existsSync(args[0]) && hammer2MountOf(path.resolve(args[0]))) return readMounted(ctx, args[0], since);
+    const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
     try {
       const r = mirrorRead(h, label, since, (b) => writeAll(1, b));
