@@ -257,3 +257,52 @@ t.test('mirror-read of a mounted master being written, with bulkfree running', a
   await fscks(t, A.img, 'master');
   await fscks(t, B.img, 'slave');
 });
+
+t.test('mirror-stream follows a mounted master until killed, and picks up after SIGKILL', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 512 << 20, ['DATA']);
+  const B = await newImage(t, 512 << 20, ['none']);
+  const mnt = path.join(A.dir, 'mnt');
+  const m = await mount(t, `${A.img}@DATA`, mnt, ['-o', 'flush=1']);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const start = () => {
+    const p = spawn(process.execPath, [H2_BIN, '-b', '50m', 'mirror-stream', mnt, `${B.img}@M`], { env: { ...process.env, NODE_OPTIONS: '' } });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const done = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
+    return { p, out: () => out, done };
+  };
+  let s = start();
+  t.teardown(() => s.p.kill('SIGKILL'));
+  let stop = false;
+  const writer = (async () => {
+    for (let i = 0; !stop; i++) {
+      await fs.promises.writeFile(path.join(mnt, `f${i % 40}`), content(i, 10000 + (i % 9) * 7000));
+      if (i % 6 === 0) await fs.promises.rm(path.join(mnt, `f${(i + 17) % 40}`), { force: true });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 2500));
+  s.p.kill('SIGKILL');
+  await s.done;
+  t.match(s.out(), /M: transaction \d+ -> \d+/, 'passes were made before the kill');
+  const rc = await checkHammer2(B.img, { lock: false });
+  t.equal(rc.report.errors, 0, 'the slave is clean after SIGKILL of mirror-stream');
+  s = start();
+  await new Promise((r) => setTimeout(r, 1500));
+  stop = true;
+  await writer;
+  // The master commits what is left (fsync), and the stream catches up within its poll.
+  const fh = await fs.promises.open(path.join(mnt, 'f1'), 'r+');
+  await fh.sync();
+  await fh.close();
+  await new Promise((r) => setTimeout(r, 3500));
+  s.p.kill('SIGTERM');
+  t.equal(await s.done, 0, 'mirror-stream ends cleanly on SIGTERM');
+  await m.unmount();
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave caught up with the master');
+  await fscks(t, B.img, 'slave');
+});

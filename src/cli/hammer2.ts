@@ -25,6 +25,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     -t type            PFS type for pfs-create
     -u uuid            uuid for pfs-create
     -m mem[k,m,g]      buffer memory (bulkfree)
+    -b bw[k,m,g]       bandwidth limit, bytes per second (mirror-stream)
     -r                 recurse (setcomp, setcheck)
     -v / -q            more / less output
     --json             machine-readable output (listing and status directives)
@@ -69,6 +70,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     mirror-read <master> [<since>]    Stream what IMAGE@LABEL changed after transaction <since> to stdout
     mirror-write <slave>              Apply a stream from stdin to the SLAVE PFS IMAGE@LABEL
     mirror-copy <master> <slave>      One mirroring pass from one IMAGE@LABEL into another
+    mirror-stream <master> <slave>    Follow the master's commits into the slave until killed (-b bandwidth)
     pfs-upgrade <image@label>         Make a SLAVE PFS a MASTER
     pfs-downgrade <image@label>       Make a MASTER PFS a SLAVE
 `;
@@ -133,6 +135,12 @@ function parseGlobal(args: string[], io: CliIo): { ctx: Hammer2Ctx; rest: string
         const m = /^(\d+)([kKmMgG]?)$/.exec(v);
         if (!m) throw new UsageError('-m: Unrecognized suffix');
         ctx.mem = Number(m[1]) * 1024 ** ' kmg'.indexOf(m[2].toLowerCase() || ' ');
+      } else if (c === 'b') {
+        // mirror-stream's bandwidth limit, bytes per second (k, m, g suffixes), as hammer(8)'s -b.
+        const v = value();
+        const m = /^(\d+)([kKmMgG]?)$/.exec(v);
+        if (!m || Number(m[1]) === 0) throw new UsageError('-b: expected a bandwidth such as 10m');
+        ctx.bandwidth = Number(m[1]) * 1024 ** ' kmg'.indexOf(m[2].toLowerCase() || ' ');
       } else throw new UsageError(`Unknown option: ${c}`);
     }
   }

@@ -294,9 +294,20 @@ export class ImageDaemon {
           if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
           const id = `${process.hrtime.bigint()}`;
           this.fs.pins.set(id, e.bref);
+          // A reader killed before it lets go must not hold the space for ever: a lease.
+          const ttl = Math.max(1, Math.min(Number(args.ttl ?? 3600), 24 * 3600));
+          setTimeout(() => this.fs.pins.delete(id), ttl * 1000).unref();
           const raw = Buffer.alloc(BLOCKREF_BYTES);
           encodeBlockref(e.bref, raw, 0);
           return { id, label, bref: raw.toString('base64'), inode: encodeInode(e.inode).toString('base64'), devices: this.o.devices };
+        },
+      },
+      'pfs-tid': {
+        changes: false,
+        run: async (args) => {
+          const e = this.fs.dev.findPfs(String(args.label ?? ''));
+          if (!e) throw new FsError('ENOENT', `no PFS labelled "${String(args.label ?? '')}"`);
+          return { tid: e.bref.modifyTid.toString(), dirty: this.fs.dirty };
         },
       },
       'mirror-unpin': {

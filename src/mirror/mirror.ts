@@ -99,11 +99,28 @@ export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource): Write
 }
 
 /** mirror-copy: one pass from master PFS `mlabel` of `m` into slave `slabel` of writable `s`, no stream in between. */
-export function mirrorCopy(m: Hammer2Fs, mlabel: string, s: Hammer2Fs, slabel: string): WriteResult & { read: ReadStats } {
+export function mirrorCopy(m: Hammer2Fs, mlabel: string, s: Hammer2Fs, slabel: string, throttle?: (bytes: number) => void): WriteResult & { read: ReadStats } {
   const me = masterOf(m, mlabel);
+  return mirrorCopyFrom(m.dev.reader, me.inode, me.bref.modifyTid, mlabel, s, slabel, throttle);
+}
+
+/**
+ * One pass from a master's committed root (read through `reader`) into
+ * slave `slabel` of `s`. `throttle` is told the bytes of each record (a
+ * bandwidth limit sleeps there).
+ */
+export function mirrorCopyFrom(
+  reader: BlockReader,
+  root: InodeData,
+  tid: bigint,
+  mlabel: string,
+  s: Hammer2Fs,
+  slabel: string,
+  throttle?: (bytes: number) => void,
+): WriteResult & { read: ReadStats } {
   const se = s.dev.findPfs(slabel);
   const since = se ? syncedTid(se.bref, se.inode) : 0n;
-  const header: StreamHeader = { clid: Buffer.from(me.inode.meta.pfsClid), label: mlabel, since, to: me.bref.modifyTid };
+  const header: StreamHeader = { clid: Buffer.from(root.meta.pfsClid), label: mlabel, since, to: tid };
   const why = slaveRefusal(s, slabel, header);
   if (why) throw new FsError('EINVAL', why);
   let stats: ApplyStats | null = null;
@@ -112,7 +129,10 @@ export function mirrorCopy(m: Hammer2Fs, mlabel: string, s: Hammer2Fs, slabel: s
     slabel,
     (w) => {
       const a = new StreamApplier(s.dev.reader, w, se!.inode);
-      read = readPfsChanges(m.dev.reader, me.inode, since, (rec) => a.push(rec[0], rec.subarray(8, 8 + rec.readUInt32LE(4))));
+      read = readPfsChanges(reader, root, since, (rec) => {
+        throttle?.(rec.length);
+        a.push(rec[0], rec.subarray(8, 8 + rec.readUInt32LE(4)));
+      });
       if (!a.done) throw new StreamError('the master walk did not end');
       stats = a.stats;
       return { root: a.root(), modifyTid: header.to, updateTid: header.to };

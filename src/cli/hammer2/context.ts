@@ -13,6 +13,8 @@ export interface Hammer2Ctx {
   uuid?: string;
   /** -m MEM (bytes) for bulkfree. */
   mem?: number;
+  /** -b: mirror-stream's bandwidth limit, bytes per second. */
+  bandwidth?: number;
   /** -r: recurse (setcomp/setcheck). */
   recurse: boolean;
   /** -v count minus -q count, as the reference folds them. */

@@ -8,11 +8,12 @@ import * as path from 'node:path';
 import { FreemapAllocator, Hammer2Device } from '../../engine';
 import { Hammer2Fs } from '../../fs';
 import { decodeBlockref, decodeInode, PfsType } from '../../media';
-import { ByteSource, mirrorCopy, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
+import { ByteSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
+import { syncedTid } from '../../sync';
 import { hammer2MountOf } from '../../daemon';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
-import { openTarget } from './target';
+import { openTarget, Target } from './target';
 
 const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
@@ -141,7 +142,100 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
   }
 }
 
+/** A bandwidth limit: sleeps whenever more than `bw` bytes per second went through. */
+function throttleTo(bw: number): (bytes: number) => void {
+  const t0 = Date.now();
+  let sent = 0;
+  return (bytes) => {
+    sent += bytes;
+    const ahead = (sent / bw) * 1000 - (Date.now() - t0);
+    if (ahead > 5) sleep(Math.ceil(ahead));
+  };
+}
+
+/** One pass from a mounted master (pinned by its daemon) into the open slave. */
+async function passFromMounted(t: Target, label: string, sh: Hammer2Fs, slabel: string, throttle?: (n: number) => void) {
+  const pin = await t.request<{ id: string; bref: string; inode: string; devices: string }>('mirror-pin', { label });
+  try {
+    const bref = decodeBlockref(Buffer.from(pin.bref, 'base64'), 0);
+    const root = decodeInode(Buffer.from(pin.inode, 'base64'));
+    const dev = await Hammer2Device.open(pin.devices, { writable: false, lock: false });
+    try {
+      return mirrorCopyFrom(dev.reader, root, bref.modifyTid, label, sh, slabel, throttle);
+    } finally {
+      dev.close();
+    }
+  } finally {
+    await t.request('mirror-unpin', { id: pin.id }).catch(() => {});
+  }
+}
+
+const slaveTidOf = (sh: Hammer2Fs, label: string): bigint => {
+  const e = sh.dev.findPfs(label);
+  return e ? syncedTid(e.bref, e.inode) : 0n;
+};
+
+/**
+ * mirror-stream: follow the master's commits into the slave until killed.
+ * Each pass is one commit of the slave, so killing it at any moment leaves
+ * the slave at its last pass; started again, it goes on from there.
+ */
+const mirrorStream: Directive = async (ctx, args) => {
+  if (args.length !== 2) throw new UsageError('mirror-stream: expected MASTER SLAVE (a mounted path or IMAGE@LABEL, then IMAGE@LABEL)');
+  const s = imageSpec(args[1], 'mirror-stream');
+  const mountedMaster = !args[0].includes('@') && fs.existsSync(args[0]) && !!hammer2MountOf(path.resolve(args[0]));
+  const m = mountedMaster ? null : imageSpec(args[0], 'mirror-stream');
+  const t = mountedMaster ? await openTarget(args[0], { write: true }) : null;
+  if (t && (!t.mountpoint || !t.label)) throw new DirectiveError(`${args[0]}: not a mounted HAMMER2 PFS`);
+  const sh = await open(s.devices, true);
+  const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+  let stop = false;
+  const end = () => (stop = true);
+  process.once('SIGINT', end);
+  process.once('SIGTERM', end);
+  try {
+    while (!stop) {
+      const masterTid = t
+        ? BigInt((await t.request<{ tid: string }>('pfs-tid', { label: t.label })).tid)
+        : await (async () => {
+            const mh = await open(m!.devices, false);
+            try {
+              return mh.dev.findPfs(m!.label)?.bref.modifyTid ?? 0n;
+            } finally {
+              mh.close();
+            }
+          })();
+      const at = slaveTidOf(sh, s.label);
+      if (masterTid !== at || at === 0n) {
+        let r: ReturnType<typeof mirrorCopyFrom>;
+        try {
+          if (t) r = await passFromMounted(t, t.label!, sh, s.label, throttle);
+          else {
+            const mh = await open(m!.devices, false);
+            try {
+              r = mirrorCopy(mh, m!.label, sh, s.label, throttle);
+            } finally {
+              mh.close();
+            }
+          }
+        } catch (e) {
+          throw new DirectiveError(`${s.label}: pass refused, the slave stays at ${at}: ${(e as Error).message}`);
+        }
+        ctx.io.out(`${s.label}: transaction ${r.from} -> ${r.header.to}: ${r.read.blocksRead} master blocks read, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
+      }
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  } finally {
+    process.off('SIGINT', end);
+    process.off('SIGTERM', end);
+    sh.close();
+    await t?.close();
+  }
+  return 0;
+};
+
 export const directives: Record<string, Directive> = {
+  'mirror-stream': mirrorStream,
   'mirror-read': async (ctx, args) => {
     if (args.length < 1 || args.length > 2) throw new UsageError('mirror-read: expected MASTER [SINCE_TID]');
     const since = tidArg(args[1]);
