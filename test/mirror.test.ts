@@ -190,6 +190,8 @@ t.test('a mounted SLAVE is read-only to users until pfs-upgrade', async (t) => {
   a.close();
   let r = await runH2(['mirror-copy', `${A.img}@DATA`, `${A.img}@SL`]);
   t.equal(r.status, 0, `mirror-copy into a slave on the same image: ${r.out}${r.err}`);
+  r = await runH2(['pfs-status', A.img]);
+  t.match(r.out, /SL\s+SLAVE\s+\S+\s+tid (\d+)\s+synchronized to \1, 0 behind DATA/, `pfs-status: ${r.out}`);
   const mnt = path.join(A.dir, 'mnt');
   let m = await mount(t, `${A.img}@SL`, mnt);
   t.equal(fs.readFileSync(path.join(mnt, 'hello'), 'utf8'), 'from the master', 'the slave reads');

@@ -5,6 +5,7 @@
 import { FsError } from '../engine';
 import { Hammer2Fs, Pfs, badPfsLabel } from '../fs';
 import {
+  Blockref,
   CheckMethod,
   CompMethod,
   encodeInode,
@@ -44,6 +45,10 @@ export interface PfsInfo {
   fsid: string;
   inum: string;
   lsnapTid: string;
+  /** The PFS root bref's modify_tid: its last transaction (for a slave or copy, the master tid it holds). */
+  tid: string;
+  /** Its update_tid: the last transaction shared with another node of the cluster. */
+  sharedTid: string;
   mountpoint: string | null;
 }
 
@@ -72,7 +77,7 @@ export function snapshotName(label: string, d = new Date()): string {
 export function adminOps(host: AdminHost): Record<string, ControlOp> {
   const h2 = host.fs;
   const mountedAt = (label: string) => host.mounts().find((m) => m.label === label)?.mountpoint ?? null;
-  const pfsInfo = (name: string, ip: InodeData): PfsInfo => ({
+  const pfsInfo = (name: string, ip: InodeData, bref?: Blockref): PfsInfo => ({
     name,
     type: pfsListType(ip.meta.pfsType, ip.meta.pfsSubtype),
     pfsType: ip.meta.pfsType,
@@ -81,6 +86,8 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     fsid: uuidToString(ip.meta.pfsFsid),
     inum: ip.meta.pfsInum.toString(),
     lsnapTid: ip.meta.pfsLsnapTid.toString(),
+    tid: (bref?.modifyTid ?? 0n).toString(),
+    sharedTid: (bref?.updateTid ?? 0n).toString(),
     mountpoint: mountedAt(name),
   });
   const pfsNamed = (label: string): Pfs => {
@@ -111,7 +118,7 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     info: { changes: false, run: () => ({ ...host.describe(), writable: h2.writable, mounts: host.mounts(), header: header() }) },
     'pfs-list': {
       changes: false,
-      run: () => h2.dev.listPfs().map((p) => pfsInfo(p.name, p.inode)),
+      run: () => h2.dev.listPfs().map((p) => pfsInfo(p.name, p.inode, p.bref)),
     },
     'pfs-get': {
       changes: false,
@@ -119,7 +126,7 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
         const label = str(args, 'label')!;
         const p = h2.dev.findPfs(label);
         if (!p) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
-        return pfsInfo(p.name, p.inode);
+        return pfsInfo(p.name, p.inode, p.bref);
       },
     },
     'pfs-create': {
@@ -138,7 +145,7 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
         // The reference's default: MASTER, or SLAVE when joining a cluster by id.
         const type = typeof args.type === 'number' ? args.type : clid ? PfsType.SLAVE : PfsType.MASTER;
         h2.createPfs(label, { type, clid });
-        return pfsInfo(label, h2.dev.findPfs(label)!.inode);
+        return pfsInfo(label, h2.dev.findPfs(label)!.inode, h2.dev.findPfs(label)!.bref);
       },
     },
     'pfs-delete': {
@@ -159,7 +166,7 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
         const why = badPfsLabel(name);
         if (why) throw new FsError('EINVAL', why);
         h2.snapshotPfs(source, name);
-        return pfsInfo(name, h2.dev.findPfs(name)!.inode);
+        return pfsInfo(name, h2.dev.findPfs(name)!.inode, h2.dev.findPfs(name)!.bref);
       },
     },
     'inode-get': {

@@ -32,6 +32,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     --size SIZE        growfs: grow to SIZE (K/M/G/T) or by +SIZE; an image file is extended
 
     pfs-list [<path>...]              List PFSs
+    pfs-status [<path>...]            PFS types, cluster ids, tids; a slave's synchronized tid and lag
     pfs-clid <label>                  Print cluster id for specific PFS
     pfs-fsid <label>                  Print private id for specific PFS
     pfs-create <label>                Create a PFS

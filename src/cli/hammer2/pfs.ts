@@ -154,7 +154,47 @@ const snapshot: Directive = async (ctx, args) => {
   }
 };
 
+/**
+ * pfs-status: each PFS's node type, cluster id and transaction id; for a
+ * SLAVE, the master tid it is synchronized to, and its lag behind a MASTER
+ * of its cluster on the same filesystem when there is one.
+ */
+const pfsStatus: Directive = async (ctx, args) => {
+  const paths = args.length ? args : ctx.sel ? [ctx.sel] : hammer2Mounts();
+  if (!paths.length) throw new DirectiveError('no HAMMER2 filesystem is mounted (give a path, -s MOUNTPOINT or IMAGE)');
+  const json: { path: string; pfs: (PfsInfo & { lag?: string })[] }[] = [];
+  for (const p of paths) {
+    const t = await openTarget(p, { write: false });
+    let list: PfsInfo[];
+    try {
+      list = await t.request<PfsInfo[]>('pfs-list');
+    } catch (e) {
+      throw new DirectiveError(`${p}: ${errText(e)}`);
+    } finally {
+      await t.close();
+    }
+    list.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+    const out = list.map((x) => {
+      const master = x.type === 'SLAVE' ? list.find((y) => y.clid === x.clid && y.type === 'MASTER') : undefined;
+      return master ? { ...x, lag: (BigInt(master.tid) - BigInt(x.tid)).toString(), master: master.name } : x;
+    });
+    if (ctx.json) {
+      json.push({ path: p, pfs: out });
+      continue;
+    }
+    ctx.io.out(`${p}:\n`);
+    for (const x of out as (PfsInfo & { lag?: string; master?: string })[]) {
+      let line = `    ${x.name.padEnd(16)} ${x.type.padEnd(9)} ${x.clid}  tid ${x.tid}`;
+      if (x.type === 'SLAVE') line += x.lag !== undefined ? `  synchronized to ${x.tid}, ${x.lag} behind ${x.master}` : `  synchronized to ${x.tid}`;
+      ctx.io.out(line + '\n');
+    }
+  }
+  if (ctx.json) ctx.io.out(JSON.stringify(json) + '\n');
+  return 0;
+};
+
 export const directives: Record<string, Directive> = {
+  'pfs-status': pfsStatus,
   'pfs-list': pfsList,
   'pfs-clid': pfsGetId('clid'),
   'pfs-fsid': pfsGetId('fsid'),
