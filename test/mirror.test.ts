@@ -308,3 +308,36 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave caught up with the master');
   await fscks(t, B.img, 'slave');
 });
+
+t.test('SIGKILL of mirror-write in the middle of a stream leaves the slave as it was', async (t) => {
+  const A = await newImage(t, 512 << 20, ['DATA']);
+  const B = await newImage(t, 512 << 20, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 60; i++) mkfile(p, p.root, `f${i}`, content(i, 1 << 20));
+  a.flush();
+  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
+  a.close();
+  const b = await openRw(B.img);
+  b.createPfs('M', { type: PfsType.SLAVE, clid });
+  b.close();
+  const before = await imageTree(B.img, 'M');
+  // The writer dies while the stream is still coming.
+  const w = spawn(process.execPath, [H2_BIN, 'mirror-write', `${B.img}@M`], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['pipe', 'ignore', 'ignore'] });
+  const rd = spawn(process.execPath, [H2_BIN, 'mirror-read', `${A.img}@DATA`], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'ignore'] });
+  rd.stdout.pipe(w.stdin);
+  w.stdin.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 400));
+  w.kill('SIGKILL');
+  rd.kill('SIGKILL');
+  await new Promise((r) => w.on('exit', r));
+  const rc = await checkHammer2(B.img, { lock: false });
+  t.equal(rc.report.errors, 0, 'the slave image is clean');
+  const after = await imageTree(B.img, 'M');
+  const complete = treeDiff(await imageTree(A.img, 'DATA'), after).length === 0;
+  t.ok(complete || treeDiff(before, after).length === 0, `the slave is as it was${complete ? ' (or, here, the stream had completed)' : ''}`);
+  // And the next pass completes.
+  const r = await runH2(['mirror-copy', `${A.img}@DATA`, `${B.img}@M`]);
+  t.equal(r.status, 0, `the next pass goes through: ${r.out}${r.err}`);
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'identical');
+});
