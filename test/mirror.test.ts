@@ -341,3 +341,47 @@ t.test('SIGKILL of mirror-write in the middle of a stream leaves the slave as it
   t.equal(r.status, 0, `the next pass goes through: ${r.out}${r.err}`);
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'identical');
 });
+
+t.test('mirror-write into a mounted slave: the daemon applies the stream and the mount shows it', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < 20; i++) mkfile(p, p.root, `f${i}`, content(i, 20000));
+  a.flush();
+  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
+  a.close();
+  const b = await openRw(B.img);
+  b.createPfs('M', { type: PfsType.SLAVE, clid });
+  b.close();
+  const mnt = path.join(B.dir, 'slave');
+  const m = await mount(t, `${B.img}@M`, mnt);
+  t.same(fs.readdirSync(mnt), [], 'the slave starts empty');
+  const pipe = (cmd: string) => spawnSync('bash', ['-o', 'pipefail', '-c', cmd], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  const h2 = `${process.execPath} ${H2_BIN}`;
+  let x = pipe(`${h2} mirror-read ${A.img}@DATA | ${h2} mirror-write ${mnt}`);
+  t.equal(x.status, 0, `into the mounted slave: ${x.stdout}${x.stderr}`);
+  t.equal(fs.readdirSync(mnt).length, 20, 'the mount shows the files');
+  t.ok(fs.readFileSync(path.join(mnt, 'f3')).equals(content(3, 20000)), 'with their contents');
+  // A second pass changes and removes files the kernel has seen.
+  const a2 = await openRw(A.img);
+  const p2 = a2.pfs('DATA')!;
+  p2.unlink(p2.root, Buffer.from('f3'), tick());
+  p2.write(p2.resolve('/f4'), 0, Buffer.from('CHANGED'), tick());
+  a2.flush();
+  a2.close();
+  x = pipe(`${h2} mirror-read ${A.img}@DATA $(${h2} pfs-status ${B.img}@M --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s)[0].pfs.find(p=>p.name==='M').tid))") | ${h2} mirror-write ${B.img}@M`);
+  t.equal(x.status, 0, `incremental into the mounted slave by IMAGE@LABEL: ${x.stdout}${x.stderr}`);
+  t.notOk(fs.existsSync(path.join(mnt, 'f3')), 'a removed file is gone from the mount');
+  t.equal(fs.readFileSync(path.join(mnt, 'f4')).subarray(0, 7).toString(), 'CHANGED', 'a changed file reads new');
+  // A bad stream through the daemon: refused, the mount unchanged.
+  x = pipe(`echo garbage | ${h2} mirror-write ${mnt}`);
+  t.equal(x.status, 1, 'garbage refused');
+  t.match(x.stderr, /not a HAMMER2 mirror stream/, 'with the reason');
+  t.equal(fs.readdirSync(mnt).length, 19, 'the mount is as it was');
+  await m.unmount();
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master');
+  await fscks(t, B.img, 'slave');
+});

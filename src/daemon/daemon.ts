@@ -2,7 +2,9 @@
 // it open for writing), serves every mounted PFS of it, commits them all in
 // one transaction, and answers the control channel (further mounts, the
 // hammer2 command). It stops when its last mount goes.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { FdSource, mirrorWrite, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
 import { BLOCKREF_BYTES, encodeBlockref, encodeInode, PfsType } from '../media';
@@ -156,8 +158,9 @@ export class ImageDaemon {
       options: fuse,
       debug,
       log,
-      attrTimeout: po.attrTimeout,
-      entryTimeout: po.attrTimeout,
+      // A slave changes under the kernel (mirror-write): names are not cached, changed inodes are invalidated.
+      attrTimeout: slave ? 0 : po.attrTimeout,
+      entryTimeout: slave ? 0 : po.attrTimeout,
       spinUs: po.spinUs,
     });
     try {
@@ -300,6 +303,34 @@ export class ImageDaemon {
           const raw = Buffer.alloc(BLOCKREF_BYTES);
           encodeBlockref(e.bref, raw, 0);
           return { id, label, bref: raw.toString('base64'), inode: encodeInode(e.inode).toString('base64'), devices: this.o.devices };
+        },
+      },
+      // mirror-write into a PFS of this image (a mounted slave): the stream
+      // comes through a FIFO the command opened, and is applied as one commit.
+      'mirror-write': {
+        changes: true,
+        run: async (args) => {
+          const label = String(args.label ?? '');
+          const fifo = String(args.fifo ?? '');
+          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
+          if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
+          const st = fs.statSync(fifo);
+          if (!st.isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          const fd = fs.openSync(fifo, 'r');
+          let r: WriteResult;
+          try {
+            this.fs.flush();
+            r = mirrorWrite(this.fs, label, new FdSource(fd), { keepPfs: true });
+          } finally {
+            fs.closeSync(fd);
+          }
+          const m = this.mounted.get(label);
+          if (m) {
+            m.session.invalidate(1n);
+            for (const ino of r.stats.changed) m.session.invalidate(ino);
+          }
+          this.o.log(`mirror-write into ${label}: transaction ${r.from} -> ${r.header.to}`);
+          return { label, from: r.from.toString(), to: r.header.to.toString(), inodes: r.stats.inodes, leaves: r.stats.leaves, deleted: r.stats.deleted };
         },
       },
       'pfs-tid': {

@@ -52,13 +52,15 @@ export interface ApplyStats {
   leaves: number;
   inodes: number;
   deleted: number;
+  /** Inode numbers rewritten (a mounted slave's kernel caches of them are dropped). */
+  changed: bigint[];
 }
 
 export class StreamApplier {
   private stack: (TableCtx | InodeCtx)[] = [];
   private srcRoot: InodeData | null = null;
   private rootTable: Blockref[] | null = null;
-  readonly stats: ApplyStats = { leaves: 0, inodes: 0, deleted: 0 };
+  readonly stats: ApplyStats = { leaves: 0, inodes: 0, deleted: 0, changed: [] };
   done = false;
 
   constructor(
@@ -189,6 +191,7 @@ export class StreamApplier {
     parent.updates.push({ key: ic.bref.key, bref: b });
     parent.keys.add(ic.bref.key);
     this.stats.inodes++;
+    this.stats.changed.push(ic.bref.key);
   }
 
   /** The slave's new root: the master's attributes, the slave's identity, the new tree. */

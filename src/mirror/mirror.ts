@@ -77,7 +77,7 @@ export interface WriteResult {
  * commit. A refused, corrupted or truncated stream leaves the slave as it
  * was (the commit is rolled back) and throws with the reason.
  */
-export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource): WriteResult {
+export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource, o: { keepPfs?: boolean } = {}): WriteResult {
   const parser = new StreamParser(src);
   const header = parser.header();
   const why = slaveRefusal(h, label, header);
@@ -93,7 +93,7 @@ export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource): Write
       stats = a.stats;
       return { root: a.root(), modifyTid: header.to, updateTid: header.to };
     },
-    { minTid: header.to },
+    { minTid: header.to, keepPfs: o.keepPfs },
   );
   return { header, stats: stats!, from };
 }

@@ -9,6 +9,7 @@
 //            (the crc covers type through payload)
 // All integers little-endian. The stream ends with an END record; anything
 // after it, a bad crc, an unknown type or a short read is refused.
+import * as fs from 'node:fs';
 import { crc32cUpdate } from '../media';
 
 export const STREAM_MAGIC = Buffer.from('H2MIRROR', 'latin1');
@@ -154,5 +155,31 @@ export class BufferSource implements ByteSource {
     const b = this.buf.subarray(this.at, this.at + n);
     this.at += b.length;
     return b;
+  }
+}
+
+const nap = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/** Blocking reads of a file descriptor (a pipe, stdin, a FIFO; one that is non-blocking is waited on). */
+export class FdSource implements ByteSource {
+  constructor(private readonly fd: number) {}
+  read(n: number): Buffer {
+    const b = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      let r: number;
+      try {
+        r = fs.readSync(this.fd, b, got, n - got, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          nap(2);
+          continue;
+        }
+        throw e;
+      }
+      if (r === 0) break;
+      got += r;
+    }
+    return b.subarray(0, got);
   }
 }

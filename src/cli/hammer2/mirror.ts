@@ -3,12 +3,14 @@
 // unmounted images named IMAGE@LABEL. The stream goes to stdout and comes
 // from stdin, so any pipe carries it: hammer2 mirror-read a.img@DATA | ssh
 // host hammer2 mirror-write b.img@COPY.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { FreemapAllocator, Hammer2Device } from '../../engine';
 import { Hammer2Fs } from '../../fs';
 import { decodeBlockref, decodeInode, PfsType } from '../../media';
-import { ByteSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
+import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { syncedTid } from '../../sync';
 import { hammer2MountOf } from '../../daemon';
 import { parseDeviceSpec } from '../spec';
@@ -16,30 +18,6 @@ import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
 
 const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-
-/** Blocking reads of a file descriptor (stdin may be a non-blocking pipe). */
-class FdSource implements ByteSource {
-  constructor(private readonly fd: number) {}
-  read(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    let got = 0;
-    while (got < n) {
-      let r: number;
-      try {
-        r = fs.readSync(this.fd, b, got, n - got, null);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
-          sleep(2);
-          continue;
-        }
-        throw e;
-      }
-      if (r === 0) break;
-      got += r;
-    }
-    return b.subarray(0, got);
-  }
-}
 
 function writeAll(fd: number, b: Buffer): void {
   let at = 0;
@@ -234,6 +212,63 @@ const mirrorStream: Directive = async (ctx, args) => {
   return 0;
 };
 
+/** The daemon holding the image of a mounted path or IMAGE@LABEL, if one does. */
+async function daemonFor(spec: string): Promise<{ t: Target; label: string } | null> {
+  const isPath = !spec.includes('@');
+  if (isPath && !(fs.existsSync(spec) && hammer2MountOf(path.resolve(spec)))) return null;
+  if (!isPath) {
+    const { devices } = parseDeviceSpec(spec);
+    if (!devices.split(':').every((d) => fs.existsSync(d))) return null;
+  }
+  let t: Target;
+  try {
+    t = await openTarget(spec, { write: false });
+  } catch {
+    return null;
+  }
+  if (!t.viaDaemon || !t.label) {
+    await t.close();
+    return null;
+  }
+  return { t, label: t.label };
+}
+
+/**
+ * mirror-write into a PFS of an image a daemon holds: the stream goes to the
+ * daemon through a FIFO (opened read-write here first, so neither side
+ * blocks on opening it; our end closing is the end of the stream).
+ */
+async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h2mirror-'));
+  const fifo = path.join(dir, 'stream');
+  try {
+    const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
+    if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
+    const fd = fs.openSync(fifo, fs.constants.O_RDWR);
+    const reply = t.request<{ from: string; to: string; inodes: number; leaves: number; deleted: number }>('mirror-write', { label, fifo });
+    const copied = new Promise<void>((res, rej) => {
+      const out = fs.createWriteStream('', { fd, autoClose: true });
+      const inp = fs.createReadStream('', { fd: 0, autoClose: false });
+      inp.on('error', rej);
+      out.on('error', () => res()); // the daemon stopped reading: its answer says why
+      out.on('close', () => res());
+      inp.pipe(out);
+    });
+    let r: Awaited<typeof reply>;
+    try {
+      r = await reply;
+    } catch (e) {
+      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
+    }
+    await Promise.race([copied, new Promise((res) => setTimeout(res, 100))]);
+    ctx.io.out(`${label}: transaction ${r.from} -> ${r.to}: ${r.inodes} inodes, ${r.leaves} blocks and entries written, ${r.deleted} removed\n`);
+    return 0;
+  } finally {
+    await t.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export const directives: Record<string, Directive> = {
   'mirror-stream': mirrorStream,
   'mirror-read': async (ctx, args) => {
@@ -254,7 +289,10 @@ export const directives: Record<string, Directive> = {
     return 0;
   },
   'mirror-write': async (ctx, args) => {
-    if (args.length !== 1) throw new UsageError('mirror-write: expected SLAVE (IMAGE@LABEL); the stream comes from standard input');
+    if (args.length !== 1) throw new UsageError('mirror-write: expected SLAVE (IMAGE@LABEL or a mounted path); the stream comes from standard input');
+    // A slave whose image a daemon holds (mounted): the daemon applies the stream.
+    const held = await daemonFor(args[0]);
+    if (held) return writeThroughDaemon(ctx, held.t, held.label);
     const { devices, label } = imageSpec(args[0], 'mirror-write');
     const h = await open(devices, true);
     try {

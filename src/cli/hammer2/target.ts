@@ -17,11 +17,14 @@ export interface Target {
   label: string | null;
   /** The mountpoint when the target is a mounted PFS. */
   mountpoint: string | null;
+  /** Whether requests go to a daemon that holds the image (else the image is open in this process). */
+  readonly viaDaemon: boolean;
   request<T = unknown>(op: string, args?: Record<string, unknown>, progress?: (p: Progress) => void): Promise<T>;
   close(): Promise<void>;
 }
 
 class DaemonTarget implements Target {
+  readonly viaDaemon = true;
   constructor(
     private client: ControlClient,
     readonly name: string,
@@ -38,6 +41,7 @@ class DaemonTarget implements Target {
 
 class ImageTarget implements Target {
   readonly mountpoint = null;
+  readonly viaDaemon = false;
   private ops: ReturnType<typeof adminOps>;
   constructor(
     private h2: Hammer2Fs,
