@@ -13,17 +13,13 @@ import { PfsCluster, relation } from '../src/cluster';
 import { syncedTid, SyncCursor, syncPfs } from '../src/sync';
 import { Hammer2Fs, Pfs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
-import { checkHammer2 } from '../fsck';
 import { formatHammer2 } from '../mkfs/newfs';
 import { newImage } from './lib/cli';
-import { flipByte, haveRef, refFsck, refRead, fileHashes, tempDir } from './lib/env';
-import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, twoNodes } from './lib/pfstree';
+import { flipByte, haveRef, refRead, fileHashes, tempDir } from './lib/env';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, twoNodes, fsckBoth } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
-
-
-
 
 /** A cluster of `p` (on image `aImg`, open as `a`) with a copy on `bImg`, level; closed with `a` at teardown. */
 async function inSyncCluster(t: any, a: Hammer2Fs, p: Pfs, aImg: string, bImg: string): Promise<PfsCluster> {
@@ -46,12 +42,6 @@ async function settle(t: any, c: PfsCluster, ms = 20000): Promise<void> {
 
 /** Flip one byte inside the block a bref points at (on media, behind every cache). */
 const damage = (img: string, dataOff: bigint, at = 100): void => flipByte(img, Number(dataOff & ~0x3fn) + at);
-
-async function fscks(t: any, img: string, what: string) {
-  const r = await checkHammer2(img, { lock: false });
-  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
-  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
-}
 
 t.test('a copy is filled, follows commits, and repairs the primary', async (t) => {
   const A = await newImage(t, 256 << 20, ['DATA']);
@@ -124,8 +114,8 @@ t.test('a copy is filled, follows commits, and repairs the primary', async (t) =
   t.equal(c.status()[0].readErrors, errs0, 'and without falling back on the copy');
   a.flush();
   shut();
-  await fscks(t, A.img, 'repaired primary');
-  await fscks(t, B.img, 'copy');
+  await fsckBoth(t, A.img, 'repaired primary');
+  await fsckBoth(t, B.img, 'copy');
   if (haveRef('makefs')) {
     // Every regular file of the copy, read by the reference, has the primary's contents.
     const got = fileHashes(refRead(B.img, 'DATA', tempDir(t)));
@@ -179,7 +169,7 @@ t.test('a copy whose host fills up leaves the in-sync set and rejoins', async (t
   while (c.status()[1].state !== 'in-sync' && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
   t.equal(c.status()[1].state, 'in-sync', 'the copy rejoined after resynchronizing');
   t.same(treeDiff(pfsTree(p), await imageTree(bImg, 'DATA')), [], 'copy identical');
-  await fscks(t, bImg, 'copy after its host filled up');
+  await fsckBoth(t, bImg, 'copy after its host filled up');
 });
 
 t.test('how a copy stands to the primary (tids and last shared tids)', async (t) => {
@@ -228,8 +218,8 @@ t.test('scrub: every block of both nodes verified, damage repaired from the othe
   t.same(treeDiff(want, await imageTree(B.img, 'DATA')), [], 'the copy too');
   c.close();
   a.close();
-  await fscks(t, A.img, 'primary after scrub');
-  await fscks(t, B.img, 'copy after scrub');
+  await fsckBoth(t, A.img, 'primary after scrub');
+  await fsckBoth(t, B.img, 'copy after scrub');
 });
 
 t.test('stopping at any moment of a multi-step resync leaves the nodes "behind" or "same", never diverged', async (t) => {
@@ -316,7 +306,7 @@ t.test('a damaged copy blocktable met by a budgeted incremental pass is replaced
   passOnce(32 << 10);
   t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'DATA')), [], 'every file is on the copy after the budgeted pass');
   b.flush();
-  await fscks(t, B.img, 'copy');
+  await fsckBoth(t, B.img, 'copy');
 });
 
 t.test('a damaged blocktable of the primary root directory is repaired from the copy', async (t) => {
@@ -343,5 +333,5 @@ t.test('a damaged blocktable of the primary root directory is repaired from the 
   t.equal(c.status()[0].readErrors, before, 'without the copy any more');
   a.flush();
   c.close();
-  await fscks(t, A.img, 'repaired primary');
+  await fsckBoth(t, A.img, 'repaired primary');
 });

@@ -8,19 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Hammer2Fs } from '../src/fs';
 import { ObjType } from '../src/media';
-import { checkHammer2 } from '../fsck';
 import { newImage, runH2 } from './lib/cli';
 import { forceUnmount, mount } from './lib/mount';
-import { fuseUnavailable, haveRef, refFsck } from './lib/env';
-import { imageTree, treeDiff } from './lib/pfstree';
+import { fuseUnavailable } from './lib/env';
+import { imageTree, treeDiff, fsckBoth } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
-
-async function fscks(t: any, img: string, what: string) {
-  const r = await checkHammer2(img, { lock: false });
-  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
-  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
-}
 
 async function copyStates(mnt: string): Promise<{ state: string; tid: string }[]> {
   const r = await runH2(['-s', mnt, 'copy-status', '--json']);
@@ -69,8 +62,8 @@ else
     m.proc.kill('SIGKILL');
     await new Promise((r) => m.proc.once('exit', r));
     forceUnmount(mnt);
-    await fscks(t, A.img, 'primary after a kill mid-resync');
-    await fscks(t, B.img, 'copy after a kill mid-resync');
+    await fsckBoth(t, A.img, 'primary after a kill mid-resync');
+    await fsckBoth(t, B.img, 'copy after a kill mid-resync');
 
     // The next mount resumes and converges.
     m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
@@ -101,8 +94,8 @@ else
     forceUnmount(mnt);
     await writer;
     t.ok(synced.size > 3, `${synced.size} files fsynced before the kill`);
-    await fscks(t, A.img, 'primary after a kill mid-write');
-    await fscks(t, B.img, 'copy after a kill mid-write');
+    await fsckBoth(t, A.img, 'primary after a kill mid-write');
+    await fsckBoth(t, B.img, 'copy after a kill mid-write');
     let lostA = 0;
     let lostB = 0;
     for (const [name, h] of synced) {
@@ -118,5 +111,5 @@ else
     t.ok(await waitInSync(mnt), 'in sync again after the restart');
     await m.unmount();
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'copy identical to the primary');
-    await fscks(t, B.img, 'copy at the end');
+    await fsckBoth(t, B.img, 'copy at the end');
   });

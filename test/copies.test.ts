@@ -15,9 +15,9 @@ import { Hammer2Fs } from '../src/fs';
 import { BrefType, inodeBlockset } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { newImage, runH2 } from './lib/cli';
-import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, REPO, tempDir } from './lib/env';
+import { fileHashes, fuseUnavailable, haveRef, refRead, REPO, tempDir } from './lib/env';
 import { forceUnmount, mount, mountRefusal } from './lib/mount';
-import { imageTree, treeDiff } from './lib/pfstree';
+import { imageTree, treeDiff, fsckBoth } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 
@@ -38,12 +38,6 @@ async function waitInSync(t: any, mnt: string, ms = 60000): Promise<Status[]> {
   }
   t.ok(s.every((c) => c.state === 'in-sync' && c.tid === s[0].tid), `every node in sync at tid ${s[0].tid}`);
   return s;
-}
-
-async function fscks(t: any, img: string, what: string) {
-  const r = await checkHammer2(img, { lock: false });
-  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
-  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
 }
 
 function writeTree(root: string, seed: string, n: number): Map<string, string> {
@@ -120,8 +114,8 @@ else {
     t.match(human.out, /primary\s+in-sync/, 'copy-status prints a table');
     await m.unmount();
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'after unmount: copy identical to primary');
-    await fscks(t, A.img, 'primary');
-    await fscks(t, B.img, 'copy');
+    await fsckBoth(t, A.img, 'primary');
+    await fsckBoth(t, B.img, 'copy');
 
     // 2. Damage data blocks of the primary: reads see no error, the primary is repaired.
     const victims = ['f0', 'd/f5', 'f10', 'd/f15'];
@@ -136,7 +130,7 @@ else {
     t.ok(s[0].readErrors >= victims.length, `primary read errors counted: ${s[0].readErrors}`);
     await m.unmount();
     t.match(m.log(), /repaired/, 'the daemon logs the repairs');
-    await fscks(t, A.img, 'repaired primary');
+    await fsckBoth(t, A.img, 'repaired primary');
     const r0 = await checkHammer2(A.img, { lock: false });
     t.equal(r0.report.errors, 0, 'no damage left on the primary');
 
@@ -151,7 +145,7 @@ else {
     t.ok(s[1].resync.blocksWritten > 0 && s[1].resync.blocksWritten < 400, `catch-up wrote ${s[1].resync.blocksWritten} blocks`);
     await m.unmount();
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'after the catch-up: identical');
-    await fscks(t, B.img, 'copy after catch-up');
+    await fsckBoth(t, B.img, 'copy after catch-up');
     if (haveRef('makefs')) {
       const ref = fileHashes(refRead(B.img, 'DATA', tempDir(t)));
       let bad = 0;
@@ -216,7 +210,7 @@ else {
     t.equal(s.length, 1, 'only the primary left');
     await m.unmount();
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'the removed copy holds everything up to its removal');
-    await fscks(t, B.img, 'removed copy');
+    await fsckBoth(t, B.img, 'removed copy');
   });
 
   t.test('the newest node wins at mount; diverged nodes need a choice, and the loser is kept', async (t) => {
@@ -269,8 +263,8 @@ else {
     const kept = await imageTree(A.img, snap!.name);
     t.ok(kept.has('/only-on-A'), "and holds what only it had");
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'the nodes are identical');
-    await fscks(t, A.img, 'primary after divergence');
-    await fscks(t, B.img, 'copy after divergence');
+    await fsckBoth(t, A.img, 'primary after divergence');
+    await fsckBoth(t, B.img, 'copy after divergence');
   });
 
   t.test('blocks damaged on both nodes under a running workload: no error seen, scrub repairs all', async (t) => {
@@ -332,8 +326,8 @@ else {
     const st = await status(mnt);
     t.ok(st[1].healed >= victimsB.length, `copy repairs counted (${st[1].healed})`);
     await m.unmount();
-    await fscks(t, A.img, 'primary');
-    await fscks(t, B.img, 'copy');
+    await fsckBoth(t, A.img, 'primary');
+    await fsckBoth(t, B.img, 'copy');
     t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'DATA')), [], 'identical');
     if (haveRef('makefs')) {
       const ref = fileHashes(refRead(B.img, 'DATA', tempDir(t)));

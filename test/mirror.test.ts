@@ -13,18 +13,12 @@ import { PfsType, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
 import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
-import { fileHashes, fuseUnavailable, haveRef, refFsck, refRead, tempDir } from './lib/env';
+import { fileHashes, fuseUnavailable, haveRef, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
-import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
-
-async function fscks(t: any, img: string, what: string) {
-  const r = await checkHammer2(img, { lock: false });
-  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
-  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
-}
 
 t.test('full and incremental streams into a slave; bad streams refused', async (t) => {
   const A = await newImage(t, 256 << 20, ['DATA']);
@@ -116,7 +110,7 @@ t.test('full and incremental streams into a slave; bad streams refused', async (
   t.ok(cp.read.records > 0, `mirror-copy: ${cp.read.records} records`);
   t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'SLAVE1')), [], 'mirror-copy: slave identical');
   b.flush();
-  await fscks(t, B.img, 'slave image');
+  await fsckBoth(t, B.img, 'slave image');
   if (haveRef('makefs')) {
     // The reference makefs cannot mount a SLAVE offline (its cluster code
     // waits for a synchronizer it does not have): read a copy of the image
@@ -175,7 +169,7 @@ t.test('hammer2 mirror-read | hammer2 mirror-write through a pipe; mirror-copy; 
   t.equal(r.status, 0, 'pfs-downgrade');
   r = await runH2(['mirror-copy', `${A.img}@DATA`, `${B.img}@MIRROR`]);
   t.equal(r.status, 0, 'downgraded: streams again');
-  await fscks(t, B.img, 'slave image');
+  await fsckBoth(t, B.img, 'slave image');
 });
 
 t.test('a mounted SLAVE is read-only to users until pfs-upgrade', async (t) => {
@@ -256,8 +250,8 @@ t.test('mirror-read of a mounted master being written, with bulkfree running', a
   t.equal(x.status, 0, `last pass: ${x.out.trim()}`);
   await m.unmount();
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master exactly');
-  await fscks(t, A.img, 'master');
-  await fscks(t, B.img, 'slave');
+  await fsckBoth(t, A.img, 'master');
+  await fsckBoth(t, B.img, 'slave');
 });
 
 t.test('mirror-stream follows a mounted master until killed, and picks up after SIGKILL', async (t) => {
@@ -306,7 +300,7 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
   t.equal(await s.done, 0, 'mirror-stream ends cleanly on SIGTERM');
   await m.unmount();
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave caught up with the master');
-  await fscks(t, B.img, 'slave');
+  await fsckBoth(t, B.img, 'slave');
 });
 
 t.test('SIGKILL of mirror-write in the middle of a stream leaves the slave as it was', async (t) => {
@@ -383,5 +377,5 @@ t.test('mirror-write into a mounted slave: the daemon applies the stream and the
   t.equal(fs.readdirSync(mnt).length, 19, 'the mount is as it was');
   await m.unmount();
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master');
-  await fscks(t, B.img, 'slave');
+  await fsckBoth(t, B.img, 'slave');
 });

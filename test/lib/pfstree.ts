@@ -4,6 +4,8 @@
 import { createHash } from 'node:crypto';
 import { FreemapAllocator } from '../../src/engine';
 import { newImage } from './cli';
+import { checkHammer2 } from '../../fsck';
+import { haveRef, refFsck } from './env';
 import { Hammer2Fs, Node, Pfs } from '../../src/fs';
 import { ObjType } from '../../src/media';
 
@@ -86,4 +88,11 @@ export async function twoNodes(
   });
   b.createPfs('DATA', { clid: a.dev.findPfs('DATA')!.inode.meta.pfsClid });
   return { A, B, a, b };
+}
+
+/** Our fsck and, where it is built, the reference fsck_hammer2 must both call `img` clean. */
+export async function fsckBoth(t: { equal: (a: unknown, b: unknown, m?: string) => void }, img: string, what: string): Promise<void> {
+  const r = await checkHammer2(img, { lock: false });
+  t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
+  if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
 }
