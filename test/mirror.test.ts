@@ -20,6 +20,17 @@ import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth }
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
 
+/** A master image mounted at `mnt` (with `args`) and a second image holding its empty SLAVE "M". */
+async function mountedMasterAndSlave(t: any, args: string[]) {
+  const A = await newImage(t, 512 << 20, ['DATA']);
+  const B = await newImage(t, 512 << 20, ['none']);
+  const mnt = path.join(A.dir, 'mnt');
+  const m = await mount(t, `${A.img}@DATA`, mnt, args);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  return { A, B, mnt, m };
+}
+
 t.test('full and incremental streams into a slave; bad streams refused', async (t) => {
   const A = await newImage(t, 256 << 20, ['DATA']);
   const B = await newImage(t, 256 << 20, ['none']);
@@ -202,13 +213,7 @@ t.test('a mounted SLAVE is read-only to users until pfs-upgrade', async (t) => {
 t.test('mirror-read of a mounted master being written, with bulkfree running', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 512 << 20, ['DATA']);
-  const B = await newImage(t, 512 << 20, ['none']);
-  const mnt = path.join(A.dir, 'mnt');
-  const m = await mount(t, `${A.img}@DATA`, mnt);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  let r = await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M']);
-  t.equal(r.status, 0, 'slave made');
+  const { A, B, mnt, m } = await mountedMasterAndSlave(t, []);
   for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(mnt, `base${i}`), content(i, 100000));
   let stop = false;
   const writer = (async () => {
@@ -257,12 +262,7 @@ t.test('mirror-read of a mounted master being written, with bulkfree running', a
 t.test('mirror-stream follows a mounted master until killed, and picks up after SIGKILL', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 512 << 20, ['DATA']);
-  const B = await newImage(t, 512 << 20, ['none']);
-  const mnt = path.join(A.dir, 'mnt');
-  const m = await mount(t, `${A.img}@DATA`, mnt, ['-o', 'flush=1']);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const { A, B, mnt, m } = await mountedMasterAndSlave(t, ['-o', 'flush=1']);
   const start = () => {
     const p = spawn(process.execPath, [H2_BIN, '-b', '50m', 'mirror-stream', mnt, `${B.img}@M`], { env: { ...process.env, NODE_OPTIONS: '' } });
     let out = '';
@@ -295,7 +295,19 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
   const fh = await fs.promises.open(path.join(mnt, 'f1'), 'r+');
   await fh.sync();
   await fh.close();
-  await new Promise((r) => setTimeout(r, 3500));
+  // Wait (bounded) until the slave holds the master's committed tid.
+  const masterTid = async () => BigInt(JSON.parse((await runH2(['pfs-status', mnt, '--json'])).out)[0].pfs.find((x: { name: string }) => x.name === 'DATA').tid);
+  const slaveAt = async () => {
+    const h = await Hammer2Fs.open(B.img, { lock: false });
+    try {
+      return h.dev.findPfs('M')!.bref.modifyTid;
+    } finally {
+      h.close();
+    }
+  };
+  const target = await masterTid();
+  for (let i = 0; i < 300 && (await slaveAt()) !== target; i++) await new Promise((r) => setTimeout(r, 200));
+  t.equal(await slaveAt(), target, 'the stream reached the master tid');
   s.p.kill('SIGTERM');
   t.equal(await s.done, 0, 'mirror-stream ends cleanly on SIGTERM');
   await m.unmount();
