@@ -133,13 +133,11 @@ t.test('full, incremental and budgeted passes; deletions; healing', async (t) =>
   b.close();
   const b2 = await openRw(B.img);
   t.teardown(() => b2.close());
-  const healed: string[] = [];
   const s4 = sync(a, b2, 'DATA', { full: true });
   t.ok(s4.stats.healed >= 2, `full pass replaced ${s4.stats.healed} damaged target branches`);
   t.same(treeDiff(pfsTree(a.pfs('DATA')!), await imageTree(B.img, 'DATA')), [], 'after healing: trees identical');
   b2.flush();
   await fsckBoth(t, B.img, 'healed copy');
-  void healed;
 });
 
 t.test('a copy is level with a source written by many commits and snapshots', async (t) => {

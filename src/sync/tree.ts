@@ -147,7 +147,6 @@ const isNode = (t: number) => t === BrefType.INDIRECT;
 class Pass {
   readonly stats: SyncStats;
   private written0: number;
-  stopped = false;
   /** Target indirect blocks that failed to read, by data_off: treated as empty so the source's leaves replace them. */
   private broken = new Set<bigint>();
 
@@ -340,9 +339,7 @@ class Pass {
             inner = undefined;
             if (r.bref) updates.push({ key: s.key, bref: r.bref });
             if (r.next) {
-              stopAt = s.key;
-              this.stopped = true;
-              return { updates: finish(updates, dstLeaves, srcKeys, lo, s.key - 1n, this.stats, broken), next: { key: s.key, inner: r.next } };
+              return { updates: finish(updates, dstLeaves, srcKeys, lo, s.key - 1n, this.stats), next: { key: s.key, inner: r.next } };
             }
             continue;
           }
@@ -350,10 +347,9 @@ class Pass {
           updates.push({ key: s.key, bref: this.copyLeaf(s, inum) });
         }
         if (stopAt !== null) {
-          this.stopped = true;
-          return { updates: finish(updates, dstLeaves, srcKeys, lo, stopAt - 1n, this.stats, broken), next: { key: stopAt } };
+          return { updates: finish(updates, dstLeaves, srcKeys, lo, stopAt - 1n, this.stats), next: { key: stopAt } };
         }
-        finish(updates, dstLeaves, srcKeys, lo, covered, this.stats, broken);
+        finish(updates, dstLeaves, srcKeys, lo, covered, this.stats);
         if (covered >= rhi) break;
         lo = covered + 1n;
       }
@@ -553,7 +549,6 @@ function finish(
   lo: bigint,
   hi: bigint,
   stats: SyncStats,
-  _broken: [bigint, bigint][],
 ): LeafUpdate[] {
   for (const [k] of dstLeaves) {
     if (k < lo || k > hi || srcKeys.has(k)) continue;
