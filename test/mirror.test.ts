@@ -378,10 +378,21 @@ t.test('mirror-write into a mounted slave: the daemon applies the stream and the
   p2.write(p2.resolve('/f4'), 0, Buffer.from('CHANGED'), tick());
   a2.flush();
   a2.close();
-  x = pipe(`${h2} mirror-read ${A.img}@DATA $(${h2} pfs-status ${B.img}@M --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s)[0].pfs.find(p=>p.name==='M').tid))") | ${h2} mirror-write ${B.img}@M`);
+  const slaveTid = JSON.parse((await runH2(['pfs-status', `${B.img}@M`, '--json'])).out)[0].pfs.find((x: { name: string }) => x.name === 'M').tid;
+  const old = pipe(`${h2} mirror-read ${A.img}@DATA > ${path.join(B.dir, 'old.stream')}`);
+  t.equal(old.status, 0, 'a stream kept for later');
+  x = pipe(`${h2} mirror-read ${A.img}@DATA ${slaveTid} | ${h2} mirror-write ${B.img}@M`);
   t.equal(x.status, 0, `incremental into the mounted slave by IMAGE@LABEL: ${x.stdout}${x.stderr}`);
   t.notOk(fs.existsSync(path.join(mnt, 'f3')), 'a removed file is gone from the mount');
   t.equal(fs.readFileSync(path.join(mnt, 'f4')).subarray(0, 7).toString(), 'CHANGED', 'a changed file reads new');
+  // A stream refused while more bytes keep coming (here: trailing bytes after END): no hang.
+  x = spawnSync('bash', ['-o', 'pipefail', '-c', `cat ${path.join(B.dir, 'old.stream')} ${path.join(B.dir, 'old.stream')} | ${h2} mirror-write ${mnt}`], {
+    encoding: 'utf8',
+    timeout: 60000,
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  t.not(x.status, 0, `refused: ${x.stderr.trim()}`);
+  t.notOk(x.error, 'without hanging');
   // A bad stream through the daemon: refused, the mount unchanged.
   x = pipe(`echo garbage | ${h2} mirror-write ${mnt}`);
   t.equal(x.status, 1, 'garbage refused');

@@ -17,6 +17,7 @@ import {
   InodeData,
 } from '../media';
 import type { ControlOp } from '../control';
+import { syncedTid } from '../sync';
 
 /** A PFS mounted by the daemon that serves these requests. */
 export interface MountedPfs {
@@ -86,7 +87,8 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     fsid: uuidToString(ip.meta.pfsFsid),
     inum: ip.meta.pfsInum.toString(),
     lsnapTid: ip.meta.pfsLsnapTid.toString(),
-    tid: (bref?.modifyTid ?? 0n).toString(),
+    // A node that holds nothing yet is synchronized to nothing, whatever its root says.
+    tid: (bref ? syncedTid(bref, ip) : 0n).toString(),
     sharedTid: (bref?.updateTid ?? 0n).toString(),
     mountpoint: mountedAt(name),
   });

@@ -316,13 +316,31 @@ export class ImageDaemon {
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
           const st = fs.statSync(fifo);
           if (!st.isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          // Take the whole stream in first, without blocking this daemon while
+          // it arrives (the master may be served by this very daemon), into a
+          // file beside the image; then apply it as one commit.
+          const spool = path.join(path.dirname(this.o.devices.split(':')[0]), `.h2mirror-${process.pid}-${Date.now()}`);
           const fd = fs.openSync(fifo, 'r');
-          let r: WriteResult;
           try {
-            this.fs.flush();
-            r = mirrorWrite(this.fs, label, new FdSource(fd), { keepPfs: true });
+            await new Promise<void>((res, rej) => {
+              const from = fs.createReadStream('', { fd, autoClose: false });
+              const to = fs.createWriteStream(spool, { mode: 0o600 });
+              from.on('error', rej);
+              to.on('error', rej);
+              to.on('finish', () => res());
+              from.pipe(to);
+            });
           } finally {
             fs.closeSync(fd);
+          }
+          let r: WriteResult;
+          const sfd = fs.openSync(spool, 'r');
+          try {
+            this.fs.flush();
+            r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true });
+          } finally {
+            fs.closeSync(sfd);
+            fs.rmSync(spool, { force: true });
           }
           const m = this.mounted.get(label);
           if (m) {

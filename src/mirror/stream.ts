@@ -104,6 +104,7 @@ export class StreamParser {
 
   header(): StreamHeader {
     const fixed = this.src.read(8 + 4 + 4 + 16 + 8 + 8 + 2);
+    if (fixed.length === 0) throw new StreamError('the stream is empty');
     if (fixed.length < 8 || !fixed.subarray(0, 8).equals(STREAM_MAGIC)) throw new StreamError('not a HAMMER2 mirror stream (bad magic)');
     if (fixed.length < 50) throw new StreamError('the stream is truncated (in its header)');
     const version = fixed.readUInt32LE(8);

@@ -40,12 +40,15 @@ function imageSpec(spec: string, what: string): { devices: string; label: string
   const at = spec.lastIndexOf('@');
   if (at <= 0) {
     if (fs.existsSync(spec) && hammer2MountOf(path.resolve(spec))) {
-      throw new DirectiveError(`${spec}: ${what} of a mounted PFS: name the unmounted image as IMAGE@LABEL (a mounted slave takes streams once it is unmounted)`);
+      throw new DirectiveError(`${spec}: ${what} takes unmounted images (IMAGE@LABEL); mirror-read reads a mounted master and mirror-write writes into a mounted slave`);
     }
     throw new UsageError(`${what}: name the PFS as IMAGE@LABEL`);
   }
   const { devices, label } = parseDeviceSpec(spec);
-  for (const v of devices.split(':')) if (!fs.existsSync(v)) throw new DirectiveError(`${v}: no such file or device`);
+  for (const v of devices.split(':')) {
+    if (!fs.existsSync(v)) throw new DirectiveError(`${v}: no such file or device`);
+    if (fs.statSync(v).isDirectory()) throw new DirectiveError(`${v} is a directory: ${what} takes the image of an unmounted PFS as IMAGE@LABEL`);
+  }
   return { devices: devices.split(':').map((d) => path.resolve(d)).join(':'), label };
 }
 
@@ -166,7 +169,6 @@ const mirrorStream: Directive = async (ctx, args) => {
   const t = mountedMaster ? await openTarget(args[0], { write: true }) : null;
   if (t && (!t.mountpoint || !t.label)) throw new DirectiveError(`${args[0]}: not a mounted HAMMER2 PFS`);
   const sh = await open(s.devices, true);
-  const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
   let stop = false;
   const end = () => (stop = true);
   process.once('SIGINT', end);
@@ -185,6 +187,8 @@ const mirrorStream: Directive = async (ctx, args) => {
           })();
       const at = slaveTidOf(sh, s.label);
       if (masterTid !== at || at === 0n) {
+        // The limit holds within each pass: idle time between passes is no credit.
+        const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
         let r: ReturnType<typeof mirrorCopyFrom>;
         try {
           if (t) r = await passFromMounted(t, t.label!, sh, s.label, throttle);
@@ -244,23 +248,43 @@ async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Pr
   try {
     const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
     if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
-    const fd = fs.openSync(fifo, fs.constants.O_RDWR);
+    // Read-write and non-blocking: opening never waits for the daemon, and a
+    // write into a full FIFO the daemon stopped reading never hangs us.
+    const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    let done = false;
     const reply = t.request<{ from: string; to: string; inodes: number; leaves: number; deleted: number }>('mirror-write', { label, fifo });
-    const copied = new Promise<void>((res, rej) => {
-      const out = fs.createWriteStream('', { fd, autoClose: true });
-      const inp = fs.createReadStream('', { fd: 0, autoClose: false });
-      inp.on('error', rej);
-      out.on('error', () => res()); // the daemon stopped reading: its answer says why
-      out.on('close', () => res());
-      inp.pipe(out);
-    });
+    const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
+    const pump = (async () => {
+      try {
+        for await (const chunk of inp as AsyncIterable<Buffer>) {
+          let at = 0;
+          while (at < chunk.length && !done) {
+            try {
+              at += fs.writeSync(fd, chunk, at, chunk.length - at);
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+              await new Promise((res) => setTimeout(res, 2));
+            }
+          }
+          if (done) break;
+        }
+      } finally {
+        inp.destroy();
+        // Our end closing is the end of the stream for the daemon.
+        fs.closeSync(fd);
+      }
+    })();
     let r: Awaited<typeof reply>;
     try {
       r = await reply;
     } catch (e) {
       throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
+    } finally {
+      // The daemon has read what it will: stop feeding it, even if standard input goes on.
+      done = true;
+      inp.destroy();
+      await pump.catch(() => {});
     }
-    await Promise.race([copied, new Promise((res) => setTimeout(res, 100))]);
     ctx.io.out(`${label}: transaction ${r.from} -> ${r.to}: ${r.inodes} inodes, ${r.leaves} blocks and entries written, ${r.deleted} removed\n`);
     return 0;
   } finally {
