@@ -7,7 +7,6 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FsError } from '../src/engine';
-import { Hammer2Fs } from '../src/fs';
 import { BufferSource, mirrorCopy, mirrorRead, mirrorWrite } from '../src/mirror';
 import { PfsType, ObjType } from '../src/media';
 import { checkHammer2 } from '../fsck';
@@ -15,7 +14,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
-import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth } from './lib/pfstree';
+import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth, pfsTid } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
@@ -231,14 +230,7 @@ t.test('mirror-read of a mounted master being written, with bulkfree running', a
       p.stderr.on('data', (d) => (out += d));
       p.on('close', (status) => res({ status, out }));
     });
-  const slaveTid = async () => {
-    const h = await Hammer2Fs.open(B.img, { lock: false });
-    try {
-      return h.dev.findPfs('M')!.bref.modifyTid;
-    } finally {
-      h.close();
-    }
-  };
+  const slaveTid = () => pfsTid(B.img, 'M');
   for (let pass = 0; pass < 3; pass++) {
     const since = pass === 0 ? 0n : await slaveTid();
     const bf = runH2(['bulkfree', mnt]);
@@ -297,14 +289,7 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
   await fh.close();
   // Wait (bounded) until the slave holds the master's committed tid.
   const masterTid = async () => BigInt(JSON.parse((await runH2(['pfs-status', mnt, '--json'])).out)[0].pfs.find((x: { name: string }) => x.name === 'DATA').tid);
-  const slaveAt = async () => {
-    const h = await Hammer2Fs.open(B.img, { lock: false });
-    try {
-      return h.dev.findPfs('M')!.bref.modifyTid;
-    } finally {
-      h.close();
-    }
-  };
+  const slaveAt = () => pfsTid(B.img, 'M');
   const target = await masterTid();
   for (let i = 0; i < 300 && (await slaveAt()) !== target; i++) await new Promise((r) => setTimeout(r, 200));
   t.equal(await slaveAt(), target, 'the stream reached the master tid');

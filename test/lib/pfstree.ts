@@ -96,3 +96,13 @@ export async function fsckBoth(t: { equal: (a: unknown, b: unknown, m?: string) 
   t.equal(r.report.errors, 0, `${what}: our fsck finds no errors`);
   if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, `${what}: reference fsck passes`);
 }
+
+/** The root bref modify_tid of PFS `label` on `img` (read without the lock: a daemon may hold the image). */
+export async function pfsTid(img: string, label: string): Promise<bigint> {
+  const h = await Hammer2Fs.open(img, { lock: false });
+  try {
+    return h.dev.findPfs(label)!.bref.modifyTid;
+  } finally {
+    h.close();
+  }
+}
