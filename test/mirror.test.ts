@@ -284,7 +284,9 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
   stop = true;
   await writer;
   // The master commits what is left (fsync), and the stream catches up within its poll.
-  const fh = await fs.promises.open(path.join(mnt, 'f1'), 'r+');
+  // (a file of its own: the writer may have removed any of its files)
+  const fh = await fs.promises.open(path.join(mnt, 'last'), 'w');
+  await fh.write('the last commit');
   await fh.sync();
   await fh.close();
   // Wait (bounded) until the slave holds the master's committed tid.
