@@ -19,6 +19,22 @@ import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth, 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
 
+/** A master image with `n` files of `bytes` each, and a second image holding its empty SLAVE "M"; neither open. */
+async function filledMasterAndSlave(t: any, size: number, n: number, bytes: number) {
+  const A = await newImage(t, size, ['DATA']);
+  const B = await newImage(t, size, ['none']);
+  const a = await openRw(A.img);
+  const p = a.pfs('DATA')!;
+  for (let i = 0; i < n; i++) mkfile(p, p.root, `f${i}`, content(i, bytes));
+  a.flush();
+  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
+  a.close();
+  const b = await openRw(B.img);
+  b.createPfs('M', { type: PfsType.SLAVE, clid });
+  b.close();
+  return { A, B };
+}
+
 /** A master image mounted at `mnt` (with `args`) and a second image holding its empty SLAVE "M". */
 async function mountedMasterAndSlave(t: any, args: string[]) {
   const A = await newImage(t, 512 << 20, ['DATA']);
@@ -303,17 +319,7 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
 });
 
 t.test('SIGKILL of mirror-write in the middle of a stream leaves the slave as it was', async (t) => {
-  const A = await newImage(t, 512 << 20, ['DATA']);
-  const B = await newImage(t, 512 << 20, ['none']);
-  const a = await openRw(A.img);
-  const p = a.pfs('DATA')!;
-  for (let i = 0; i < 60; i++) mkfile(p, p.root, `f${i}`, content(i, 1 << 20));
-  a.flush();
-  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
-  a.close();
-  const b = await openRw(B.img);
-  b.createPfs('M', { type: PfsType.SLAVE, clid });
-  b.close();
+  const { A, B } = await filledMasterAndSlave(t, 512 << 20, 60, 1 << 20);
   const before = await imageTree(B.img, 'M');
   // The writer dies while the stream is still coming.
   const w = spawn(process.execPath, [H2_BIN, 'mirror-write', `${B.img}@M`], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['pipe', 'ignore', 'ignore'] });
@@ -338,17 +344,7 @@ t.test('SIGKILL of mirror-write in the middle of a stream leaves the slave as it
 t.test('mirror-write into a mounted slave: the daemon applies the stream and the mount shows it', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const a = await openRw(A.img);
-  const p = a.pfs('DATA')!;
-  for (let i = 0; i < 20; i++) mkfile(p, p.root, `f${i}`, content(i, 20000));
-  a.flush();
-  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
-  a.close();
-  const b = await openRw(B.img);
-  b.createPfs('M', { type: PfsType.SLAVE, clid });
-  b.close();
+  const { A, B } = await filledMasterAndSlave(t, 256 << 20, 20, 20000);
   const mnt = path.join(B.dir, 'slave');
   const m = await mount(t, `${B.img}@M`, mnt);
   t.same(fs.readdirSync(mnt), [], 'the slave starts empty');
