@@ -30,6 +30,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     -v / -q            more / less output
     --json             machine-readable output (listing and status directives)
     --size SIZE        growfs: grow to SIZE (K/M/G/T) or by +SIZE; an image file is extended
+    --keep-synced NAME mirror-stream: keep the master state the slave holds as snapshot NAME on the master
 
     pfs-list [<path>...]              List PFSs
     pfs-status [<path>...]            PFS types, cluster ids, tids; a slave's synchronized tid and lag
@@ -71,13 +72,13 @@ const USAGE = `hammer2 [options] command [argument ...]
     mirror-read <master> [<since>]    Stream what IMAGE@LABEL changed after transaction <since> to stdout
     mirror-write <slave>              Apply a stream from stdin to the SLAVE PFS IMAGE@LABEL
     mirror-copy <master> <slave>      One mirroring pass from one IMAGE@LABEL into another
-    mirror-stream <master> <slave>    Follow the master's commits into the slave until killed (-b bandwidth)
+    mirror-stream <master> <slave>    Follow the master's commits into the slave until killed (-b, --keep-synced)
     pfs-upgrade <image@label>         Make a SLAVE PFS a MASTER
     pfs-downgrade <image@label>       Make a MASTER PFS a SLAVE
 `;
 
 /**
- * --json and --size SIZE (or --size=SIZE) at args[i]: how many arguments
+ * --json, --keep-synced NAME and --size SIZE (or --size=SIZE) at args[i]: how many arguments
  * they took (0 when args[i] is neither).
  */
 function longOption(ctx: Hammer2Ctx, args: string[], i: number): number {
@@ -85,6 +86,11 @@ function longOption(ctx: Hammer2Ctx, args: string[], i: number): number {
   if (a === '--json') {
     ctx.json = true;
     return 1;
+  }
+  if (a === '--keep-synced') {
+    ctx.keepSynced = args[i + 1];
+    if (ctx.keepSynced === undefined) throw new UsageError('option requires an argument -- keep-synced');
+    return 2;
   }
   if (a.startsWith('--size=')) {
     ctx.size = a.slice(7);
@@ -160,7 +166,7 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
     const late = rest.slice(1);
     rest = [rest[0]];
     for (let i = 0; i < late.length; i++) {
-      const took = late[i] === '--json' || rest[0] === 'growfs' ? longOption(ctx, late, i) : 0;
+      const took = late[i] === '--json' || late[i] === '--keep-synced' || rest[0] === 'growfs' ? longOption(ctx, late, i) : 0;
       if (took) i += took - 1;
       else if (late[i] === '-r' && /^(setcomp|setcheck)$/.test(rest[0])) ctx.recurse = true;
       else rest.push(late[i]);

@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { FdSource, mirrorWrite, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
-import { BLOCKREF_BYTES, encodeBlockref, encodeInode, PfsType } from '../media';
+import { syncedTid } from '../sync';
+import { BLOCKREF_BYTES, encodeBlockref, encodeInode, InodeData, PfsType } from '../media';
 import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
@@ -43,6 +44,8 @@ export class ImageDaemon {
   warnings: string[] = [];
   /** Copies of mounted PFSs, by label. */
   private clusters = new Map<string, PfsCluster>();
+  /** Committed PFS roots a mirror reader holds (mirror-pin), by pin id. */
+  private pinned = new Map<string, { label: string; tid: bigint; inode: InodeData }>();
   private timer: NodeJS.Timeout | null = null;
   private trimmer: NodeJS.Timeout;
   private control: ControlServer | null = null;
@@ -297,9 +300,13 @@ export class ImageDaemon {
           if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
           const id = `${process.hrtime.bigint()}`;
           this.fs.pins.set(id, e.bref);
+          this.pinned.set(id, { label, tid: e.bref.modifyTid, inode: e.inode });
           // A reader killed before it lets go must not hold the space for ever: a lease.
           const ttl = Math.max(1, Math.min(Number(args.ttl ?? 3600), 24 * 3600));
-          setTimeout(() => this.fs.pins.delete(id), ttl * 1000).unref();
+          setTimeout(() => {
+            this.fs.pins.delete(id);
+            this.pinned.delete(id);
+          }, ttl * 1000).unref();
           const raw = Buffer.alloc(BLOCKREF_BYTES);
           encodeBlockref(e.bref, raw, 0);
           return { id, label, bref: raw.toString('base64'), inode: encodeInode(e.inode).toString('base64'), devices: this.o.devices };
@@ -311,27 +318,36 @@ export class ImageDaemon {
         changes: true,
         run: async (args) => {
           const label = String(args.label ?? '');
-          const fifo = String(args.fifo ?? '');
-          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
-          const st = fs.statSync(fifo);
-          if (!st.isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
-          // Take the whole stream in first, without blocking this daemon while
-          // it arrives (the master may be served by this very daemon), into a
-          // file beside the image; then apply it as one commit.
-          const spool = path.join(path.dirname(this.o.devices.split(':')[0]), `.h2mirror-${process.pid}-${Date.now()}`);
-          const fd = fs.openSync(fifo, 'r');
-          try {
-            await new Promise<void>((res, rej) => {
-              const from = fs.createReadStream('', { fd, autoClose: false });
-              const to = fs.createWriteStream(spool, { mode: 0o600 });
-              from.on('error', rej);
-              to.on('error', rej);
-              to.on('finish', () => res());
-              from.pipe(to);
-            });
-          } finally {
-            fs.closeSync(fd);
+          // The stream arrives through a FIFO (mirror-write's standard input)
+          // or is a file the command wrote whole (mirror-stream's passes).
+          let spool: string;
+          let ours = false;
+          if (args.file !== undefined) {
+            spool = String(args.file);
+            if (!path.isAbsolute(spool) || !fs.statSync(spool).isFile()) throw new FsError('EINVAL', `${spool} is not a stream file`);
+          } else {
+            const fifo = String(args.fifo ?? '');
+            if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
+            if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+            // Take the whole stream in first, without blocking this daemon while
+            // it arrives (the master may be served by this very daemon), into a
+            // file beside the image; then apply it as one commit.
+            spool = path.join(path.dirname(this.o.devices.split(':')[0]), `.h2mirror-${process.pid}-${Date.now()}`);
+            ours = true;
+            const fd = fs.openSync(fifo, 'r');
+            try {
+              await new Promise<void>((res, rej) => {
+                const from = fs.createReadStream('', { fd, autoClose: false });
+                const to = fs.createWriteStream(spool, { mode: 0o600 });
+                from.on('error', rej);
+                to.on('error', rej);
+                to.on('finish', () => res());
+                from.pipe(to);
+              });
+            } finally {
+              fs.closeSync(fd);
+            }
           }
           let r: WriteResult;
           const sfd = fs.openSync(spool, 'r');
@@ -340,7 +356,7 @@ export class ImageDaemon {
             r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true });
           } finally {
             fs.closeSync(sfd);
-            fs.rmSync(spool, { force: true });
+            if (ours) fs.rmSync(spool, { force: true });
           }
           const m = this.mounted.get(label);
           if (m) {
@@ -356,12 +372,29 @@ export class ImageDaemon {
         run: async (args) => {
           const e = this.fs.dev.findPfs(String(args.label ?? ''));
           if (!e) throw new FsError('ENOENT', `no PFS labelled "${String(args.label ?? '')}"`);
-          return { tid: e.bref.modifyTid.toString(), dirty: this.fs.dirty };
+          return { tid: e.bref.modifyTid.toString(), synced: syncedTid(e.bref, e.inode).toString(), dirty: this.fs.dirty };
         },
       },
       'mirror-unpin': {
         changes: true,
-        run: async (args) => ({ released: this.fs.pins.delete(String(args.id ?? '')) }),
+        run: async (args) => {
+          this.pinned.delete(String(args.id ?? ''));
+          return { released: this.fs.pins.delete(String(args.id ?? '')) };
+        },
+      },
+      // The state a mirroring pass sent (still pinned), kept as snapshot `name`
+      // once the slave holds it: what the slave must read as, to check it.
+      'mirror-keep': {
+        changes: true,
+        run: async (args) => {
+          const p = this.pinned.get(String(args.id ?? ''));
+          if (!p) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
+          const name = String(args.name ?? '');
+          if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
+          if (this.mounted.has(name)) throw new FsError('EBUSY', `snapshot "${name}" is mounted; unmount it to let it follow the slave`);
+          this.fs.keepSnapshot(name, p.inode, p.tid);
+          return { name, tid: p.tid.toString() };
+        },
       },
       'copy-status': {
         changes: false,

@@ -579,10 +579,22 @@ export class Hammer2Fs {
   snapshotPfs(source: Pfs, label: string): void {
     this.checkNewLabel(label);
     this.flush();
-    const src = source.root.data;
     const key = this.pfsKey(label);
-    const ip = this.newPfsInode(label, key, {});
     const tid = this.dev.header.mirrorTid + 1n;
+    const ip = this.snapshotInode(source.root.data, label, key, source.inumAllocator, tid);
+    const saved = source.root.data.meta.pfsLsnapTid;
+    source.markSnapshot(tid);
+    try {
+      this.commitStaged([[key, ip]]);
+    } catch (e) {
+      source.root.data.meta.pfsLsnapTid = saved;
+      throw e;
+    }
+  }
+
+  /** The root inode of snapshot `label` of PFS root `src` (its attributes, methods and tree; a new cluster and private id). */
+  private snapshotInode(src: InodeData, label: string, key: bigint, inumAllocator: bigint, tid: bigint): InodeData {
+    const ip = this.newPfsInode(label, key, {});
     const keep = ip.meta;
     ip.meta = {
       ...src.meta,
@@ -592,7 +604,7 @@ export class Hammer2Fs {
       pfsSubtype: PFSSUBTYPE_SNAPSHOT,
       pfsClid: keep.pfsClid,
       pfsFsid: keep.pfsFsid,
-      pfsInum: source.inumAllocator,
+      pfsInum: inumAllocator,
       pfsLsnapTid: tid,
       opFlags: src.meta.opFlags | OPFLAG_PFSROOT,
       nameLen: keep.nameLen,
@@ -600,13 +612,38 @@ export class Hammer2Fs {
       iparent: 1n,
     };
     setInodeBlockset(ip, inodeBlockset(src));
-    const saved = src.meta.pfsLsnapTid;
-    source.markSnapshot(tid);
+    return ip;
+  }
+
+  /**
+   * A snapshot named `label` of a committed PFS root given directly (the
+   * state a mirroring pass sent, pinned so its blocks are still there),
+   * replacing an earlier snapshot of that name in the same transaction, so
+   * there is always one. Its PFS root bref records `tid`, the transaction
+   * the snapshot holds (pfs-list shows it). A PFS of that name that is not
+   * a snapshot is refused.
+   */
+  keepSnapshot(label: string, src: InodeData, tid: bigint): void {
+    if (!this.writable) throw new FsError('EROFS');
+    const why = badPfsLabel(label);
+    if (why) throw new FsError('EINVAL', why);
+    const old = this.dev.findPfs(label);
+    if (old && old.inode.meta.pfsSubtype !== PFSSUBTYPE_SNAPSHOT) throw new FsError('EEXIST', `a PFS labelled "${label}" exists and is not a snapshot`);
+    // The caller keeps it from replacing a mounted snapshot; one merely loaded is re-read on demand.
+    if (this.pfsByName.get(label)?.dirty) throw new FsError('EBUSY', `snapshot "${label}" has changes of its own pending`);
+    this.flush();
+    this.pfsByName.delete(label);
+    const key = old ? old.bref.key : this.pfsKey(label);
+    const ip = this.snapshotInode(src, label, key, src.meta.pfsInum, tid);
+    this.extraRoots.push((w) => {
+      const b = writeInode(w, ip, key, inodeBlockset(ip), BREF_FLAG_PFSROOT);
+      b.modifyTid = tid;
+      return { label, key, bref: b, inode: ip };
+    });
     try {
-      this.commitStaged([[key, ip]]);
-    } catch (e) {
-      source.root.data.meta.pfsLsnapTid = saved;
-      throw e;
+      this.flush();
+    } finally {
+      this.extraRoots = [];
     }
   }
 

@@ -15,6 +15,8 @@ export interface Hammer2Ctx {
   mem?: number;
   /** -b: mirror-stream's bandwidth limit, bytes per second. */
   bandwidth?: number;
+  /** --keep-synced NAME: mirror-stream keeps the master state the slave holds as snapshot NAME on the master. */
+  keepSynced?: string;
   /** -r: recurse (setcomp/setcheck). */
   recurse: boolean;
   /** -v count minus -q count, as the reference folds them. */

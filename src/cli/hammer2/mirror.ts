@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FreemapAllocator, Hammer2Device } from '../../engine';
+import { BlockReader, FreemapAllocator, Hammer2Device } from '../../engine';
 import { Hammer2Fs } from '../../fs';
-import { decodeBlockref, decodeInode, PfsType } from '../../media';
+import { decodeBlockref, decodeInode, InodeData, PfsType } from '../../media';
 import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { syncedTid } from '../../sync';
 import { hammer2MountOf } from '../../daemon';
@@ -19,13 +19,24 @@ import { openTarget, Target } from './target';
 
 const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
-function writeAll(fd: number, b: Buffer): void {
+/**
+ * A writer blocked on a FIFO nobody drains (the daemon at the other end
+ * died, or stopped reading to refuse the stream) gives up after this long
+ * without progress, rather than hanging.
+ */
+const STALL_MS = 30_000;
+
+const stallGuard = () => ({ last: Date.now() });
+
+function writeAll(fd: number, b: Buffer, stall?: { last: number }): void {
   let at = 0;
   while (at < b.length) {
     try {
       at += fs.writeSync(fd, b, at, b.length - at);
+      if (stall) stall.last = Date.now();
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+        if (stall && Date.now() - stall.last > STALL_MS) throw new DirectiveError('the daemon stopped taking the stream in');
         sleep(2);
         continue;
       }
@@ -123,6 +134,68 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
   }
 }
 
+const slaveTidOf = (sh: Hammer2Fs, label: string): bigint => {
+  const e = sh.dev.findPfs(label);
+  return e ? syncedTid(e.bref, e.inode) : 0n;
+};
+
+/** A committed master state to read a pass from, and how to keep it as a snapshot once the slave holds it. */
+interface MasterState {
+  reader: BlockReader;
+  root: InodeData;
+  tid: bigint;
+  label: string;
+  keep(name: string): Promise<void>;
+  release(): Promise<void>;
+}
+
+/**
+ * The master's committed state now: pinned by the daemon that serves it
+ * (bulkfree keeps it while we read it from the image), or read from an
+ * unmounted image (opened writable only when it will keep a snapshot).
+ */
+async function masterState(spec: string, label: string | null, forKeep: boolean): Promise<MasterState> {
+  const d = await daemonFor(spec);
+  if (d) {
+    const pin = await d.t.request<{ id: string; bref: string; inode: string; devices: string }>('mirror-pin', { label: d.label });
+    let dev: Hammer2Device;
+    try {
+      dev = await Hammer2Device.open(pin.devices, { writable: false, lock: false });
+    } catch (e) {
+      await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
+      await d.t.close();
+      throw e;
+    }
+    return {
+      reader: dev.reader,
+      root: decodeInode(Buffer.from(pin.inode, 'base64')),
+      tid: decodeBlockref(Buffer.from(pin.bref, 'base64'), 0).modifyTid,
+      label: d.label,
+      keep: async (name) => void (await d.t.request('mirror-keep', { id: pin.id, name })),
+      release: async () => {
+        dev.close();
+        await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
+        await d.t.close();
+      },
+    };
+  }
+  const m = imageSpec(spec, 'mirror-stream');
+  const mh = await open(m.devices, forKeep);
+  const e = mh.dev.findPfs(m.label);
+  if (!e) {
+    mh.close();
+    throw new DirectiveError(`${spec}: no PFS labelled "${m.label}"`);
+  }
+  return {
+    reader: mh.dev.reader,
+    root: e.inode,
+    tid: e.bref.modifyTid,
+    label: label ?? m.label,
+    keep: async (name) => mh.keepSnapshot(name, e.inode, e.bref.modifyTid),
+    release: async () => mh.close(),
+  };
+}
+
 /** A bandwidth limit: sleeps whenever more than `bw` bytes per second went through. */
 function throttleTo(bw: number): (bytes: number) => void {
   const t0 = Date.now();
@@ -134,84 +207,106 @@ function throttleTo(bw: number): (bytes: number) => void {
   };
 }
 
-/** One pass from a mounted master (pinned by its daemon) into the open slave. */
-async function passFromMounted(t: Target, label: string, sh: Hammer2Fs, slabel: string, throttle?: (n: number) => void) {
-  const pin = await t.request<{ id: string; bref: string; inode: string; devices: string }>('mirror-pin', { label });
-  try {
-    const bref = decodeBlockref(Buffer.from(pin.bref, 'base64'), 0);
-    const root = decodeInode(Buffer.from(pin.inode, 'base64'));
-    const dev = await Hammer2Device.open(pin.devices, { writable: false, lock: false });
-    try {
-      return mirrorCopyFrom(dev.reader, root, bref.modifyTid, label, sh, slabel, throttle);
-    } finally {
-      dev.close();
-    }
-  } finally {
-    await t.request('mirror-unpin', { id: pin.id }).catch(() => {});
-  }
+interface PassResult {
+  label: string;
+  from: bigint;
+  to: bigint;
+  blocksRead: number;
+  written: number;
+  deleted: number;
 }
 
-const slaveTidOf = (sh: Hammer2Fs, label: string): bigint => {
-  const e = sh.dev.findPfs(label);
-  return e ? syncedTid(e.bref, e.inode) : 0n;
-};
+/**
+ * One mirror-stream pass: the master's committed state into the slave,
+ * which is held by a daemon (mounted: the stream goes to it) or an
+ * unmounted image (written here). Null when the slave already holds that
+ * state. With `keep`, the state sent is kept as snapshot `keep` on the
+ * master once the slave has committed it.
+ */
+async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string, keep: string | undefined): Promise<PassResult | null> {
+  const sd = await daemonFor(slaveSpec);
+  const s = sd ? null : imageSpec(slaveSpec, 'mirror-stream');
+  let sh: Hammer2Fs | null = null;
+  let ms: MasterState | null = null;
+  try {
+    let since: bigint;
+    if (sd) since = BigInt((await sd.t.request<{ synced: string }>('pfs-tid', { label: sd.label })).synced);
+    else {
+      sh = await open(s!.devices, true);
+      since = slaveTidOf(sh, s!.label);
+    }
+    ms = await masterState(masterSpec, null, keep !== undefined);
+    if (ms.tid === since && since !== 0n) return null;
+    // The limit holds within each pass: idle time between passes is no credit.
+    const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+    let r: PassResult;
+    if (sh) {
+      const w = mirrorCopyFrom(ms.reader, ms.root, ms.tid, ms.label, sh, s!.label, throttle);
+      r = { label: s!.label, from: w.from, to: w.header.to, blocksRead: w.read.blocksRead, written: w.stats.leaves, deleted: w.stats.deleted };
+    } else {
+      const m = ms;
+      let blocksRead = 0;
+      const w = await streamToDaemon(sd!.t, sd!.label, (fd) => {
+        const stall = stallGuard();
+        blocksRead = mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, (b) => {
+          throttle?.(b.length);
+          writeAll(fd, b, stall);
+        }).stats.blocksRead;
+      });
+      r = { label: sd!.label, from: BigInt(w.from), to: BigInt(w.to), blocksRead, written: w.leaves, deleted: w.deleted };
+    }
+    if (keep !== undefined) {
+      try {
+        await ms.keep(keep);
+      } catch (e) {
+        ctx.io.err(`hammer2: mirror-stream: the synced state was not kept as snapshot "${keep}": ${(e as Error).message}\n`);
+      }
+    }
+    return r;
+  } finally {
+    sh?.close();
+    await ms?.release();
+    await sd?.t.close();
+  }
+}
 
 /**
  * mirror-stream: follow the master's commits into the slave until killed.
  * Each pass is one commit of the slave, so killing it at any moment leaves
- * the slave at its last pass; started again, it goes on from there.
+ * the slave at its last pass; started again, it goes on from there. Either
+ * end may be mounted or not, and may be mounted or unmounted between passes.
  */
 const mirrorStream: Directive = async (ctx, args) => {
-  if (args.length !== 2) throw new UsageError('mirror-stream: expected MASTER SLAVE (a mounted path or IMAGE@LABEL, then IMAGE@LABEL)');
-  const s = imageSpec(args[1], 'mirror-stream');
-  const mountedMaster = !args[0].includes('@') && fs.existsSync(args[0]) && !!hammer2MountOf(path.resolve(args[0]));
-  const m = mountedMaster ? null : imageSpec(args[0], 'mirror-stream');
-  const t = mountedMaster ? await openTarget(args[0], { write: true }) : null;
-  if (t && (!t.mountpoint || !t.label)) throw new DirectiveError(`${args[0]}: not a mounted HAMMER2 PFS`);
-  const sh = await open(s.devices, true);
+  if (args.length !== 2) throw new UsageError('mirror-stream: expected MASTER SLAVE (each a mounted path or IMAGE@LABEL)');
+  for (const a of args) {
+    if (!a.includes('@') && !(fs.existsSync(a) && hammer2MountOf(path.resolve(a)))) throw new UsageError(`mirror-stream: ${a} is neither a mounted HAMMER2 PFS nor IMAGE@LABEL`);
+  }
   let stop = false;
-  const end = () => (stop = true);
+  let wake: (() => void) | null = null;
+  const end = () => {
+    stop = true;
+    wake?.();
+  };
   process.once('SIGINT', end);
   process.once('SIGTERM', end);
   try {
     while (!stop) {
-      const masterTid = t
-        ? BigInt((await t.request<{ tid: string }>('pfs-tid', { label: t.label })).tid)
-        : await (async () => {
-            const mh = await open(m!.devices, false);
-            try {
-              return mh.dev.findPfs(m!.label)?.bref.modifyTid ?? 0n;
-            } finally {
-              mh.close();
-            }
-          })();
-      const at = slaveTidOf(sh, s.label);
-      if (masterTid !== at || at === 0n) {
-        // The limit holds within each pass: idle time between passes is no credit.
-        const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
-        let r: ReturnType<typeof mirrorCopyFrom>;
-        try {
-          if (t) r = await passFromMounted(t, t.label!, sh, s.label, throttle);
-          else {
-            const mh = await open(m!.devices, false);
-            try {
-              r = mirrorCopy(mh, m!.label, sh, s.label, throttle);
-            } finally {
-              mh.close();
-            }
-          }
-        } catch (e) {
-          throw new DirectiveError(`${s.label}: pass refused, the slave stays at ${at}: ${(e as Error).message}`);
-        }
-        ctx.io.out(`${s.label}: transaction ${r.from} -> ${r.header.to}: ${r.read.blocksRead} master blocks read, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
+      let r: PassResult | null;
+      try {
+        r = await streamPass(ctx, args[0], args[1], ctx.keepSynced);
+      } catch (e) {
+        throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${(e as Error).message}`);
       }
-      await new Promise((res) => setTimeout(res, 1000));
+      if (r) ctx.io.out(`${r.label}: transaction ${r.from} -> ${r.to}: ${r.blocksRead} master blocks read, ${r.written} blocks and entries written, ${r.deleted} removed\n`);
+      if (stop) break;
+      await new Promise<void>((res) => {
+        wake = res;
+        setTimeout(res, 1000);
+      });
     }
   } finally {
     process.off('SIGINT', end);
     process.off('SIGTERM', end);
-    sh.close();
-    await t?.close();
   }
   return 0;
 };
@@ -237,28 +332,69 @@ async function daemonFor(spec: string): Promise<{ t: Target; label: string } | n
   return { t, label: t.label };
 }
 
+interface DaemonWrite {
+  from: string;
+  to: string;
+  inodes: number;
+  leaves: number;
+  deleted: number;
+}
+
 /**
- * mirror-write into a PFS of an image a daemon holds: the stream goes to the
- * daemon through a FIFO (opened read-write here first, so neither side
- * blocks on opening it; our end closing is the end of the stream).
+ * A stream into a PFS of an image a daemon holds (a mounted slave): it goes
+ * to the daemon through a FIFO, opened read-write and non-blocking here
+ * first so that neither side blocks on opening it; `feed` writes the
+ * stream into it, and our end closing is the end of the stream.
  */
-async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
+async function streamToDaemon(t: Target, label: string, feed: (fd: number, answered: AbortSignal) => void | Promise<void>): Promise<DaemonWrite> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h2mirror-'));
   const fifo = path.join(dir, 'stream');
   try {
     const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
     if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
-    // Read-write and non-blocking: opening never waits for the daemon, and a
-    // write into a full FIFO the daemon stopped reading never hangs us.
     const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    let done = false;
-    const reply = t.request<{ from: string; to: string; inodes: number; leaves: number; deleted: number }>('mirror-write', { label, fifo });
-    const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
-    const pump = (async () => {
+    const answered = new AbortController();
+    let closed = false;
+    const close = () => {
+      if (!closed) fs.closeSync(fd);
+      closed = true;
+    };
+    const reply = t.request<DaemonWrite>('mirror-write', { label, fifo }).finally(() => answered.abort());
+    // Let the request go out before a feeder that writes synchronously starts.
+    await new Promise((res) => setImmediate(res));
+    const fed = (async () => {
+      try {
+        await feed(fd, answered.signal);
+      } finally {
+        close();
+      }
+    })();
+    try {
+      const r = await Promise.race([reply, fed.then(() => reply)]);
+      return r;
+    } catch (e) {
+      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
+    } finally {
+      close();
+      await fed.catch(() => {});
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** mirror-write into a PFS a daemon holds: standard input is fed to it until it answers. */
+async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
+  try {
+    const r = await streamToDaemon(t, label, async (fd, answered) => {
+      const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
+      // The daemon has read what it will once it answers: stop feeding it, even if standard input goes on.
+      answered.addEventListener('abort', () => inp.destroy());
+      const done = () => answered.aborted;
       try {
         for await (const chunk of inp as AsyncIterable<Buffer>) {
           let at = 0;
-          while (at < chunk.length && !done) {
+          while (at < chunk.length && !done()) {
             try {
               at += fs.writeSync(fd, chunk, at, chunk.length - at);
             } catch (e) {
@@ -266,30 +402,16 @@ async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Pr
               await new Promise((res) => setTimeout(res, 2));
             }
           }
-          if (done) break;
+          if (done()) break;
         }
       } finally {
         inp.destroy();
-        // Our end closing is the end of the stream for the daemon.
-        fs.closeSync(fd);
       }
-    })();
-    let r: Awaited<typeof reply>;
-    try {
-      r = await reply;
-    } catch (e) {
-      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
-    } finally {
-      // The daemon has read what it will: stop feeding it, even if standard input goes on.
-      done = true;
-      inp.destroy();
-      await pump.catch(() => {});
-    }
+    });
     ctx.io.out(`${label}: transaction ${r.from} -> ${r.to}: ${r.inodes} inodes, ${r.leaves} blocks and entries written, ${r.deleted} removed\n`);
     return 0;
   } finally {
     await t.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
