@@ -6,6 +6,7 @@
 #   e2fsprogs         - mkfs.ext4 for its image
 #   fio               - random I/O (without it the bench uses a built-in driver)
 #   tar, coreutils    - the source-tree workload, sync -f
+#   rsync             - what mirroring is compared with (--mirror)
 # With --system, only the Debian packages (the bench calls it that way when a
 # tool is missing at run time).
 set -euo pipefail
@@ -20,6 +21,7 @@ command -v fuse2fs >/dev/null 2>&1 || need+=(fuse2fs)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v sync >/dev/null 2>&1 || need+=(coreutils)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v fusermount >/dev/null 2>&1 || command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 want=()
 command -v fio >/dev/null 2>&1 || want+=(fio)

@@ -11,6 +11,7 @@ import { Command } from 'commander';
 import { ProfileSummary, summarizeProfiles } from './profile';
 import { loadavg, sample } from './procstat';
 import { resyncBench, resyncLines, ResyncResult } from './resync';
+import { mirrorBench, mirrorLines, MirrorBenchResult } from './mirror';
 import { GiB, RunRecord, mdTable, summarize, tableRows, targetLines, textTable } from './report';
 import { BIN, cleanup, DEFAULT_FS, dropCaches, FS_DESCRIPTION, FS_NAMES, FsName, makeTarget, mountsUnder, forceUnmount, REPO, Target, tail, privateBuild } from './targets';
 import type { Job } from './worker';
@@ -26,6 +27,7 @@ interface Opts {
   only: string[];
   fs: string[];
   copies: boolean;
+  mirror: boolean;
   size?: string;
   runtime?: string;
   files?: string;
@@ -52,6 +54,7 @@ function parseArgs(): Opts {
     .option('--only <workloads>', `workloads to run, comma-separated: ${WORKLOADS.map((w) => w.name).join(', ')}`, list, [])
     .option('--fs <names>', `filesystems, comma-separated: ${FS_NAMES.join(', ')} (default: all but hammer2fs-copy)`, list, [])
     .option('--copies', 'also run hammer2fs-copy (the PFS kept on a second image) and report it against hammer2fs', false)
+    .option('--mirror', 'also measure mirroring against cp -a and rsync -a on a tree of 100 000 files (5 000 with --quick)', false)
     .option('--size <MiB>', 'size of the sequential and random I/O files (default 1024; 64 with --quick)')
     .option('--runtime <s>', 'seconds of random I/O (default 30; 5 with --quick)')
     .option('--files <n>', 'files in the metadata workload (default 10000; 1000 with --quick)')
@@ -590,6 +593,18 @@ async function main(): Promise<number> {
   }
   const resyncText = resync ? resyncLines(resync) : resyncError ? [`resync measurement failed: ${resyncError}`] : [];
 
+  // Mirroring: a pass against cp -a / rsync -a between mounts, full and after a 1 % change.
+  let mirror: MirrorBenchResult | null = null;
+  let mirrorError: string | null = null;
+  if (o.mirror && !interrupted) {
+    try {
+      mirror = await mirrorBench({ files: quick ? 5000 : 100000, reps: quick ? 1 : 3, sizeMiB: quick ? 256 : 2048, dir: path.join(workdir, 'mirror') }, (m) => process.stderr.write(`${m}\n`));
+    } catch (e) {
+      mirrorError = (e as Error).message;
+    }
+  }
+  resyncText.push(...(mirror ? mirrorLines(mirror) : mirrorError ? [`mirror measurement failed: ${mirrorError}`] : []));
+
   const rows = summarize(workloads, fsList, runs);
   const table = tableRows(rows, fsList);
   const targets = targetLines(rows, runs);
@@ -628,6 +643,7 @@ async function main(): Promise<number> {
     summary: rows.map((r) => ({ workload: r.workload, metric: r.metric.key, label: r.metric.label, better: r.metric.better, cells: r.cells, vsFuse2fs: r.vsFuse2fs ?? null, vsMemfs: r.vsMemfs ?? null, pairedVsFuse2fs: r.pairedVsFuse2fs, pairedVsMemfs: r.pairedVsMemfs, errors: r.errors })),
     targets,
     resync,
+    mirror,
     runs,
     failures,
     problems,
@@ -647,7 +663,7 @@ async function main(): Promise<number> {
     mdTable(table),
     '',
     ...(targets.length ? ['Targets (issue 6):', '', ...targets.map((t) => `- ${t}`), ''] : []),
-    ...(resyncText.length ? ['Copies, resynchronization:', '', ...resyncText.map((t) => `- ${t}`), ''] : []),
+    ...(resyncText.length ? ['Copies and mirroring:', '', ...resyncText.map((t) => `- ${t}`), ''] : []),
     '## Filesystems',
     '',
     ...fsList.map((f) => `- **${f}**: ${FS_DESCRIPTION[f]}`),

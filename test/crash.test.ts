@@ -1,13 +1,16 @@
-// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N] [--copies]).
+// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N] [--copies | --mirror]).
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { crashRun } from '../fsck/crash-test';
+import { mirrorCrashRun } from '../fsck/crash-mirror';
 import { fuseUnavailable, haveRef, REF_BIN, tempDir } from './lib/env';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 // The reference fsck must agree where it is at hand.
 if (haveRef('fsck_hammer2') && !process.env.H2_REF_FSCK) process.env.H2_REF_FSCK = path.join(REF_BIN, 'fsck_hammer2');
+// And read the mirrored slave back the same as the master.
+if (haveRef('makefs') && !process.env.H2_REF_MAKEFS) process.env.H2_REF_MAKEFS = path.join(REF_BIN, 'makefs');
 const why = fuseUnavailable();
 if (why) t.plan(0, why);
 else {
@@ -34,6 +37,14 @@ else {
       const r = await crashRun(i, seed + 200 + i, dir, 2 ** 30, { copy: true });
       t.ok(r.ok, `run ${i} (seed ${seed + 200 + i}): ${r.detail}`);
       t.match(r.detail, /copy level after remount/);
+    }
+  });
+  t.test('SIGKILL of the mirror stream, its reader or writer, or either daemon', async (t) => {
+    const dir = tempDir(t);
+    for (let i = 0; i < 4; i++) {
+      const r = await mirrorCrashRun(i, seed + 300 + i, dir, 2 ** 30);
+      t.ok(r.ok, `run ${i} (seed ${seed + 300 + i}): ${r.detail}`);
+      t.match(r.detail, /converged/);
     }
   });
 }

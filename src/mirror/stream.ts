@@ -163,14 +163,19 @@ const nap = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)
 
 /** Blocking reads of a file descriptor (a pipe, stdin, a FIFO; one that is non-blocking is waited on). */
 export class FdSource implements ByteSource {
+  // Read ahead in large chunks: a record is a few small reads, and one
+  // system call each would dominate the cost of applying a stream.
+  private buf = Buffer.alloc(0);
+  private at = 0;
+  private eof = false;
   constructor(private readonly fd: number) {}
-  read(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    let got = 0;
-    while (got < n) {
+
+  private fill(): void {
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
       let r: number;
       try {
-        r = fs.readSync(this.fd, b, got, n - got, null);
+        r = fs.readSync(this.fd, chunk, 0, chunk.length, null);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
           nap(2);
@@ -178,9 +183,19 @@ export class FdSource implements ByteSource {
         }
         throw e;
       }
-      if (r === 0) break;
-      got += r;
+      if (r === 0) this.eof = true;
+      this.buf = Buffer.concat([this.buf.subarray(this.at), chunk.subarray(0, r)]);
+      this.at = 0;
+      return;
     }
-    return b.subarray(0, got);
+  }
+
+  read(n: number): Buffer {
+    while (this.buf.length - this.at < n && !this.eof) this.fill();
+    const end = Math.min(this.buf.length, this.at + n);
+    // A copy: callers keep payloads (blocks pending their commit), not the chunk.
+    const out = Buffer.from(this.buf.subarray(this.at, end));
+    this.at = end;
+    return out;
   }
 }
