@@ -119,3 +119,51 @@ t.test('mirror-stream into a mounted slave: consistent at its synced tid while t
   await fsckBoth(t, A.img, 'master');
   await fsckBoth(t, B.img, 'slave');
 });
+
+t.test('mirror-stream to a slave on another host ([user@]host:SLAVE through $HAMMER2_RSH), and mirror-tid', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const mnt = path.join(A.dir, 'master');
+  const ma = await mount(t, `${A.img}@DATA`, mnt, ['-o', 'flush=1']);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  // "ssh": runs the command here, with hammer2 on its PATH, as a remote shell would.
+  const bin = path.join(B.dir, 'bin');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, 'hammer2'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(H2_BIN)} "$@"\n`, { mode: 0o755 });
+  const rsh = path.join(bin, 'fake-ssh');
+  fs.writeFileSync(rsh, `#!/bin/sh\necho "$1" >> ${JSON.stringify(path.join(B.dir, 'hosts'))}\nshift\nPATH=${JSON.stringify(bin)}:$PATH exec sh -c "$*"\n`, { mode: 0o755 });
+  const env = { ...process.env, NODE_OPTIONS: '', HAMMER2_RSH: rsh, PATH: `${bin}:${process.env.PATH}` };
+  t.equal(spawnSync('hammer2', ['mirror-tid', `${B.img}@M`], { env, encoding: 'utf8' }).stdout, '0\n', 'mirror-tid: an empty slave holds 0');
+  for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(mnt, `f${i}`), content(i, 5000 + i * 300));
+  const st = spawn(process.execPath, [H2_BIN, 'mirror-stream', mnt, `backup@otherhost:${B.img}@M`], { env });
+  let out = '';
+  st.stdout.on('data', (d) => (out += d));
+  st.stderr.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => st.on('exit', (c) => r(c)));
+  t.teardown(() => st.kill('SIGKILL'));
+  for (let i = 0; i < 40; i++) {
+    await fs.promises.writeFile(path.join(mnt, `g${i % 10}`), content(100 + i, 7000));
+    if (i % 8 === 0) await fs.promises.rm(path.join(mnt, `f${i}`), { force: true });
+    await sleep(50);
+  }
+  const fh = await fs.promises.open(path.join(mnt, 'last'), 'w');
+  await fh.write('the last commit');
+  await fh.sync();
+  await fh.close();
+  const target = (await listedTid(mnt, 'DATA'))!;
+  const slaveTid = () => BigInt(spawnSync('hammer2', ['mirror-tid', `${B.img}@M`], { env, encoding: 'utf8' }).stdout.trim() || '0');
+  for (let i = 0; i < 300 && slaveTid() !== target; i++) await sleep(200);
+  t.equal(slaveTid(), target, 'the remote slave reached the master tid');
+  st.kill('SIGTERM');
+  t.equal(await exited, 0, 'mirror-stream ends on SIGTERM');
+  t.match(out, /backup@otherhost:M: transaction 0 -> \d+/, `passes went through the remote shell: ${out.split('\n')[0]}`);
+  t.match(fs.readFileSync(path.join(B.dir, 'hosts'), 'utf8'), /^backup@otherhost$/m, 'to the host named');
+  const bad = spawnSync(process.execPath, [H2_BIN, '--keep-synced', 'X', 'mirror-stream', mnt, `otherhost:${B.img}@M`], { env, encoding: 'utf8' });
+  t.equal(bad.status, 1, 'a kept snapshot needs the slave here');
+  await ma.unmount();
+  t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master');
+  await fsckBoth(t, B.img, 'slave');
+});

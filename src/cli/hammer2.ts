@@ -25,7 +25,7 @@ const USAGE = `hammer2 [options] command [argument ...]
     -t type            PFS type for pfs-create
     -u uuid            uuid for pfs-create
     -m mem[k,m,g]      buffer memory (bulkfree)
-    -b bw[k,m,g]       bandwidth limit, bytes per second (mirror-stream)
+    -b bw[k,m,g]       bandwidth limit, bytes per second (mirror-read, mirror-stream)
     -r                 recurse (setcomp, setcheck)
     -v / -q            more / less output
     --json             machine-readable output (listing and status directives)
@@ -72,7 +72,9 @@ const USAGE = `hammer2 [options] command [argument ...]
     mirror-read <master> [<since>]    Stream what IMAGE@LABEL changed after transaction <since> to stdout
     mirror-write <slave>              Apply a stream from stdin to the SLAVE PFS IMAGE@LABEL
     mirror-copy <master> <slave>      One mirroring pass from one IMAGE@LABEL into another
-    mirror-stream <master> <slave>    Follow the master's commits into the slave until killed (-b, --keep-synced)
+    mirror-stream <master> <slave>    Follow the master's commits into the slave until killed (-b, --keep-synced);
+                                      the slave may be [user@]host:SLAVE (through $HAMMER2_RSH, default ssh)
+    mirror-tid <slave>                Print the transaction id the slave is synchronized to
     pfs-upgrade <image@label>         Make a SLAVE PFS a MASTER
     pfs-downgrade <image@label>       Make a MASTER PFS a SLAVE
 `;

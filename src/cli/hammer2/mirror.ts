@@ -3,7 +3,7 @@
 // unmounted images named IMAGE@LABEL. The stream goes to stdout and comes
 // from stdin, so any pipe carries it: hammer2 mirror-read a.img@DATA | ssh
 // host hammer2 mirror-write b.img@COPY.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -119,7 +119,11 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
       throw new DirectiveError((e as Error).message);
     }
     try {
-      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, (b) => writeAll(1, b));
+      const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, (b) => {
+        throttle?.(b.length);
+        writeAll(1, b);
+      });
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } finally {
       dev.close();
@@ -236,7 +240,7 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
       since = slaveTidOf(sh, s!.label);
     }
     ms = await masterState(masterSpec, null, keep !== undefined);
-    if (ms.tid === since && since !== 0n) return null;
+    if (ms.tid === since) return null;
     // The limit holds within each pass: idle time between passes is no credit.
     const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
     let r: PassResult;
@@ -271,6 +275,63 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
 }
 
 /**
+ * A slave on another host, as hammer(8) names one: [user@]host:SLAVE (SLAVE
+ * a mounted path or IMAGE@LABEL there). Not a local multi-volume spec
+ * (vol1:vol2@LABEL): the part before the colon must not be a local path.
+ */
+export function remoteSpec(spec: string): { host: string; slave: string } | null {
+  const m = /^((?:[^/:@\s]+@)?[^/:@\s]+):(.+)$/.exec(spec);
+  if (!m || fs.existsSync(m[1])) return null;
+  return { host: m[1], slave: m[2] };
+}
+
+/** The command that runs hammer2 on another host: $HAMMER2_RSH (default ssh), the host, hammer2. */
+function remoteCommand(host: string, args: string[]): string[] {
+  const rsh = (process.env.HAMMER2_RSH || 'ssh').split(/\s+/).filter(Boolean);
+  return [...rsh, host, 'hammer2', ...args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))];
+}
+
+function runRemote(host: string, args: string[]): { status: number | null; out: string; err: string } {
+  const [cmd, ...rest] = remoteCommand(host, args);
+  const r = spawnSync(cmd, rest, { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, out: r.stdout ?? '', err: (r.stderr ?? '') + (r.error ? r.error.message : '') };
+}
+
+/**
+ * One pass into a slave on another host: hammer2 mirror-read MASTER SINCE,
+ * piped (by us) into hammer2 mirror-write SLAVE run there; SINCE is what
+ * mirror-tid there answers.
+ */
+async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, slave: string): Promise<PassResult | null> {
+  const q = runRemote(host, ['mirror-tid', slave]);
+  if (q.status !== 0 || !/^\d+$/.test(q.out.trim())) throw new DirectiveError(`${host}:${slave}: mirror-tid failed: ${(q.err || q.out).trim()}`);
+  const since = BigInt(q.out.trim());
+  const ms = await masterState(masterSpec, null, false);
+  let tid: bigint;
+  try {
+    tid = ms.tid;
+  } finally {
+    await ms.release();
+  }
+  if (tid === since) return null;
+  const rd = spawn(process.execPath, [path.join(__dirname, '..', 'hammer2.js'), ...(ctx.bandwidth ? ['-b', String(ctx.bandwidth)] : []), 'mirror-read', masterSpec, String(since)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...rest] = remoteCommand(host, ['mirror-write', slave]);
+  const wr = spawn(cmd, rest, { stdio: [rd.stdout!, 'pipe', 'pipe'] });
+  let rerr = '';
+  let out = '';
+  let werr = '';
+  rd.stderr!.on('data', (d) => (rerr += d));
+  wr.stdout!.on('data', (d) => (out += d));
+  wr.stderr!.on('data', (d) => (werr += d));
+  // The reader's 'exit', not 'close': its stdout went to the writer, and never closes here.
+  const [rc, wc] = await Promise.all([new Promise<number | null>((r) => rd.on('exit', r)), new Promise<number | null>((r) => wr.on('close', r))]);
+  if (wc !== 0 || rc !== 0) throw new DirectiveError(`${host}:${slave}: ${(werr || rerr || `exit ${wc}`).trim()}`);
+  const m = /^(.*): transaction (\d+) -> (\d+): \d+ inodes, (\d+) blocks and entries written, (\d+) removed/m.exec(out);
+  if (!m) throw new DirectiveError(`${host}:${slave}: unexpected answer: ${out.trim()}`);
+  return { label: `${host}:${m[1]}`, from: BigInt(m[2]), to: BigInt(m[3]), blocksRead: NaN, written: Number(m[4]), deleted: Number(m[5]) };
+}
+
+/**
  * mirror-stream: follow the master's commits into the slave until killed.
  * Each pass is one commit of the slave, so killing it at any moment leaves
  * the slave at its last pass; started again, it goes on from there. Either
@@ -278,9 +339,11 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
  */
 const mirrorStream: Directive = async (ctx, args) => {
   if (args.length !== 2) throw new UsageError('mirror-stream: expected MASTER SLAVE (each a mounted path or IMAGE@LABEL)');
-  for (const a of args) {
+  const remote = remoteSpec(args[1]);
+  for (const a of remote ? [args[0]] : args) {
     if (!a.includes('@') && !(fs.existsSync(a) && hammer2MountOf(path.resolve(a)))) throw new UsageError(`mirror-stream: ${a} is neither a mounted HAMMER2 PFS nor IMAGE@LABEL`);
   }
+  if (remote && ctx.keepSynced !== undefined) throw new UsageError('mirror-stream: --keep-synced needs the slave on this host');
   let stop = false;
   let wake: (() => void) | null = null;
   const end = () => {
@@ -293,11 +356,16 @@ const mirrorStream: Directive = async (ctx, args) => {
     while (!stop) {
       let r: PassResult | null;
       try {
-        r = await streamPass(ctx, args[0], args[1], ctx.keepSynced);
+        r = remote ? await remotePass(ctx, args[0], remote.host, remote.slave) : await streamPass(ctx, args[0], args[1], ctx.keepSynced);
       } catch (e) {
+        // Interrupted in the middle of a pass (Ctrl-C reaches the remote shell too): the slave stays at its last pass.
+        if (stop) break;
         throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${(e as Error).message}`);
       }
-      if (r) ctx.io.out(`${r.label}: transaction ${r.from} -> ${r.to}: ${r.blocksRead} master blocks read, ${r.written} blocks and entries written, ${r.deleted} removed\n`);
+      if (r && (r.from !== r.to || r.written || r.deleted)) {
+        const read = Number.isNaN(r.blocksRead) ? '' : `${r.blocksRead} master blocks read, `;
+        ctx.io.out(`${r.label}: transaction ${r.from} -> ${r.to}: ${read}${r.written} blocks and entries written, ${r.deleted} removed\n`);
+      }
       if (stop) break;
       await new Promise<void>((res) => {
         wake = res;
@@ -417,6 +485,29 @@ async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Pr
 
 export const directives: Record<string, Directive> = {
   'mirror-stream': mirrorStream,
+  // The transaction id a slave is synchronized to (0: it holds nothing yet),
+  // for scripts: hammer2 mirror-read /a $(ssh host hammer2 mirror-tid /b) | ...
+  'mirror-tid': async (ctx, args) => {
+    if (args.length !== 1) throw new UsageError('mirror-tid: expected SLAVE (a mounted path or IMAGE@LABEL)');
+    const held = await daemonFor(args[0]);
+    if (held) {
+      try {
+        ctx.io.out(`${(await held.t.request<{ synced: string }>('pfs-tid', { label: held.label })).synced}\n`);
+      } finally {
+        await held.t.close();
+      }
+      return 0;
+    }
+    const { devices, label } = imageSpec(args[0], 'mirror-tid');
+    const h = await open(devices, false);
+    try {
+      if (!h.dev.findPfs(label)) throw new DirectiveError(`${args[0]}: no PFS labelled "${label}"`);
+      ctx.io.out(`${slaveTidOf(h, label)}\n`);
+    } finally {
+      h.close();
+    }
+    return 0;
+  },
   'mirror-read': async (ctx, args) => {
     if (args.length < 1 || args.length > 2) throw new UsageError('mirror-read: expected MASTER [SINCE_TID]');
     const since = tidArg(args[1]);
@@ -424,7 +515,11 @@ export const directives: Record<string, Directive> = {
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
     try {
-      const r = mirrorRead(h, label, since, (b) => writeAll(1, b));
+      const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+      const r = mirrorRead(h, label, since, (b) => {
+        throttle?.(b.length);
+        writeAll(1, b);
+      });
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } catch (e) {
       if (e instanceof DirectiveError) throw e;
