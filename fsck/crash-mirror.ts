@@ -193,7 +193,7 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
     }
     details.push(`killed ${killed.join(' + ')} after ${f.passes.n} passes`);
     // Whatever survived stops cleanly: the master (which ends the workload), the follower, the slave.
-    if (da.exitCode === null && da.signalCode === null) {
+    if (!killed.includes('master daemon')) {
       da.kill('SIGTERM');
       details.push('master stopped by SIGTERM');
     }
