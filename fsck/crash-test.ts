@@ -5,7 +5,8 @@
 // fsync returned before the kill must be intact (such files are "sealed":
 // the workload never touches them again, so their content is exact).
 //
-//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--pfs N] [--copies | --mirror] [--keep DIR]
+//   node dist/fsck/crash-test.js [--runs N] [--seed S] [--size 4G] [--pfs N] [--copies | --mirror]
+//                                [--loaded] [--workload fsync|tar|rename|links] [--keep DIR]
 //
 // --pfs N mounts N PFSs of the image at once (one daemon serves them all),
 // runs a workload on each concurrently and takes snapshots of the first
@@ -19,15 +20,23 @@
 // either daemon; both images clean, the slave consistent at its tid, and
 // the restarted stream converges.
 //
+// --loaded runs beside a CPU hog per CPU and a writer syncing 256 MiB at a
+// time on the same disk; each run picks a workload (the fsync writer, a tar
+// extraction made durable, a rename-heavy or a hardlink-heavy loop) and an
+// image of 1 or 3 GiB (one header zone, or two), and one in eight tears a
+// volume header on purpose (HAMMER2_FAULT_HEADER), which fsck -y must mend.
+// Failed runs keep their images, logs and both fscks' output.
+//
 // Prints one line per run and ends with "N passed, N failed".
-import { spawnSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { formatHammer2 } from '../mkfs/newfs';
 import { Hammer2Fs } from '../src/fs';
 import { mirrorCrashRun } from './crash-mirror';
-import { fscks, HAMMER2, MOUNT, mounted, Rng, runCli, Sealed, sleep, startDaemon, verify, waitFor, workload } from './crash-lib';
+import { linkWorkload, renameWorkload, tarWorkload } from './crash-workloads';
+import { fscks, HAMMER2, MOUNT, mounted, REPO, Rng, runCli, sha, Sealed, sleep, startDaemon, verify, waitFor, workload } from './crash-lib';
 
 /** Labels of the PFSs a run with `n` of them mounts. */
 const labelsFor = (n: number): string[] => ['DATA', ...Array.from({ length: n - 1 }, (_, i) => `P${i + 1}`)];
@@ -37,7 +46,20 @@ export interface CrashRunResult {
   detail: string;
 }
 
+export type WorkloadName = 'fsync' | 'tar' | 'rename' | 'links';
+
+/** A tree to extract in the tar workload: its tarball and its files' hashes. */
+export interface TarSource {
+  tarball: string;
+  files: Map<string, { hash: string; size: number }>;
+}
+
 export interface CrashRunOptions {
+  /** Which workload (default fsync: the mixed writer with fsyncs). */
+  workload?: WorkloadName;
+  tar?: TarSource;
+  /** HAMMER2_FAULT_HEADER for the daemon: its Nth header write stops after BYTES bytes, then it is killed. */
+  headerFault?: string;
   /** PFSs mounted and written at once (default 1); with more, the first is also snapshotted while it runs. */
   pfs?: number;
   /** Keep DATA on a second image too (-o copy=): the kill lands while it is filled or while it follows. */
@@ -72,7 +94,7 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   const late = !!copyImg && run % 2 === 1;
   const copyOpt = copyImg && !late ? `,copy=${copyImg},copy_retry=0.5` : '';
   // A short commit interval makes kills land in every phase of a flush.
-  const daemon = startDaemon(`${img}@DATA`, mnt, ['-o', `flush=1,dirty=8${copyOpt}`], logFile, env);
+  const daemon = startDaemon(`${img}@DATA`, mnt, ['-o', `flush=1,dirty=8${copyOpt}`], logFile, o.headerFault ? { ...env, HAMMER2_FAULT_HEADER: o.headerFault } : env);
   let stderr = '';
   daemon.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<void>((r) => daemon.on('exit', () => r()));
@@ -94,7 +116,20 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
     }
   }
   const sealedBy = new Map(labels.map((l) => [l, [] as Sealed[]]));
-  const works = labels.map((l, i) => workload(mnts[i], new Rng(seed * 31 + i), sealedBy.get(l)!));
+  const works = labels.map((l, i) => {
+    const r = new Rng(seed * 31 + i);
+    const sealed = sealedBy.get(l)!;
+    switch (o.workload ?? 'fsync') {
+      case 'tar':
+        return tarWorkload(mnts[i], r, sealed, o.tar!.tarball, o.tar!.files);
+      case 'rename':
+        return renameWorkload(mnts[i], r, sealed);
+      case 'links':
+        return linkWorkload(mnts[i], r, sealed);
+      default:
+        return workload(mnts[i], r, sealed);
+    }
+  });
   // Snapshots of the first PFS while everything is being written.
   let snaps = 0;
   let stop = false;
@@ -125,6 +160,13 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   for (const s of sealedBy.values()) nsealed += s.length;
   const details: string[] = [labels.length > 1 ? `${labels.length} PFSs, ${snaps} snapshots, ${nsealed} sealed` : `${nsealed} sealed`];
   if (copyAdded) details.push(copyAdded);
+  if (o.headerFault) {
+    // The fault left a header half written: our fsck -y must mend it (a kill
+    // can no longer do that: the header goes out as one direct write).
+    const y = spawnSync(process.execPath, [path.join(path.dirname(MOUNT), 'fsck_hammer2.js'), '-y', img], { encoding: 'utf8' });
+    const torn = /cut short/.test(y.stdout);
+    details.push(torn ? `torn header, fsck -y: ${y.stdout.trim().split('\n').pop()}` : 'header fault not reached');
+  }
   const bad = fscks(img, details, 'primary') ?? (copyImg ? fscks(copyImg, details, 'copy') : null);
   if (bad) return { ok: false, detail: bad };
   const problems = await verify(img, sealedBy);
@@ -178,6 +220,67 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   return { ok: true, detail: details.join(', ') };
 }
 
+/** The tar workload's tree: this checkout's src and test directories. */
+function tarSource(dir: string): TarSource {
+  const tarball = path.join(dir, 'source.tar');
+  const r = spawnSync('tar', ['-cf', tarball, '-C', REPO, 'src', 'test'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tar of the source tree failed: ${r.stderr}`);
+  const files = new Map<string, { hash: string; size: number }>();
+  const walk = (rel: string) => {
+    for (const e of fs.readdirSync(path.join(REPO, rel), { withFileTypes: true })) {
+      const p = path.join(rel, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const b = fs.readFileSync(path.join(REPO, p));
+        files.set(p, { hash: sha(b), size: b.length });
+      }
+    }
+  };
+  walk('src');
+  walk('test');
+  return { tarball, files };
+}
+
+/**
+ * Competing load for --loaded: a CPU hog per CPU, and a writer on the same
+ * disk that writes and syncs 256 MiB again and again. Stopped by the returned function.
+ */
+function startLoad(dir: string): () => void {
+  const hogs: ChildProcess[] = [];
+  for (let i = 0; i < os.cpus().length; i++) hogs.push(spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore', detached: true }));
+  const f = path.join(dir, 'io-hog');
+  hogs.push(spawn('sh', ['-c', `while :; do dd if=/dev/zero of='${f}' bs=1M count=256 conv=fdatasync status=none; rm -f '${f}'; done`], { stdio: 'ignore', detached: true }));
+  return () => {
+    for (const h of hogs) {
+      try {
+        process.kill(-h.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    fs.rmSync(f, { force: true });
+  };
+}
+
+/** A failed run's images and logs, with both fscks' full output, kept for a look. */
+function keepFailure(dir: string, run: number, into: string): string {
+  const out = path.join(into, `run-${run}`);
+  fs.mkdirSync(out, { recursive: true });
+  for (const f of fs.readdirSync(dir)) {
+    if (!new RegExp(`-${run}(\\.|-)`).test(f) || !fs.statSync(path.join(dir, f)).isFile()) continue;
+    spawnSync('cp', ['--sparse=always', path.join(dir, f), out]);
+    if (f.endsWith('.img')) {
+      const ours = spawnSync(process.execPath, [path.join(path.dirname(MOUNT), 'fsck_hammer2.js'), '-v', path.join(dir, f)], { encoding: 'utf8' });
+      fs.writeFileSync(path.join(out, `${f}.fsck.txt`), ours.stdout + ours.stderr);
+      if (process.env.H2_REF_FSCK) {
+        const ref = spawnSync(process.env.H2_REF_FSCK, [path.join(dir, f)], { encoding: 'utf8' });
+        fs.writeFileSync(path.join(out, `${f}.ref-fsck.txt`), ref.stdout + ref.stderr);
+      }
+    }
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const opt = (name: string, def: string) => {
@@ -192,25 +295,50 @@ async function main(): Promise<void> {
   const mirror = args.includes('--mirror');
   const size = Number(sizeArg.replace(/[GMK]$/i, '')) * ({ G: 2 ** 30, M: 2 ** 20, K: 1024 }[sizeArg.slice(-1).toUpperCase()] ?? 1);
   const keep = opt('--keep', '');
+  const loaded = args.includes('--loaded');
+  const only = opt('--workload', '') as WorkloadName | '';
   const dir = keep || fs.mkdtempSync(path.join(os.tmpdir(), 'h2crash-'));
+  const kept = path.join(os.tmpdir(), `h2crash-failures-${process.pid}`);
+  const workloads: WorkloadName[] = only ? [only] : loaded ? ['fsync', 'tar', 'rename', 'links'] : ['fsync'];
+  const tar = workloads.includes('tar') ? tarSource(dir) : undefined;
+  const stopLoad = loaded ? startLoad(dir) : () => {};
+  process.once('SIGINT', () => {
+    stopLoad();
+    process.exit(130);
+  });
   let passed = 0;
   let failed = 0;
+  const tally = new Map<string, [number, number]>();
   try {
     for (let i = 0; i < runs; i++) {
       const seed = seed0 + i;
+      const rng = new Rng(seed * 7 + 1);
+      // Loaded runs vary: the workload, the image on either side of 2 GiB (one header zone, or two), and now and then a torn header.
+      const w = workloads[rng.int(workloads.length)];
+      const sz = loaded ? [2 ** 30, 3 * 2 ** 30][rng.int(2)] : size;
+      const headerFault = loaded && rng.int(8) === 0 ? `${2 + rng.int(30)}:${4096 * (1 + rng.int(15))}` : undefined;
+      const what = mirror ? 'mirror' : `${w} ${sz >= 2 ** 31 ? '3G' : '1G'}${headerFault ? ' torn-header' : ''}`;
       let r: CrashRunResult;
       try {
-        r = mirror ? await mirrorCrashRun(i, seed, dir, size) : await crashRun(i, seed, dir, size, { pfs, copy });
+        r = mirror ? await mirrorCrashRun(i, seed, dir, size) : await crashRun(i, seed, dir, sz, { pfs, copy, workload: w, tar, headerFault });
       } catch (e) {
         r = { ok: false, detail: (e as Error).stack ?? String(e) };
       }
+      const t = tally.get(what) ?? [0, 0];
+      t[r.ok ? 0 : 1]++;
+      tally.set(what, t);
       if (r.ok) passed++;
-      else failed++;
-      console.log(`run ${i} seed ${seed}: ${r.ok ? 'ok' : 'FAIL'} (${r.detail})`);
+      else {
+        failed++;
+        if (!keep) r.detail += `; kept in ${keepFailure(dir, i, kept)}`;
+      }
+      console.log(`run ${i} seed ${seed}${loaded || only ? ` [${what}]` : ''}: ${r.ok ? 'ok' : 'FAIL'} (${r.detail})`);
     }
   } finally {
+    stopLoad();
     if (!keep) fs.rmSync(dir, { recursive: true, force: true });
   }
+  if (tally.size > 1) for (const [k, [ok, bad]] of [...tally].sort()) console.log(`  ${k}: ${ok} passed, ${bad} failed`);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);
 }

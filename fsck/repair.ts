@@ -58,10 +58,11 @@ import {
   SET_COUNT,
   setInodeBlockset,
   VolumeHeader,
+  VOLUME_BYTES,
   ZONE_BYTES,
   ZONE_SEG,
 } from '../src/media';
-import { VolumeSet } from '../src/store';
+import { Device, readHeaderCandidates, VolumeSet } from '../src/store';
 import { BLOCK, BlockBits, CHUNK_BYTES, windows } from './bitmap';
 import { SeenCache } from './cache';
 import { checkHammer2, CheckOptions, CheckResult, ZoneStatus } from './check';
@@ -141,6 +142,16 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
   const seen = new Set<string>();
   const maxRounds = o.maxRounds ?? 6;
   const recheck = () => checkHammer2(spec, { ...o, report: new Report(), lock: o.lock });
+  // No header verifies, but one was only cut short while written: give it
+  // back its whole-header CRC first, then repair from there as usual.
+  if (cur.fatal && !o.failBeforeHeader) {
+    const mended = mendTornHeader(spec);
+    if (mended) {
+      act(mended);
+      res.wrote = true;
+      cur = await recheck();
+    }
+  }
   for (let round = 0; round < maxRounds; round++) {
     if (cur.fatal) {
       if (round === 0) act(`cannot repair: ${cur.fatal.message}`);
@@ -178,6 +189,40 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
   }
   res.final = res.wrote ? cur : first;
   return res;
+}
+
+/**
+ * Where no volume header of the root volume verifies, rewrite the newest
+ * one rejected only by its whole-header CRC (both sectors verify: a commit
+ * killed inside its header write left the first page new and the rest
+ * old) with its CRCs recomputed. What the header names is then checked by
+ * the normal rounds (the freemap rebuilt if it disagrees). Returns what
+ * was done, or null.
+ */
+function mendTornHeader(spec: string): string | null {
+  const first = spec.split(':').filter(Boolean)[0];
+  let dev: Device;
+  try {
+    dev = Device.open(first, { writable: true, lock: true });
+  } catch {
+    return null;
+  }
+  try {
+    const c = readHeaderCandidates(dev);
+    if (c.some((x) => x.ok)) return null;
+    let best: { zone: number; raw: Buffer; tid: bigint } | null = null;
+    for (const x of c.filter((y) => y.torn)) {
+      const raw = dev.read(x.zone * ZONE_BYTES, VOLUME_BYTES);
+      const tid = decodeVolumeHeader(raw).mirrorTid;
+      if (!best || tid > best.tid) best = { zone: x.zone, raw, tid };
+    }
+    if (!best) return null;
+    dev.writeWhole(best.zone * ZONE_BYTES, encodeVolumeHeader(decodeVolumeHeader(best.raw)));
+    dev.sync();
+    return `volume header #${best.zone} (mirror_tid 0x${best.tid.toString(16)}) was cut short while written: its CRCs rewritten`;
+  } finally {
+    dev.close();
+  }
 }
 
 // ====================================================================== media

@@ -4,12 +4,16 @@
  *   flock(fd, exclusive)      -> 0 or errno   (LOCK_EX|LOCK_NB or LOCK_SH|LOCK_NB)
  *   blockDeviceSize(fd)       -> bytes or -errno   (BLKGETSIZE64)
  *   peerCred(fd)              -> [pid, uid, gid] of a unix socket's peer, or -errno (SO_PEERCRED)
+ *   pwriteAligned(fd, buf, pos) -> bytes or -errno: pwrite from a page-aligned copy (an O_DIRECT descriptor)
  *   crc32c, xxh64, lz4Compress, isZero: codec accelerators (below)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
@@ -467,12 +471,54 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* pwriteAligned(fd, buf, pos): the volume header through an O_DIRECT
+   descriptor, which needs an aligned buffer. Such a write goes to the
+   device as one request that a process kill does not cut short (a buffered
+   write may stop at a page boundary when a fatal signal arrives). */
+static napi_value js_pwrite_aligned(napi_env env, napi_callback_info info) {
+	size_t argc = 3;
+	napi_value argv[3], ret;
+	int32_t fd;
+	int64_t pos;
+	uint8_t *p;
+	size_t len;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 3 || !get_i32(env, argv[0], &fd) || !bytes_of(env, argv[1], &p, &len) ||
+	    napi_get_value_int64(env, argv[2], &pos) != napi_ok) {
+		napi_throw_type_error(env, NULL, "pwriteAligned(fd, bytes, pos)");
+		return NULL;
+	}
+	void *a = NULL;
+	int64_t r;
+	if (posix_memalign(&a, 4096, len ? len : 4096) != 0) {
+		r = -ENOMEM;
+	} else {
+		memcpy(a, p, len);
+		size_t done = 0;
+		r = 0;
+		while (done < len) {
+			ssize_t n = pwrite(fd, (uint8_t *)a + done, len - done, pos + (off_t)done);
+			if (n < 0) {
+				if (errno == EINTR) continue;
+				r = -errno;
+				break;
+			}
+			if (n == 0) { r = -EIO; break; }
+			done += (size_t)n;
+		}
+		if (r == 0) r = (int64_t)done;
+		free(a);
+	}
+	napi_create_int64(env, r, &ret);
+	return ret;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
 		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
 		{"peerCred", js_peercred},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
-		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero},
+		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
 	};
 	codec_init();
 	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

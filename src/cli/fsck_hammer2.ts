@@ -115,7 +115,9 @@ export async function run(args: string[], io: CliIo = stdio): Promise<number> {
     let status = exitStatus(first);
     let final = first;
     let repair: RepairResult | undefined;
-    if (o.yes && !first.fatal) {
+    // A fatal result is repaired only where the repair can start: a header cut short while written.
+    const mendable = !!first.fatal && first.report.findings.some((f) => f.code === 'header-invalid' && f.fixable);
+    if (o.yes && (!first.fatal || mendable)) {
       if (!o.json) io.out(renderText(first, text));
       repair = await repairHammer2(spec, first, {
         ...checkOpts,

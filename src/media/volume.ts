@@ -43,6 +43,8 @@ export interface VolumeHeaderCheck {
   ok: boolean;
   /** Why the header was rejected, when !ok. */
   reason?: string;
+  /** Rejected only by the whole-header CRC, both sectors verifying. */
+  torn?: boolean;
 }
 
 /** Validate magic and the three CRCs the reference checks before trusting a header. */
@@ -56,7 +58,9 @@ export function checkVolumeHeader(raw: Buffer): VolumeHeaderCheck {
   const c1 = raw.readUInt32LE(OFF_ICRC_SECTS + 6 * 4);
   if (c1 !== icrc32(raw, 512, 1024)) return { ok: false, reason: 'sector 1 CRC mismatch' };
   const cv = raw.readUInt32LE(OFF_ICRC_VOLHDR);
-  if (cv !== icrc32(raw, 0, VOLUME_BYTES - 4)) return { ok: false, reason: 'volume header CRC mismatch' };
+  // Both sectors verify but the whole does not: a header write cut short (the
+  // first page new, the rest old), which fsck can mend.
+  if (cv !== icrc32(raw, 0, VOLUME_BYTES - 4)) return { ok: false, reason: 'volume header CRC mismatch (its sectors verify: a header write cut short?)', torn: true };
   return { ok: true };
 }
 

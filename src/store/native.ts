@@ -9,6 +9,8 @@ export interface NativeShim {
   blockDeviceSize(fd: number): number;
   /** SO_PEERCRED of a connected unix socket: [pid, uid, gid], or -errno. */
   peerCred(fd: number): [number, number, number] | number;
+  /** pwrite from a page-aligned copy (for an O_DIRECT descriptor): bytes written or -errno (absent in older builds). */
+  pwriteAligned?(fd: number, buf: Uint8Array, pos: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
 }

@@ -16,6 +16,16 @@ import {
 import { PHYS_BUFFER, PhysBufferCache } from './bufcache';
 import { Device, DeviceError } from './device';
 
+/**
+ * HAMMER2_FAULT_HEADER=N:BYTES (crash tests only): the Nth volume header
+ * this process writes stops after BYTES bytes and the process is killed,
+ * which is what a kill inside a buffered header write could leave.
+ */
+const headerFault = (() => {
+  const m = /^(\d+):(\d+)$/.exec(process.env.HAMMER2_FAULT_HEADER ?? '');
+  return m ? { at: Number(m[1]), bytes: Math.min(Number(m[2]), VOLUME_BYTES), seen: 0 } : null;
+})();
+
 export class MountError extends Error {
   override name = 'MountError';
 }
@@ -25,6 +35,8 @@ export interface HeaderCandidate {
   zone: number;
   ok: boolean;
   reason?: string;
+  /** Rejected only by its whole-header CRC (a header write cut short): fsck -y can mend it. */
+  torn?: boolean;
   header?: VolumeHeader;
 }
 
@@ -51,7 +63,7 @@ export function readHeaderCandidates(dev: Device): HeaderCandidate[] {
       continue;
     }
     const chk = checkVolumeHeader(raw);
-    if (!chk.ok) out.push({ zone, ok: false, reason: chk.reason });
+    if (!chk.ok) out.push({ zone, ok: false, reason: chk.reason, torn: chk.torn });
     else out.push({ zone, ok: true, header: decodeVolumeHeader(raw) });
   }
   return out;
@@ -288,7 +300,12 @@ export class VolumeSet {
     const v = this.volumes.find((x) => x.id === volumeId);
     if (!v) throw new DeviceError(`no volume ${volumeId}`);
     this.bufCache.invalidate(v.offset + zone * ZONE_BYTES, raw.length);
-    v.dev.write(zone * ZONE_BYTES, raw);
+    if (headerFault && ++headerFault.seen === headerFault.at) {
+      // The crash test's hook: part of the header written the old way, then a kill.
+      v.dev.write(zone * ZONE_BYTES, raw.subarray(0, headerFault.bytes));
+      process.kill(process.pid, 'SIGKILL');
+    }
+    v.dev.writeWhole(zone * ZONE_BYTES, raw);
   }
 
   sync(): void {
