@@ -459,6 +459,19 @@ function headerSanity(h: VolumeHeader, vols: VolumeSet, add: (f: Finding) => voi
   if (h.version >= 2 && h.totalSize !== total) bad(`total_size ${h.totalSize} differs from the volumes' ${total}`);
   if (h.version < 2 && h.totalSize !== 0n) bad(`version 1 volume with total_size ${h.totalSize}`);
   if (h.freemapTid > h.mirrorTid) bad(`freemap_tid ${h.freemapTid} is ahead of mirror_tid ${h.mirrorTid}`, 'warning');
+  // The reference's volume-table rules (sbin/hammer2 ondisk.c), which it refuses to go past.
+  const NONE = 0xffffffffffffffffn;
+  if (h.voluId !== 0) bad(`volume id ${h.voluId} of the root volume must be 0`);
+  if (h.voluSize & (8n * 1024n * 1024n - 1n)) bad(`volume size ${h.voluSize} is not 8 MiB aligned`);
+  if (h.version < 2) {
+    if (h.nvolumes !== 0) bad(`version 1 volume with a volume count of ${h.nvolumes}`);
+    h.voluLoff.forEach((o, i) => o !== 0n && bad(`version 1 volume with volume offset[${i}] ${hex16(o)}`));
+  } else {
+    h.voluLoff.forEach((o, i) => {
+      if (i < h.nvolumes && o === NONE) bad(`volume offset[${i}] is unset for one of ${h.nvolumes} volumes`);
+      if (i >= h.nvolumes && o !== NONE) bad(`volume offset[${i}] ${hex16(o)} is set beyond the ${h.nvolumes} volumes`);
+    });
+  }
 }
 
 export function fmtSize(n: number): string {

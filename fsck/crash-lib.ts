@@ -200,18 +200,27 @@ export function fsckCommand(): string[] | null {
 
 /** Both fscks on one image: null when clean, else what they said. */
 export function fscks(img: string, details: string[], what: string): string | null {
+  // Both always run, and a verdict says how it ended: a status, or the signal
+  // that ended it (a reference fsck killed under load is not a rejection of
+  // the image), with the tail of everything it printed (its diagnostics go
+  // to stderr).
+  const verdict = (r: ReturnType<typeof spawnSync>) =>
+    r.error ? `could not run (${r.error.message})` : r.signal ? `killed by ${r.signal}` : `exit ${r.status}: ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-4).join(' | ')}`;
+  const bad: string[] = [];
+  let oursClean: boolean | null = null;
   const fsck = fsckCommand();
   if (fsck) {
     const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
-    if (r.status !== 0) return `${what}: fsck exit ${r.status}: ${(r.stdout + r.stderr).trim().split('\n').slice(-5).join(' | ')}`;
-    details.push(`${what} fsck clean`);
+    oursClean = r.status === 0;
+    if (oursClean) details.push(`${what} fsck clean`);
+    else bad.push(`fsck ${verdict(r)}`);
   }
   // Where the reference fsck is at hand (H2_REF_FSCK=path), it must agree.
   if (process.env.H2_REF_FSCK) {
     const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8' });
-    if (r.status !== 0) return `${what}: reference fsck exit ${r.status}: ${r.stdout.trim().split('\n').slice(-3).join(' | ')}`;
-    details.push(`${what} reference fsck clean`);
+    if (r.status === 0) details.push(`${what} reference fsck clean`);
+    else bad.push(`reference fsck ${verdict(r)}${oursClean ? ' (OURS SAID CLEAN: the verdicts disagree)' : ''}`);
   }
-  return null;
+  return bad.length ? `${what}: ${bad.join('; ')}` : null;
 }
 

@@ -154,6 +154,8 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
   const daemons: ChildProcess[] = [];
   const clear = async () => {
     for (const d of daemons) if (d.exitCode === null && d.signalCode === null) d.kill('SIGKILL');
+    // Gone, not only signalled: a daemon still inside a write must not be read beside.
+    for (const d of daemons) if (d.exitCode === null && d.signalCode === null) await new Promise((r) => d.once('exit', r));
     for (const m of [snap, smnt, mnt]) if (!(await waitFor(() => !mounted(m), 5000))) spawnSync('fusermount3', ['-uz', m]);
   };
   const up = async (spec: string, at: string, extra: string[]) => {
