@@ -268,6 +268,7 @@ typedef struct sess {
 	int latin1;
 	uint64_t spin_ns; /* keep reading this long after a request before sleeping */
 	int guard_fd; /* see protect_auto_unmount */
+	int unmount_sock; /* our end of fusermount3's auto_unmount socket: closed when the session ends */
 	char *cur_block; /* the receive buffer being processed */
 	int cur_taken;   /* ... handed to a write request */
 	/* the request loop (JS thread) */
@@ -901,6 +902,7 @@ static void protect_auto_unmount(sess *s, const int *before, size_t nbefore) {
 	}
 	closedir(d);
 	if (max_sock > fuse_fd) s->guard_fd = fcntl(fuse_fd, F_DUPFD_CLOEXEC, max_sock + 1);
+	s->unmount_sock = max_sock;
 }
 
 static void *session_thread(void *arg) {
@@ -1017,6 +1019,11 @@ static void *session_thread(void *arg) {
 	if (s->guard_fd >= 0) close(s->guard_fd);
 	s->guard_fd = -1;
 	fuse_session_unmount(s->se);
+	/* libfuse keeps its end of the auto_unmount socket for the life of the
+	   process; a daemon serving several mounts ends sessions while it runs,
+	   so let that mount's fusermount3 helper go now (the mount is gone). */
+	if (s->unmount_sock >= 0) close(s->unmount_sock);
+	s->unmount_sock = -1;
 	pthread_mutex_unlock(&s->lock);
 
 out:
@@ -1639,6 +1646,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 		return NULL;
 	}
 	s->guard_fd = -1;
+	s->unmount_sock = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->env = env;

@@ -167,3 +167,48 @@ t.test('mirror-stream to a slave on another host ([user@]host:SLAVE through $HAM
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master');
   await fsckBoth(t, B.img, 'slave');
 });
+
+t.test('mirror-stream between mounted paths goes on when the slave is unmounted and mounted again', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const A = await newImage(t, 256 << 20, ['DATA']);
+  const B = await newImage(t, 256 << 20, ['none']);
+  const mnt = path.join(A.dir, 'master');
+  const ma = await mount(t, `${A.img}@DATA`, mnt);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const smnt = path.join(B.dir, 'slave');
+  let mb = await mount(t, `${B.img}@M`, smnt);
+  const st = spawn(process.execPath, [H2_BIN, 'mirror-stream', mnt, smnt], { env: { ...process.env, NODE_OPTIONS: '' } });
+  let out = '';
+  st.stdout.on('data', (d) => (out += d));
+  st.stderr.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => st.on('exit', (c) => r(c)));
+  t.teardown(() => st.kill('SIGKILL'));
+  const commit = async (name: string) => {
+    const fh = await fs.promises.open(path.join(mnt, name), 'w');
+    await fh.write(name);
+    await fh.sync();
+    await fh.close();
+    return (await listedTid(mnt, 'DATA'))!;
+  };
+  const reach = async (tid: bigint) => {
+    for (let i = 0; i < 100 && (await listedTid(B.img, 'M')) !== tid; i++) await sleep(100);
+    return listedTid(B.img, 'M');
+  };
+  let tid = await commit('one');
+  t.equal(await reach(tid), tid, 'first pass into the mounted slave');
+  await mb.unmount();
+  tid = await commit('two');
+  t.equal(await reach(tid), tid, 'a pass into the slave image while it is not mounted');
+  mb = await mount(t, `${B.img}@M`, smnt);
+  tid = await commit('three');
+  t.equal(await reach(tid), tid, 'and into the slave mounted again');
+  t.same(fs.readdirSync(smnt).sort(), ['one', 'three', 'two'], 'the mount shows all three');
+  t.equal(st.exitCode, null, `the stream never stopped: ${out.trim()}`);
+  st.kill('SIGTERM');
+  t.equal(await exited, 0, 'ends on SIGTERM');
+  await mb.unmount();
+  await ma.unmount();
+  await fsckBoth(t, B.img, 'slave');
+});

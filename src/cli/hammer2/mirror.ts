@@ -302,7 +302,14 @@ function runRemote(host: string, args: string[]): { status: number | null; out: 
  * piped (by us) into hammer2 mirror-write SLAVE run there; SINCE is what
  * mirror-tid there answers.
  */
-async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, slave: string): Promise<PassResult | null> {
+async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, slave: string, known: { at: bigint | null }): Promise<PassResult | null> {
+  // The far end is asked only when the master moved past what was last sent (one ssh a second would be a lot).
+  if (known.at !== null) {
+    const ms0 = await masterState(masterSpec, null, false);
+    const t0 = ms0.tid;
+    await ms0.release();
+    if (t0 === known.at) return null;
+  }
   const q = runRemote(host, ['mirror-tid', slave]);
   if (q.status !== 0 || !/^\d+$/.test(q.out.trim())) throw new DirectiveError(`${host}:${slave}: mirror-tid failed: ${(q.err || q.out).trim()}`);
   const since = BigInt(q.out.trim());
@@ -313,7 +320,10 @@ async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, sla
   } finally {
     await ms.release();
   }
-  if (tid === since) return null;
+  if (tid === since) {
+    known.at = since;
+    return null;
+  }
   const rd = spawn(process.execPath, [path.join(__dirname, '..', 'hammer2.js'), ...(ctx.bandwidth ? ['-b', String(ctx.bandwidth)] : []), 'mirror-read', masterSpec, String(since)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const [cmd, ...rest] = remoteCommand(host, ['mirror-write', slave]);
   const wr = spawn(cmd, rest, { stdio: [rd.stdout!, 'pipe', 'pipe'] });
@@ -328,6 +338,7 @@ async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, sla
   if (wc !== 0 || rc !== 0) throw new DirectiveError(`${host}:${slave}: ${(werr || rerr || `exit ${wc}`).trim()}`);
   const m = /^(.*): transaction (\d+) -> (\d+): \d+ inodes, (\d+) blocks and entries written, (\d+) removed/m.exec(out);
   if (!m) throw new DirectiveError(`${host}:${slave}: unexpected answer: ${out.trim()}`);
+  known.at = BigInt(m[3]);
   return { label: `${host}:${m[1]}`, from: BigInt(m[2]), to: BigInt(m[3]), blocksRead: NaN, written: Number(m[4]), deleted: Number(m[5]) };
 }
 
@@ -340,10 +351,18 @@ async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, sla
 const mirrorStream: Directive = async (ctx, args) => {
   if (args.length !== 2) throw new UsageError('mirror-stream: expected MASTER SLAVE (each a mounted path or IMAGE@LABEL)');
   const remote = remoteSpec(args[1]);
-  for (const a of remote ? [args[0]] : args) {
-    if (!a.includes('@') && !(fs.existsSync(a) && hammer2MountOf(path.resolve(a)))) throw new UsageError(`mirror-stream: ${a} is neither a mounted HAMMER2 PFS nor IMAGE@LABEL`);
-  }
-  if (remote && ctx.keepSynced !== undefined) throw new UsageError('mirror-stream: --keep-synced needs the slave on this host');
+  // A mounted end is also known by its IMAGE@LABEL, which the passes fall
+  // back to when it is unmounted while the stream runs (and use through
+  // its daemon again when it is mounted anew).
+  const ends = (remote ? [args[0]] : args).map((a) => {
+    if (a.includes('@')) return { spec: a, image: a };
+    const m = fs.existsSync(a) ? hammer2MountOf(path.resolve(a)) : undefined;
+    if (!m) throw new UsageError(`mirror-stream: ${a} is neither a mounted HAMMER2 PFS nor IMAGE@LABEL`);
+    return { spec: a, image: m.source };
+  });
+  const now = (e: { spec: string; image: string }) => (e.spec === e.image || (fs.existsSync(e.spec) && hammer2MountOf(path.resolve(e.spec))) ? e.spec : e.image);
+  if (remote && ctx.keepSynced !== undefined) throw new DirectiveError('mirror-stream: --keep-synced needs the slave on this host (the far end cannot tell this one when it has committed)');
+  const known = { at: null as bigint | null };
   let stop = false;
   let wake: (() => void) | null = null;
   const end = () => {
@@ -356,11 +375,11 @@ const mirrorStream: Directive = async (ctx, args) => {
     while (!stop) {
       let r: PassResult | null;
       try {
-        r = remote ? await remotePass(ctx, args[0], remote.host, remote.slave) : await streamPass(ctx, args[0], args[1], ctx.keepSynced);
+        r = remote ? await remotePass(ctx, now(ends[0]), remote.host, remote.slave, known) : await streamPass(ctx, now(ends[0]), now(ends[1]), ctx.keepSynced);
       } catch (e) {
         // Interrupted in the middle of a pass (Ctrl-C reaches the remote shell too): the slave stays at its last pass.
         if (stop) break;
-        throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${(e as Error).message}`);
+        throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${(e as Error).message.replace(/^mirror-stream: /, '')}`);
       }
       if (r && (r.from !== r.to || r.written || r.deleted)) {
         const read = Number.isNaN(r.blocksRead) ? '' : `${r.blocksRead} master blocks read, `;
