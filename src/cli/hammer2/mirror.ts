@@ -372,14 +372,25 @@ const mirrorStream: Directive = async (ctx, args) => {
   process.once('SIGINT', end);
   process.once('SIGTERM', end);
   try {
+    // A first pass that fails is an error to fix (wrong cluster, no such
+    // PFS): the command ends. Once passes went through, a failure is taken
+    // as passing (an image busy for a moment, a daemon restarted, the
+    // network): it is reported and the pass tried again, less often.
+    let worked = false;
+    let failures = 0;
     while (!stop) {
-      let r: PassResult | null;
+      let r: PassResult | null = null;
       try {
         r = remote ? await remotePass(ctx, now(ends[0]), remote.host, remote.slave, known) : await streamPass(ctx, now(ends[0]), now(ends[1]), ctx.keepSynced);
+        worked = true;
+        failures = 0;
       } catch (e) {
         // Interrupted in the middle of a pass (Ctrl-C reaches the remote shell too): the slave stays at its last pass.
         if (stop) break;
-        throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${(e as Error).message.replace(/^mirror-stream: /, '')}`);
+        const why = (e as Error).message.replace(/^mirror-stream: /, '');
+        if (!worked) throw new DirectiveError(`mirror-stream: pass refused, the slave stays where it was: ${why}`);
+        failures++;
+        ctx.io.err(`hammer2: mirror-stream: pass failed, the slave stays where it was; trying again: ${why}\n`);
       }
       if (r && (r.from !== r.to || r.written || r.deleted)) {
         const read = Number.isNaN(r.blocksRead) ? '' : `${r.blocksRead} master blocks read, `;
@@ -388,7 +399,7 @@ const mirrorStream: Directive = async (ctx, args) => {
       if (stop) break;
       await new Promise<void>((res) => {
         wake = res;
-        setTimeout(res, 1000);
+        setTimeout(res, Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)));
       });
     }
   } finally {
@@ -518,7 +529,13 @@ export const directives: Record<string, Directive> = {
       return 0;
     }
     const { devices, label } = imageSpec(args[0], 'mirror-tid');
-    const h = await open(devices, false);
+    // Read without the lock: a pass writing the image meanwhile must not be refused for it.
+    let h: Hammer2Fs;
+    try {
+      h = await Hammer2Fs.open(devices, { writable: false, lock: false });
+    } catch (e) {
+      throw new DirectiveError((e as Error).message);
+    }
     try {
       if (!h.dev.findPfs(label)) throw new DirectiveError(`${args[0]}: no PFS labelled "${label}"`);
       ctx.io.out(`${slaveTidOf(h, label)}\n`);
