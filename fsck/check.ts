@@ -159,7 +159,7 @@ function diagnoseOpen(spec: string, err: Error, report: Report, t0: number): Che
         if (c.ok || c.reason !== 'bad magic') sawMagic = true;
         if (path === spec.split(':')[0]) zones.push(emptyZone(c.zone, c));
         if (!c.ok) {
-          report.add({ severity: 'error', code: 'header-invalid', zone: c.zone, message: `${path}: volume header #${c.zone}: ${c.reason}`, fixable: !!c.torn });
+          report.add({ severity: 'error', code: 'header-invalid', zone: c.zone, message: `${path}: volume header #${c.zone}: ${c.reason}`, fixable: !!c.torn && path === spec.split(':')[0] });
         }
       }
     } finally {

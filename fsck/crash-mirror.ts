@@ -238,6 +238,9 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
     await g.end();
     if (!level) return { ok: false, detail: `the restarted stream did not converge: ${g.log().trim().split('\n').slice(-2).join(' | ')}` };
     if (tarHash(smnt) !== tarHash(mnt)) return { ok: false, detail: 'after convergence the slave and master trees differ' };
+    // The restarted stream keeps the state the slave holds, whatever the kill left behind.
+    const keptNow = await tidOf(A, 'DATA.synced');
+    if (keptNow !== target) return { ok: false, detail: `after convergence at ${target} the kept snapshot holds ${keptNow ?? 'nothing'} (${details.join(', ')})` };
     details.push('converged');
     for (const d of daemons) d.kill('SIGTERM');
     await clear();

@@ -161,11 +161,17 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
   const details: string[] = [labels.length > 1 ? `${labels.length} PFSs, ${snaps} snapshots, ${nsealed} sealed` : `${nsealed} sealed`];
   if (copyAdded) details.push(copyAdded);
   if (o.headerFault) {
-    // The fault left a header half written: our fsck -y must mend it (a kill
-    // can no longer do that: the header goes out as one direct write).
-    const y = spawnSync(process.execPath, [path.join(path.dirname(MOUNT), 'fsck_hammer2.js'), '-y', img], { encoding: 'utf8' });
-    const torn = /cut short/.test(y.stdout);
-    details.push(torn ? `torn header, fsck -y: ${y.stdout.trim().split('\n').pop()}` : 'header fault not reached');
+    // First without -y: if the fault was reached, the torn header must be the
+    // only thing our fsck finds (a repair must not hide other damage). Then
+    // -y must mend it, and both fscks must pass below.
+    const fsckJs = path.join(path.dirname(MOUNT), 'fsck_hammer2.js');
+    const n = spawnSync(process.execPath, [fsckJs, img], { encoding: 'utf8' });
+    if (n.status !== 0) {
+      const errors = n.stdout.split('\n').filter((l) => /^ERROR/.test(l));
+      if (!errors.length || errors.some((l) => !/cut short/.test(l))) return { ok: false, detail: `after a torn header, fsck finds more: ${errors.slice(0, 3).join(' | ') || n.stdout.trim().split('\n').pop()}` };
+      const y = spawnSync(process.execPath, [fsckJs, '-y', img], { encoding: 'utf8' });
+      details.push(`torn header, fsck -y: ${y.stdout.trim().split('\n').pop()}`);
+    } else details.push('header fault not reached');
   }
   const bad = fscks(img, details, 'primary') ?? (copyImg ? fscks(copyImg, details, 'copy') : null);
   if (bad) return { ok: false, detail: bad };

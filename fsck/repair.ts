@@ -148,8 +148,10 @@ export async function repairHammer2(spec: string, first: CheckResult, o: RepairO
     const mended = mendTornHeader(spec);
     if (mended) {
       act(mended);
-      res.wrote = true;
-      cur = await recheck();
+      if (!mended.startsWith('cannot')) {
+        res.wrote = true;
+        cur = await recheck();
+      }
     }
   }
   for (let round = 0; round < maxRounds; round++) {
@@ -204,8 +206,8 @@ function mendTornHeader(spec: string): string | null {
   let dev: Device;
   try {
     dev = Device.open(first, { writable: true, lock: true });
-  } catch {
-    return null;
+  } catch (e) {
+    return `cannot open ${first} to mend its header: ${(e as Error).message}`;
   }
   try {
     const c = readHeaderCandidates(dev);

@@ -970,9 +970,15 @@ static void *session_thread(void *arg) {
 		take_last_log(msg, sizeof msg, "fuse_session_new failed (invalid options?)");
 		goto out;
 	}
+	/* One mount at a time: the auto_unmount socket is found as the new
+	   socket between the snapshot and the mount, which another session
+	   mounting at the same moment would confuse. */
+	static pthread_mutex_t mount_lock = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&mount_lock);
 	int *before = NULL;
 	size_t nbefore = fd_snapshot(&before);
 	if (fuse_session_mount(s->se, s->mountpoint) != 0) {
+		pthread_mutex_unlock(&mount_lock);
 		free(before);
 		take_last_log(msg, sizeof msg, "mount failed");
 		/* Nothing was handed to JS yet: destroy here. */
@@ -982,6 +988,7 @@ static void *session_thread(void *arg) {
 	}
 
 	protect_auto_unmount(s, before, nbefore);
+	pthread_mutex_unlock(&mount_lock);
 	free(before);
 
 	pthread_mutex_lock(&s->lock);

@@ -43,6 +43,12 @@ fscks() {
 	fi
 }
 
+unmountit() { # mountpoint: unmount and wait until its daemon let go of the image
+	fusermount3 -u "$1" || return 1
+	for _ in $(seq 100); do pgrep -f "mount_hammer2.js.*$1\$" >/dev/null || return 0; sleep 0.1; done
+	echo "the daemon of $1 did not exit"; return 1
+}
+
 mountit() { # image mountpoint [options]
 	mkdir -p "$2"
 	node "$BIN/mount_hammer2.js" ${3:+-o "$3"} "$1@DATA" "$2" || { echo "mount of $1 failed"; exit 1; }
@@ -59,12 +65,11 @@ else
 	echo "fsx: FAILED after $(( $(date +%s) - t0 )) s"; tail -20 "$work/fsx.log"; fail=1
 fi
 cp "$work/mnt1/fsx.file" "$work/fsx.live"
-fusermount3 -u "$work/mnt1"
-sleep 1
+unmountit "$work/mnt1" || fail=1
 fscks "$work/fsx.img" "fsx image"
 mountit "$work/fsx.img" "$work/mnt1" ro
 if cmp -s "$work/mnt1/fsx.file" "$work/fsx.live"; then echo "fsx: the file reads back identical after a remount"; else echo "fsx: FILE DIFFERS after remount"; fail=1; fi
-fusermount3 -u "$work/mnt1"
+unmountit "$work/mnt1"
 
 # 2. fsstress with bulkfree on a full image
 truncate -s 1G "$work/fss.img"
@@ -73,9 +78,11 @@ mountit "$work/fss.img" "$work/mnt2"
 mkdir -p "$work/mnt2/stress" "$work/mnt2/fill"
 (
 	# Fill and empty the image again and again: the mount must bulkfree by itself.
-	i=0
+	i=0 ok=0
 	while [ -d "$work/mnt2/fill" ]; do
-		dd if=/dev/urandom of="$work/mnt2/fill/f$((i % 6))" bs=1M count=100 status=none 2>/dev/null && echo $((i + 1)) >"$work/filled"
+		if dd if=/dev/urandom of="$work/mnt2/fill/f$((i % 6))" bs=1M count=100 status=none 2>/dev/null; then
+			ok=$((ok + 1)); echo "$ok" >"$work/filled"
+		fi
 		i=$((i + 1))
 	done
 ) &
@@ -89,13 +96,18 @@ fi
 rm -rf "$work/mnt2/fill"
 wait "$filler" 2>/dev/null
 # Over 1 GiB written into the 1 GiB image while fsstress ran: freed space came back by bulkfree.
-echo "fsstress: the filler wrote $(( $(cat "$work/filled" 2>/dev/null || echo 0) * 100 )) MiB into the 1 GiB image beside it"
-(cd "$work/mnt2" && find . -type f -exec md5sum {} + 2>/dev/null | sort >"$work/live.md5")
-fusermount3 -u "$work/mnt2"
-sleep 1
+filled=$(( $(cat "$work/filled" 2>/dev/null || echo 0) * 100 ))
+if [ "$filled" -gt 1100 ]; then
+	echo "fsstress: the filler wrote $filled MiB into the 1 GiB image beside it (space came back by bulkfree)"
+else
+	echo "fsstress: the filler wrote only $filled MiB: bulkfree never had to run"; fail=1
+fi
+(cd "$work/mnt2" && find . -type f -exec md5sum {} + | sort >"$work/live.md5") || { echo "fsstress: the live tree did not read whole"; fail=1; }
+[ -s "$work/live.md5" ] || { echo "fsstress: no files to compare"; fail=1; }
+unmountit "$work/mnt2" || fail=1
 fscks "$work/fss.img" "fsstress image"
 mountit "$work/fss.img" "$work/mnt2" ro
-(cd "$work/mnt2" && find . -type f -exec md5sum {} + 2>/dev/null | sort >"$work/after.md5")
-if cmp -s "$work/live.md5" "$work/after.md5"; then echo "fsstress: every file's MD5 the same after a read-only remount"; else echo "fsstress: FILES DIFFER after remount"; fail=1; fi
-fusermount3 -u "$work/mnt2"
+(cd "$work/mnt2" && find . -type f -exec md5sum {} + | sort >"$work/after.md5") || { echo "fsstress: the remounted tree did not read whole"; fail=1; }
+if cmp -s "$work/live.md5" "$work/after.md5"; then echo "fsstress: every file's MD5 the same after a read-only remount ($(wc -l <"$work/live.md5") files)"; else echo "fsstress: FILES DIFFER after remount"; fail=1; fi
+unmountit "$work/mnt2"
 exit $fail

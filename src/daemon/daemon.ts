@@ -3,6 +3,8 @@
 // one transaction, and answers the control channel (further mounts, the
 // hammer2 command). It stops when its last mount goes.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { FdSource, mirrorWrite, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
@@ -319,36 +321,30 @@ export class ImageDaemon {
         run: async (args) => {
           const label = String(args.label ?? '');
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
-          // The stream arrives through a FIFO (mirror-write's standard input)
-          // or is a file the command wrote whole (mirror-stream's passes).
-          let spool: string;
-          let ours = false;
-          if (args.file !== undefined) {
-            spool = String(args.file);
-            if (!path.isAbsolute(spool) || !fs.statSync(spool).isFile()) throw new FsError('EINVAL', `${spool} is not a stream file`);
-          } else {
-            const fifo = String(args.fifo ?? '');
-            if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
-            if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
-            // Take the whole stream in first, without blocking this daemon while
-            // it arrives (the master may be served by this very daemon), into a
-            // file beside the image; then apply it as one commit.
-            spool = path.join(path.dirname(this.o.devices.split(':')[0]), `.h2mirror-${process.pid}-${Date.now()}`);
-            ours = true;
-            const fd = fs.openSync(fifo, 'r');
-            try {
-              await new Promise<void>((res, rej) => {
-                const from = fs.createReadStream('', { fd, autoClose: false });
-                const to = fs.createWriteStream(spool, { mode: 0o600 });
-                from.on('error', rej);
-                to.on('error', rej);
-                to.on('finish', () => res());
-                from.pipe(to);
-              });
-            } finally {
-              fs.closeSync(fd);
-            }
-          }
+          // The stream arrives through a FIFO the command opened before asking.
+          const fifo = String(args.fifo ?? '');
+          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
+          if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          // Take the whole stream in first, without blocking this daemon while
+          // it arrives (the master may be served by this very daemon), into a
+          // file beside the image; then apply it as one commit. Opened
+          // non-blocking: a command that died before we got here leaves no
+          // writer, which reads as an empty (refused) stream, not a hang.
+          // (Beside an image file; for a block device, in the temporary directory, not /dev.)
+          const first = this.o.devices.split(':')[0];
+          const spool = path.join(fs.statSync(first).isFile() ? path.dirname(first) : os.tmpdir(), `.h2mirror-${process.pid}-${Date.now()}`);
+          const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+          await new Promise<void>((res, rej) => {
+            const from = new net.Socket({ fd, readable: true, writable: false });
+            const to = fs.createWriteStream(spool, { mode: 0o600 });
+            from.on('error', rej);
+            to.on('error', rej);
+            to.on('finish', () => res());
+            from.pipe(to);
+          }).catch((e) => {
+            fs.rmSync(spool, { force: true });
+            throw e;
+          });
           let r: WriteResult;
           const sfd = fs.openSync(spool, 'r');
           try {
@@ -356,7 +352,7 @@ export class ImageDaemon {
             r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true });
           } finally {
             fs.closeSync(sfd);
-            if (ours) fs.rmSync(spool, { force: true });
+            fs.rmSync(spool, { force: true });
           }
           const m = this.mounted.get(label);
           if (m) {

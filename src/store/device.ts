@@ -172,7 +172,7 @@ export class Device {
         this.direct = null;
       }
     }
-    if (!this.direct || !aligned || !shim?.pwriteAligned) return this.write(pos, buf);
+    if (typeof this.direct !== 'number' || !aligned || !shim?.pwriteAligned) return this.write(pos, buf);
     if (pos < 0 || pos + buf.length > this.size) throw new DeviceError(`${this.path}: write at ${pos}+${buf.length} outside device of ${this.size} bytes`);
     const r = shim.pwriteAligned(this.direct, buf, pos);
     if (r === buf.length) return;
@@ -224,7 +224,7 @@ export class Device {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.direct) fs.closeSync(this.direct);
+    if (typeof this.direct === 'number') fs.closeSync(this.direct);
     fs.closeSync(this.fd);
   }
 }

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlockReader, FreemapAllocator, Hammer2Device } from '../../engine';
 import { Hammer2Fs } from '../../fs';
-import { decodeBlockref, decodeInode, InodeData, PfsType } from '../../media';
+import { BrefType, decodeBlockref, decodeInode, InodeData, inodeBlockset, PfsType } from '../../media';
 import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { syncedTid } from '../../sync';
 import { hammer2MountOf } from '../../daemon';
@@ -30,6 +30,8 @@ const stallGuard = () => ({ last: Date.now() });
 
 function writeAll(fd: number, b: Buffer, stall?: { last: number }): void {
   let at = 0;
+  // Time spent walking the master between records is not a stall.
+  if (stall) stall.last = Date.now();
   while (at < b.length) {
     try {
       at += fs.writeSync(fd, b, at, b.length - at);
@@ -150,6 +152,8 @@ interface MasterState {
   tid: bigint;
   label: string;
   keep(name: string): Promise<void>;
+  /** The tid snapshot `name` holds, or null when there is none. */
+  keptTid(name: string): Promise<bigint | null>;
   release(): Promise<void>;
 }
 
@@ -161,7 +165,13 @@ interface MasterState {
 async function masterState(spec: string, label: string | null, forKeep: boolean): Promise<MasterState> {
   const d = await daemonFor(spec);
   if (d) {
-    const pin = await d.t.request<{ id: string; bref: string; inode: string; devices: string }>('mirror-pin', { label: d.label });
+    let pin: { id: string; bref: string; inode: string; devices: string };
+    try {
+      pin = await d.t.request<{ id: string; bref: string; inode: string; devices: string }>('mirror-pin', { label: d.label });
+    } catch (e) {
+      await d.t.close();
+      throw e;
+    }
     let dev: Hammer2Device;
     try {
       dev = await Hammer2Device.open(pin.devices, { writable: false, lock: false });
@@ -176,6 +186,13 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
       tid: decodeBlockref(Buffer.from(pin.bref, 'base64'), 0).modifyTid,
       label: d.label,
       keep: async (name) => void (await d.t.request('mirror-keep', { id: pin.id, name })),
+      keptTid: async (name) => {
+        try {
+          return BigInt((await d.t.request<{ tid: string }>('pfs-tid', { label: name })).tid);
+        } catch {
+          return null;
+        }
+      },
       release: async () => {
         dev.close();
         await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
@@ -196,6 +213,7 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
     tid: e.bref.modifyTid,
     label: label ?? m.label,
     keep: async (name) => mh.keepSnapshot(name, e.inode, e.bref.modifyTid),
+    keptTid: async (name) => mh.dev.findPfs(name)?.bref.modifyTid ?? null,
     release: async () => mh.close(),
   };
 }
@@ -240,7 +258,13 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
       since = slaveTidOf(sh, s!.label);
     }
     ms = await masterState(masterSpec, null, keep !== undefined);
-    if (ms.tid === since) return null;
+    // Nothing new: an empty master and an empty slave are level too.
+    const masterAt = inodeBlockset(ms.root).every((b) => b.type === BrefType.EMPTY) ? 0n : ms.tid;
+    if (masterAt === since) {
+      // A stream killed between the slave's commit and the keep left the snapshot behind: renew it.
+      if (keep !== undefined && since !== 0n && (await ms.keptTid(keep)) !== ms.tid) await ms.keep(keep).catch(() => {});
+      return null;
+    }
     // The limit holds within each pass: idle time between passes is no credit.
     const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
     let r: PassResult;
@@ -327,6 +351,12 @@ async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, sla
   const rd = spawn(process.execPath, [path.join(__dirname, '..', 'hammer2.js'), ...(ctx.bandwidth ? ['-b', String(ctx.bandwidth)] : []), 'mirror-read', masterSpec, String(since)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const [cmd, ...rest] = remoteCommand(host, ['mirror-write', slave]);
   const wr = spawn(cmd, rest, { stdio: [rd.stdout!, 'pipe', 'pipe'] });
+  // Our copy of the pipe's read end goes: if the far end dies, the reader gets EPIPE instead of blocking.
+  rd.stdout!.destroy();
+  let spawnError = '';
+  rd.on('error', (e) => (spawnError ||= `mirror-read: ${e.message}`));
+  wr.on('error', (e) => (spawnError ||= `${cmd}: ${e.message}`));
+  wr.on('exit', (c) => c !== 0 && rd.kill('SIGTERM'));
   let rerr = '';
   let out = '';
   let werr = '';
@@ -334,7 +364,16 @@ async function remotePass(ctx: Hammer2Ctx, masterSpec: string, host: string, sla
   wr.stdout!.on('data', (d) => (out += d));
   wr.stderr!.on('data', (d) => (werr += d));
   // The reader's 'exit', not 'close': its stdout went to the writer, and never closes here.
-  const [rc, wc] = await Promise.all([new Promise<number | null>((r) => rd.on('exit', r)), new Promise<number | null>((r) => wr.on('close', r))]);
+  const ended = (p: ReturnType<typeof spawn>) =>
+    new Promise<number | null>((r) => {
+      if (p.exitCode !== null || p.signalCode !== null) return r(p.exitCode);
+      p.once('exit', (c) => r(c));
+      p.once('error', () => r(-1));
+    });
+  const [rc, wc] = await Promise.all([ended(rd), ended(wr)]);
+  // Its output, for a moment after it exits (an ssh control master may hold the pipes open).
+  await Promise.race([new Promise((r) => (wr.stdout!.readableEnded ? r(null) : wr.stdout!.once('end', r))), new Promise((r) => setTimeout(r, 2000))]);
+  if (spawnError) throw new DirectiveError(`${host}:${slave}: ${spawnError}`);
   if (wc !== 0 || rc !== 0) throw new DirectiveError(`${host}:${slave}: ${(werr || rerr || `exit ${wc}`).trim()}`);
   const m = /^(.*): transaction (\d+) -> (\d+): \d+ inodes, (\d+) blocks and entries written, (\d+) removed/m.exec(out);
   if (!m) throw new DirectiveError(`${host}:${slave}: unexpected answer: ${out.trim()}`);
@@ -471,7 +510,11 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
       const r = await Promise.race([reply, fed.then(() => reply)]);
       return r;
     } catch (e) {
-      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
+      // A feed that gave up may only be the symptom: the daemon's own answer says why.
+      let why = (e as Error).message;
+      const answer = await Promise.race([reply.then(() => null, (x: Error) => x.message), new Promise<null>((res) => setTimeout(() => res(null), 2000))]);
+      if (answer) why = answer;
+      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${why}`);
     } finally {
       close();
       await fed.catch(() => {});
