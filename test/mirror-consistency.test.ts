@@ -11,6 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fuseUnavailable } from './lib/env';
 import { mount } from './lib/mount';
+import { mountedMasterAndSlave } from './lib/mirror';
 import { content, fsckBoth, imageTree, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -35,12 +36,7 @@ async function listedTid(where: string, label: string): Promise<bigint | null> {
 t.test('mirror-stream into a mounted slave: consistent at its synced tid while the master is written, identical at the end', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 512 << 20, ['DATA']);
-  const B = await newImage(t, 512 << 20, ['none']);
-  const mnt = path.join(A.dir, 'master');
-  const ma = await mount(t, `${A.img}@DATA`, mnt, ['-o', 'flush=1']);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const { A, B, mnt, m: ma } = await mountedMasterAndSlave(t, ['-o', 'flush=1']);
   const smnt = path.join(B.dir, 'slave');
   const mb = await mount(t, `${B.img}@M`, smnt);
 
@@ -123,12 +119,7 @@ t.test('mirror-stream into a mounted slave: consistent at its synced tid while t
 t.test('mirror-stream to a slave on another host ([user@]host:SLAVE through $HAMMER2_RSH), and mirror-tid', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const mnt = path.join(A.dir, 'master');
-  const ma = await mount(t, `${A.img}@DATA`, mnt, ['-o', 'flush=1']);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const { A, B, mnt, m: ma } = await mountedMasterAndSlave(t, ['-o', 'flush=1'], 256 << 20);
   // "ssh": runs the command here, with hammer2 on its PATH, as a remote shell would.
   const bin = path.join(B.dir, 'bin');
   fs.mkdirSync(bin);
@@ -171,12 +162,7 @@ t.test('mirror-stream to a slave on another host ([user@]host:SLAVE through $HAM
 t.test('mirror-stream between mounted paths goes on when the slave is unmounted and mounted again', async (t) => {
   const why = fuseUnavailable();
   if (why) return t.skip(why);
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const mnt = path.join(A.dir, 'master');
-  const ma = await mount(t, `${A.img}@DATA`, mnt);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  const { A, B, mnt, m: ma } = await mountedMasterAndSlave(t, [], 256 << 20);
   const smnt = path.join(B.dir, 'slave');
   let mb = await mount(t, `${B.img}@M`, smnt);
   const st = spawn(process.execPath, [H2_BIN, 'mirror-stream', mnt, smnt], { env: { ...process.env, NODE_OPTIONS: '' } });

@@ -14,6 +14,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
+import { mountedMasterAndSlave } from './lib/mirror';
 import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth, pfsTid } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -33,17 +34,6 @@ async function filledMasterAndSlave(t: any, size: number, n: number, bytes: numb
   b.createPfs('M', { type: PfsType.SLAVE, clid });
   b.close();
   return { A, B };
-}
-
-/** A master image mounted at `mnt` (with `args`) and a second image holding its empty SLAVE "M". */
-async function mountedMasterAndSlave(t: any, args: string[]) {
-  const A = await newImage(t, 512 << 20, ['DATA']);
-  const B = await newImage(t, 512 << 20, ['none']);
-  const mnt = path.join(A.dir, 'mnt');
-  const m = await mount(t, `${A.img}@DATA`, mnt, args);
-  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
-  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
-  return { A, B, mnt, m };
 }
 
 t.test('full and incremental streams into a slave; bad streams refused', async (t) => {
@@ -289,7 +279,9 @@ t.test('mirror-stream follows a mounted master until killed, and picks up after 
       await new Promise((r) => setTimeout(r, 5));
     }
   })();
-  await new Promise((r) => setTimeout(r, 2500));
+  // Until passes were made (a loaded machine may take its time), then the kill.
+  await new Promise((r) => setTimeout(r, 1500));
+  for (let i = 0; i < 300 && !/M: transaction \d+ -> \d+/.test(s.out()); i++) await new Promise((r) => setTimeout(r, 100));
   s.p.kill('SIGKILL');
   await s.done;
   t.match(s.out(), /M: transaction \d+ -> \d+/, 'passes were made before the kill');

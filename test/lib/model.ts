@@ -1,26 +1,15 @@
 // A plain in-memory model of a directory tree, and a random operation
 // generator that applies the same steps to the model and to a HAMMER2 PFS
 // (through the fs layer or through a mounted directory).
+import { Rng as BaseRng } from '../../fsck/crash-lib';
 
 export type MNode =
   | { kind: 'file'; id: number; data: Buffer; mode: number }
   | { kind: 'dir'; id: number; mode: number; entries: Map<string, MNode> }
   | { kind: 'symlink'; id: number; target: string };
 
-export class Rng {
-  constructor(private s: number) {}
-  next(): number {
-    // xorshift32
-    let x = this.s;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return this.s;
-  }
-  int(n: number): number {
-    return this.next() % n;
-  }
+/** The crash harness's xorshift32, with a pick. */
+export class Rng extends BaseRng {
   pick<T>(a: T[]): T {
     return a[this.int(a.length)];
   }

@@ -489,18 +489,34 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
   try {
     const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
     if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
-    const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
     const answered = new AbortController();
-    let closed = false;
+    let fd = -1;
     const close = () => {
-      if (!closed) fs.closeSync(fd);
-      closed = true;
+      if (fd >= 0) fs.closeSync(fd);
+      fd = -1;
     };
     const reply = t.request<DaemonWrite>('mirror-write', { label, fifo }).finally(() => answered.abort());
-    // Let the request go out before a feeder that writes synchronously starts.
-    await new Promise((res) => setImmediate(res));
+    reply.catch(() => {});
+    // The write end is opened once the daemon holds the read end (until then
+    // a non-blocking open fails with ENXIO): bytes written into a FIFO that
+    // no reader has open yet would be lost when we close it.
+    const opened = (async () => {
+      const t0 = Date.now();
+      for (;;) {
+        try {
+          fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+          return;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
+        }
+        if (answered.signal.aborted) throw new DirectiveError('the daemon answered before it took the stream');
+        if (Date.now() - t0 > STALL_MS) throw new DirectiveError('the daemon did not open the stream');
+        await new Promise((res) => setTimeout(res, 5));
+      }
+    })();
     const fed = (async () => {
       try {
+        await opened;
         await feed(fd, answered.signal);
       } finally {
         close();

@@ -1,0 +1,22 @@
+// A master and a slave for the mirroring tests.
+import * as path from 'node:path';
+import { newImage, runH2 } from './cli';
+import { mount } from './mount';
+
+/**
+ * A master image with PFS DATA mounted at `A.dir/master` (with `args`), and
+ * a second image holding an empty SLAVE "M" of DATA's cluster, not mounted.
+ */
+export async function mountedMasterAndSlave(
+  t: Parameters<typeof newImage>[0] & Parameters<typeof mount>[0] & { equal: (a: unknown, b: unknown, m?: string) => void },
+  args: string[] = [],
+  size = 512 << 20,
+) {
+  const A = await newImage(t, size, ['DATA']);
+  const B = await newImage(t, size, ['none']);
+  const mnt = path.join(A.dir, 'master');
+  const m = await mount(t, `${A.img}@DATA`, mnt, args);
+  const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
+  t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
+  return { A, B, mnt, m };
+}
