@@ -484,7 +484,17 @@ interface DaemonWrite {
  * stream into it, and our end closing is the end of the stream.
  */
 async function streamToDaemon(t: Target, label: string, feed: (fd: number, answered: AbortSignal) => void | Promise<void>): Promise<DaemonWrite> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h2mirror-'));
+  // FIFOs of commands that were killed before they could remove theirs go first.
+  for (const e of fs.readdirSync(os.tmpdir())) {
+    const m = /^h2mirror-(\d+)-/.exec(e);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(os.tmpdir(), e), { recursive: true, force: true });
+    }
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `h2mirror-${process.pid}-`));
   const fifo = path.join(dir, 'stream');
   try {
     const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
