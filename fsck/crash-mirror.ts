@@ -230,16 +230,20 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
     // Restarted, it converges.
     const g = follower(false, mnt, smnt, B, env);
     const target = await tidOf(A, 'DATA');
+    // Converged means the slave at the master's tid and that state kept on the
+    // master: the keep follows the slave's commit, and a slave that was level
+    // already gets it renewed only once the stream's first pass has looked.
     let level = false;
-    for (let i = 0; i < 600 && !level; i++) {
+    let keptNow: bigint | null = null;
+    for (let i = 0; i < 600 && !(level && keptNow === target); i++) {
       level = (await tidOf(B, 'M')) === target;
-      if (!level) await sleep(100);
+      if (level) keptNow = await tidOf(A, 'DATA.synced');
+      if (!(level && keptNow === target)) await sleep(100);
     }
     await g.end();
     if (!level) return { ok: false, detail: `the restarted stream did not converge: ${g.log().trim().split('\n').slice(-2).join(' | ')}` };
     if (tarHash(smnt) !== tarHash(mnt)) return { ok: false, detail: 'after convergence the slave and master trees differ' };
     // The restarted stream keeps the state the slave holds, whatever the kill left behind.
-    const keptNow = await tidOf(A, 'DATA.synced');
     if (keptNow !== target) return { ok: false, detail: `after convergence at ${target} the kept snapshot holds ${keptNow ?? 'nothing'} (${details.join(', ')})` };
     details.push('converged');
     for (const d of daemons) d.kill('SIGTERM');
