@@ -591,6 +591,12 @@ export class Pfs {
 
   /** Read committed data of logical block `lbase` into out (64 KiB). */
   private readCommittedBlock(n: Node, lbase: bigint, out: Buffer): void {
+    if (out.length > PBUFSIZE) out.fill(0, PBUFSIZE);
+    this.readCommittedPart(n, lbase, 0, out.subarray(0, PBUFSIZE));
+  }
+
+  /** Committed bytes [lbase+from, lbase+from+out.length) of one 64 KiB block, with pending holes and truncation applied. */
+  private readCommittedPart(n: Node, lbase: bigint, from: number, out: Buffer): void {
     const disk = n.disk;
     if (!disk || (n.truncFrom !== undefined && lbase >= n.truncFrom) || n.holes?.has(lbase)) {
       out.fill(0);
@@ -598,11 +604,10 @@ export class Pfs {
     }
     if (disk.meta.opFlags & OPFLAG_DIRECTDATA) {
       out.fill(0);
-      if (lbase === 0n) disk.u.copy(out, 0, 0, Math.min(EMBEDDED_BYTES, Number(disk.meta.size)));
+      if (lbase === 0n && from < EMBEDDED_BYTES) disk.u.copy(out, 0, from, Math.min(EMBEDDED_BYTES, Number(disk.meta.size), from + out.length));
       return;
     }
-    if (out.length > PBUFSIZE) out.fill(0, PBUFSIZE);
-    this.readRange(n, this.committedFileSet(n), Number(lbase), out.subarray(0, PBUFSIZE));
+    this.readRange(n, this.committedFileSet(n), Number(lbase) + from, out);
   }
 
   /**
@@ -705,19 +710,15 @@ export class Pfs {
       this.readRange(n, this.committedFileSet(n), pos, out);
       return out;
     }
-    // Mixed: pending blocks override committed ones, 64 KiB at a time.
-    let tmp: Buffer | null = null;
+    // Mixed: pending blocks override committed ones, 64 KiB at a time; the
+    // committed parts are read straight into `out` (a random 4 KiB read of a
+    // file being written must not cost a 64 KiB buffer and a copy).
     for (let lb = Math.floor(pos / PBUFSIZE) * PBUFSIZE; lb < end; lb += PBUFSIZE) {
       const from = Math.max(pos, lb);
       const to = Math.min(end, lb + PBUFSIZE);
       const pend = n.blocks?.get(BigInt(lb));
-      if (pend) {
-        pend.copy(out, from - pos, from - lb, to - lb);
-      } else {
-        tmp ??= Buffer.alloc(PBUFSIZE);
-        this.readCommittedBlock(n, BigInt(lb), tmp);
-        tmp.copy(out, from - pos, from - lb, to - lb);
-      }
+      if (pend) pend.copy(out, from - pos, from - lb, to - lb);
+      else this.readCommittedPart(n, BigInt(lb), from - lb, out.subarray(from - pos, to - pos));
     }
     return out;
   }
@@ -732,7 +733,7 @@ export class Pfs {
     const map = (n.blocks ??= new Map());
     let b = map.get(lbase);
     if (!b) {
-      b = Buffer.alloc(PBUFSIZE);
+      b = Buffer.allocUnsafe(PBUFSIZE); // every byte is filled from committed data or zeros
       this.readCommittedBlock(n, lbase, b);
       map.set(lbase, b);
       this.pendingBytes += PBUFSIZE;

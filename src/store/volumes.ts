@@ -188,7 +188,9 @@ export class VolumeSet {
     if (this.queue.length) this.flushWrites(); // reads see queued writes
     const v = this.volumeFor(loff, len);
     const base = loff - (loff % PHYS_BUFFER);
-    if (!out && loff + len <= base + PHYS_BUFFER && base >= v.offset) {
+    // A whole 64 KiB buffer gains nothing from the cache (nothing else lives
+    // in it) and would cost a copy: only smaller blocks go through it.
+    if (!out && len < PHYS_BUFFER && loff + len <= base + PHYS_BUFFER && base >= v.offset) {
       return this.bufCache.read(loff, len, v.offset + v.size, (b, size) => v.dev.read(b - v.offset, size));
     }
     return v.dev.read(loff - v.offset, len, out, outOff);
