@@ -34,6 +34,12 @@ export interface AdminHost {
   mounts(): MountedPfs[];
   /** Extra facts for `info` (pid, options). */
   describe(): Record<string, unknown>;
+  /**
+   * Bring in what the kernel still caches for the mounts of PFS `label`
+   * (pages written under the writeback cache that it has not sent yet), so
+   * a snapshot or sync taken now holds every write() made before it.
+   */
+  settle?(label: string | null): Promise<void>;
 }
 
 export interface PfsInfo {
@@ -162,7 +168,8 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     },
     snapshot: {
       changes: true,
-      run: (args) => {
+      run: async (args) => {
+        await host.settle?.(str(args, 'label')!);
         const source = pfsNamed(str(args, 'label')!);
         const name = str(args, 'name', false) || snapshotName(source.name);
         const why = badPfsLabel(name);
@@ -194,7 +201,8 @@ export function adminOps(host: AdminHost): Record<string, ControlOp> {
     },
     sync: {
       changes: true,
-      run: () => {
+      run: async () => {
+        await host.settle?.(null);
         const r = h2.flush();
         return { tid: (r?.tid ?? h2.dev.header.mirrorTid).toString() };
       },

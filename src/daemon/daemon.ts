@@ -2,6 +2,7 @@
 // it open for writing), serves every mounted PFS of it, commits them all in
 // one transaction, and answers the control channel (further mounts, the
 // hammer2 command). It stops when its last mount goes.
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -167,6 +168,8 @@ export class ImageDaemon {
       attrTimeout: slave ? 0 : po.attrTimeout,
       entryTimeout: slave ? 0 : po.attrTimeout,
       spinUs: po.spinUs,
+      // A slave's files change under the kernel (mirror-write): it must not keep its own idea of their size.
+      writebackCache: po.writebackCache && !po.readonly && !slave,
     });
     try {
       await session.mount();
@@ -244,12 +247,34 @@ export class ImageDaemon {
     this.resolveDone(this.exitCode);
   }
 
+  /**
+   * Have the kernel send the pages it caches for the writeback-cached mounts
+   * of `label` (every mount when null). syncfs runs in a child process: this
+   * one must keep answering the WRITEs it causes.
+   */
+  private async settle(label: string | null): Promise<void> {
+    const ms = [...this.mounted.values()].filter((m) => (label === null || m.label === label) && m.session.conn?.writebackCache);
+    await Promise.all(
+      ms.map(
+        (m) =>
+          new Promise<void>((res) => {
+            execFile('sync', ['-f', m.mountpoint], { timeout: 120_000 }, (err, _out, errText) => {
+              // Pages the kernel could not write are reported to their writers (fsync, close); go on with what arrived.
+              if (err) this.o.log(`sync -f ${m.mountpoint}: ${String(errText).trim() || err.message}`);
+              res();
+            });
+          }),
+      ),
+    );
+  }
+
   /** What the control channel answers: the administration table plus mounting. */
   private ops(): Record<string, ControlOp> {
     const host: AdminHost = {
       fs: this.fs,
       mounts: () => this.mounts(),
       describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket }),
+      settle: (label) => this.settle(label),
     };
     const mountedRw = (args: Record<string, unknown>, why = 'copies need a read-write mount'): string => {
       const label = String(args.label ?? '');
@@ -297,6 +322,7 @@ export class ImageDaemon {
         changes: true,
         run: async (args) => {
           const label = String(args.label ?? '');
+          await this.settle(label);
           this.fs.flush();
           const e = this.fs.dev.findPfs(label);
           if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);

@@ -27,6 +27,12 @@ export interface ParsedOptions {
   copyRetrySec: number;
   /** resync_rate=MiB: upper bound of resynchronization writes per second (0: none). */
   resyncMiBps: number;
+  /**
+   * FUSE writeback cache (on unless no_writeback_cache): the kernel keeps
+   * written pages and sends them later, merged, so a writer does not wait
+   * for each request. Used only by read-write mounts of a non-SLAVE PFS.
+   */
+  writebackCache: boolean;
   fuse: string[];
 }
 
@@ -35,7 +41,7 @@ export interface ParsedOptions {
 // with pending data) is invalidated explicitly (fuse/session.ts).
 const CACHE_TIMEOUT = EXCLUSIVE_CACHE_TIMEOUT;
 
-const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy', 'master', 'copy_retry', 'resync_rate']);
+const OWN = new Set(['ro', 'rw', 'flush', 'dirty', 'attr_timeout', 'entry_timeout', 'spin', 'cache', 'noallow_other', 'readahead', 'copy', 'master', 'copy_retry', 'resync_rate', 'writeback_cache', 'no_writeback_cache']);
 
 // Kernel readahead of the mount. FUSE starts at 128 KiB, so a sequential
 // read arrives as 128 KiB requests (two data blocks each); with more, the
@@ -76,10 +82,12 @@ export function parseOptions(list: string[]): ParsedOptions {
     master: null,
     copyRetrySec: 10,
     resyncMiBps: 0,
+    writebackCache: true,
     fuse: [],
   };
   let allowOther = process.getuid?.() === 0;
-  const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2']);
+  // time_gran: HAMMER2 keeps microseconds; the kernel, which owns a file's times under the writeback cache, rounds to them too.
+  const fuse = new Set<string>(['default_permissions', 'auto_unmount', 'fsname=hammer2', 'subtype=hammer2', 'time_gran=1000']);
   for (const o of list.flatMap((s) => s.split(',')).filter(Boolean)) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=([^,\s]*))?$/.exec(o);
     if (!m) throw new Error(`bad mount option "${o}"`);
@@ -111,6 +119,8 @@ export function parseOptions(list: string[]): ParsedOptions {
       p.copies.push(absSpec(val));
     } else if (key === 'copy_retry') p.copyRetrySec = Math.max(0.1, num('seconds'));
     else if (key === 'resync_rate') p.resyncMiBps = num('MiB per second');
+    else if (key === 'writeback_cache') p.writebackCache = true;
+    else if (key === 'no_writeback_cache') p.writebackCache = false;
     else if (key === 'master') {
       if (!val) throw new Error('-o master= needs the image whose state wins (the primary or one of the copy= images)');
       p.master = absSpec(val);

@@ -758,9 +758,10 @@ export class Pfs {
    * Write `buf` at `pos`. `buf` is taken over, not copied where it covers
    * whole 64 KiB blocks: those become pending blocks that point into it
    * (a FUSE request's buffer belongs to its handler; holding a slice keeps
-   * it alive). The caller must not change `buf` afterwards.
+   * it alive). The caller must not change `buf` afterwards. `now` null:
+   * the times are left as they are (the caller sets them).
    */
-  write(n: Node, pos: number, buf: Uint8Array, now: bigint): number {
+  write(n: Node, pos: number, buf: Uint8Array, now: bigint | null): number {
     this.refuseInEmergency();
     const m = n.data.meta;
     if (m.type === ObjType.DIRECTORY) throw new FsError('EISDIR');
@@ -793,8 +794,10 @@ export class Pfs {
       }
     }
     if (end > d.meta.size) d.meta.size = end;
-    d.meta.mtime = now;
-    d.meta.ctime = now;
+    if (now !== null) {
+      d.meta.mtime = now;
+      d.meta.ctime = now;
+    }
     return buf.length;
   }
 

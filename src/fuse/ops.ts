@@ -260,7 +260,13 @@ export class Hammer2Ops {
   }
   private readBuf: Buffer | null = null;
 
-  write(_c: Caller, ino: bigint, buf: Buffer, off: number, fh?: bigint): number {
+  /**
+   * `fromCache`: pages the kernel's writeback cache sends. The kernel keeps
+   * mtime and ctime of such files itself and sends them in a SETATTR, which
+   * background writeback may deliver before these pages: the write must not
+   * stamp its own (later) time over them.
+   */
+  write(_c: Caller, ino: bigint, buf: Buffer, off: number, fh?: bigint, fromCache = false): number {
     this.writable();
     const n = this.node(ino, fh);
     this.fs.ensureSpace(buf.length);
@@ -270,7 +276,7 @@ export class Hammer2Ops {
       this.fs.flush();
       this.fs.maybeReclaim();
     }
-    return this.pfs.write(n, off, buf, this.now());
+    return this.pfs.write(n, off, buf, fromCache ? null : this.now());
   }
 
   /**
@@ -299,10 +305,6 @@ export class Hammer2Ops {
     else if (grow) this.fs.ensureSpace(0);
     if (grow) this.pfs.truncate(n, end, now);
     if (mode & (PUNCH_HOLE | ZERO_RANGE)) this.pfs.zeroRange(n, start, end, now);
-  }
-
-  flush(_c: Caller, _ino: bigint, _fh?: bigint): void {
-    /* close() does not imply durability; fsync does */
   }
 
   release(_c: Caller, _ino: bigint, fh: bigint): void {

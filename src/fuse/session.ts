@@ -34,7 +34,9 @@ function fuseAttr(a: Attr): FuseAttr {
   };
 }
 
-// close() needs no FLUSH round trip: flush is a no-op here (durability is fsync's job).
+// close() needs no FLUSH round trip (durability is fsync's job): opens say
+// FOPEN_NOFLUSH, and under the writeback cache, which ignores that, the one
+// FLUSH the kernel sends is answered ENOSYS (no handler) and it stops asking.
 const Z: Timespec = { sec: 0, nsec: 0 };
 const caller = (r: Request): Caller => ({ uid: r.uid, gid: r.gid, pid: r.pid });
 
@@ -46,6 +48,8 @@ export interface SessionOptions {
   entryTimeout?: number;
   /** see FuseSessionOptions.spinUs */
   spinUs?: number;
+  /** FUSE writeback cache: the kernel owns size and times of regular files while it caches them. */
+  writebackCache?: boolean;
 }
 
 /** Errors from the layers below as errno; unexpected ones are logged as bugs. */
@@ -121,10 +125,9 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     link: (req, ino, np, nn, reply) => run(reply, () => reply.entry(entry(ops.link(caller(req), ino, np, bytes(nn))))),
     open: (req, ino, flags, reply) => run(reply, () => reply.open({ fh: Number(ops.open(caller(req), ino, flags)), keepCache: true, noFlush: true })),
     read: (req, ino, size, off, fh, reply) => run(reply, () => reply.buf(ops.read(caller(req), ino, size, off, BigInt(fh)))),
-    write: (req, ino, data, off, fh, _wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh)))),
+    write: (req, ino, data, off, fh, wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh), wp))),
     fallocate: (req, ino, mode, off, len, fh, reply) =>
       run(reply, () => (ops.fallocate(caller(req), ino, mode, off, len, fh === undefined ? undefined : BigInt(fh)), reply.ok())),
-    flush: (req, ino, fh, _lo, reply) => run(reply, () => (ops.flush(caller(req), ino, BigInt(fh)), reply.ok())),
     release: (req, ino, fh, _flags, reply) => run(reply, () => (ops.release(caller(req), ino, BigInt(fh)), reply.ok())),
     fsync: (req, ino, ds, fh, reply) => run(reply, () => (ops.fsync(caller(req), ino, ds, BigInt(fh)), reply.ok())),
     opendir: (req, ino, _flags, reply) => run(reply, () => reply.open({ fh: Number(ops.opendir(caller(req), ino)) })),
@@ -171,6 +174,7 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     attrTimeout: so.attrTimeout ?? 1,
     entryTimeout: so.entryTimeout ?? 1,
     spinUs: so.spinUs,
+    writebackCache: so.writebackCache ?? false,
     // Attributes come from the inode index anyway; walkers then need no LOOKUP per name.
     readdirplus: 'always',
     errorToErrno: (e) => errnoOf(e, so.log),
