@@ -34,6 +34,7 @@ interface Opts {
   fsyncs?: string;
   tree?: string;
   imageSize: string;
+  mountOpts: string[];
   fio: boolean;
   profile: boolean;
   workdir: string;
@@ -61,6 +62,7 @@ function parseArgs(): Opts {
     .option('--fsyncs <n>', 'write+fsync pairs (default 1000; 200 with --quick)')
     .option('--tree <dir>', 'source tree to tar (default node_modules; node_modules/@tapjs with --quick)')
     .option('--image-size <GiB>', 'size of the (sparse) hammer2 and ext4 images', '16')
+    .option('--mount-opts <options>', 'extra -o options for the hammer2fs daemons (e.g. no_writeback_cache), to compare one setting', list, [])
     .option('--no-fio', 'use the built-in random I/O driver even if fio is installed')
     .option('--profile', 'CPU-profile the hammer2fs daemon (node --cpu-prof) and print its top self-time functions per workload', false)
     .option('--workdir <dir>', 'where images, mountpoints and temporaries go (on the local disk)', path.join(REPO, 'bench', 'results', 'work.tmp'))
@@ -334,6 +336,7 @@ async function runOne(rc: RunContext, w: Workload, fsName: FsName, rep: number):
     imageSize: rc.settings.imageSize,
     seq: rc.seq++,
     profileDir,
+    mountOpts: rc.settings.mountOpts,
   });
   const isFuse = fsName !== 'local';
   let cpu = 0;
@@ -495,6 +498,7 @@ async function main(): Promise<number> {
     imageSize: Math.round(num(o.imageSize, 16, '--image-size') * GiB),
     useFio,
     verifyChunks: 16,
+    mountOpts: o.mountOpts,
   };
   const workdir = path.resolve(o.workdir);
   const outDir = path.resolve(o.out);
@@ -549,7 +553,7 @@ async function main(): Promise<number> {
 
   process.stderr.write(
     `bench: ${workloads.map((w) => w.name).join(', ')} on ${fsList.join(', ')}; ${settings.reps} repetition(s); ` +
-      `${settings.size / MiB} MiB files${useFio ? ', fio' : ', built-in random I/O'}${o.profile ? ', profiling hammer2fs' : ''}\n`,
+      `${settings.size / MiB} MiB files${useFio ? ', fio' : ', built-in random I/O'}${o.profile ? ', profiling hammer2fs' : ''}${settings.mountOpts.length ? `, hammer2fs -o ${settings.mountOpts.join(',')}` : ''}\n`,
   );
   const rc: RunContext = { settings, workdir, profileRoot, stepTimeout: num(o.stepTimeout, 3600, '--step-timeout'), progress, seq: 1 };
   const runs: RunRecord[] = [];
@@ -658,7 +662,7 @@ async function main(): Promise<number> {
       `hammer2fs at ${m.git.commit}${m.git.dirtyFiles ? ` with ${m.git.dirtyFiles} changed files` : ''}; fuse2fs ${m.versions.fuse2fs}; ${m.versions.fio || 'no fio'}. ` +
       `Load average ${meta.loadStart.join(' ')} at the start, ${ended.loadEnd.join(' ')} at the end.${interrupted ? ' **Interrupted.**' : ''}`,
     '',
-    `${settings.reps} repetition(s)${quick ? ' (--quick)' : ''}; ${legend}`,
+    `${settings.reps} repetition(s)${quick ? ' (--quick)' : ''}${settings.mountOpts.length ? `; hammer2fs mounted with -o ${settings.mountOpts.join(',')}` : ''}; ${legend}`,
     '',
     mdTable(table),
     '',

@@ -202,6 +202,8 @@ export interface TargetEnv {
   imageSize: number;
   /** hammer2fs only: write a CPU profile of each daemon into this directory */
   profileDir?: string;
+  /** hammer2fs only: extra -o options of the daemon */
+  mountOpts?: string[];
   /** unique per target instance (file names) */
   seq: number;
 }
@@ -356,7 +358,8 @@ class Hammer2Target extends Target {
       node.push('--cpu-prof', `--cpu-prof-dir=${this.env.profileDir}`);
     }
     const copy = this.copy ? ['-o', `copy=${this.copy}`] : [];
-    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', ...copy, this.img, this.root], this.root, 'mount_hammer2', {
+    const extra = this.env.mountOpts?.length ? ['-o', this.env.mountOpts.join(',')] : [];
+    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', ...copy, ...extra, this.img, this.root], this.root, 'mount_hammer2', {
       ...process.env,
       HAMMER2_QUIET_SHIM: '1',
     });

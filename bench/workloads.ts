@@ -22,6 +22,8 @@ export interface Settings {
   useFio: boolean;
   /** 1 MiB chunks checked after each sequential read */
   verifyChunks: number;
+  /** extra -o options of the hammer2fs daemons (--mount-opts), for A/B runs of one option */
+  mountOpts: string[];
 }
 
 export interface MetricDef {
