@@ -153,6 +153,10 @@ else
           pfs.setattr(node(fp), { mode: fm.mode }, now);
         } else {
           h2.flush();
+          if (pfs.dirty) {
+            t.fail(`step ${step}: the PFS still has pending changes after a flush`);
+            return;
+          }
           if (rng.int(3) === 0) {
             h2.close();
             h2 = await openFs(img);

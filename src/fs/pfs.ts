@@ -240,8 +240,11 @@ export class Pfs {
 
   /** Whether anything awaits a flush. */
   get dirty(): boolean {
-    return this.root.dirty || this.removed.size > 0 || [...this.live.values()].some((n) => n.dirty);
+    return this.root.dirty || this.removed.size > 0 || this.dirtyLive.size > 0;
   }
+
+  /** Changed nodes in `live` (not the root), so `dirty` need not scan every open file. */
+  private readonly dirtyLive = new Set<bigint>();
 
   // ---------------------------------------------------------------- inodes
 
@@ -344,6 +347,7 @@ export class Pfs {
       n.dirty = true;
       if (n !== this.root) {
         this.live.set(n.inum, n);
+        this.dirtyLive.add(n.inum);
         this.clean.delete(Number(n.inum));
       }
       this.onDirty();
@@ -356,6 +360,7 @@ export class Pfs {
     n.bref = bref;
     n.disk = n.data;
     n.dirty = false;
+    this.dirtyLive.delete(n.inum);
     if (n.blocks) this.pendingBytes -= n.blocks.size * PBUFSIZE;
     n.blocks = undefined;
     n.truncFrom = undefined;
@@ -372,7 +377,10 @@ export class Pfs {
     this.removed.delete(inum);
     this.removedNew.delete(inum);
     const n = this.live.get(inum);
-    if (n && n.opens === 0) this.live.delete(inum);
+    if (n && n.opens === 0) {
+      this.live.delete(inum);
+      this.dirtyLive.delete(inum);
+    }
     this.clean.delete(Number(inum));
   }
 
@@ -953,6 +961,7 @@ export class Pfs {
     m.nameKey = inum;
     const n: Node = { inum, bref: null, disk: null, data, dirty: true, opens: 0 };
     this.live.set(inum, n);
+    this.dirtyLive.add(inum);
     this.onDirty();
     this.addEntry(dir, name, inum, type);
     const dm = this.touch(dir).meta;
@@ -1074,6 +1083,7 @@ export class Pfs {
       n.blocks = undefined;
     }
     this.live.delete(n.inum);
+    this.dirtyLive.delete(n.inum); // the removal keeps the PFS dirty until flushed
     this.clean.delete(Number(n.inum));
   }
 
