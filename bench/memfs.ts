@@ -4,8 +4,9 @@
 // 1 MiB chunks (a full-chunk write keeps the request's buffer, no copy),
 // directories as Maps, no persistence. It is mounted with what mount_hammer2
 // uses by default (default_permissions, allow_other, its attribute and entry
-// timeouts, keep_cache on open, no readdirplus, 1 MiB writes), so that the
-// difference to hammer2fs is the filesystem's own work.
+// timeouts, keep_cache on open, the writeback cache, 1 MiB writes), so that
+// the difference to hammer2fs is the filesystem's own work. The binding's own
+// tests serve the same filesystem with counters around it (test/lib/toyfs.ts).
 //
 //   node dist/bench/memfs.js MOUNTPOINT
 //
@@ -16,6 +17,7 @@ import { constants as C } from 'node:fs';
 import {
   Attr,
   DirEntry,
+  DirEntryPlus,
   EXCLUSIVE_CACHE_TIMEOUT,
   Entry,
   FuseSession,
@@ -29,9 +31,17 @@ import {
 
 const CHUNK = 1 << 20;
 const S_ISGID = 0o2000;
-/** Cookies of '.' and '..'; entries get 3, 4, ... */
-const DOT = 1n;
-const DOTDOT = 2n;
+
+export interface MemFsOptions {
+  /** First inode number handed out (default 2). */
+  firstIno?: Ino;
+  /** Directory cookies: '.' is base+1, '..' base+2, entries base+3... (default 0). */
+  cookieBase?: bigint;
+  /** Answer READDIRPLUS (default: no handler, the kernel uses READDIR). */
+  readdirplus?: boolean;
+  /** keep_cache on open (default true, as mount_hammer2). */
+  keepCache?: boolean;
+}
 
 interface Node {
   ino: Ino;
@@ -54,16 +64,37 @@ interface Node {
 
 export class MemFs {
   private nodes = new Map<Ino, Node>();
-  private nextIno = 2n;
-  private nextCookie = 3n;
+  private nextIno: Ino;
+  private readonly dot: bigint;
+  private readonly dotdot: bigint;
+  private nextCookie: bigint;
   private nextFh = 1;
   private bytes = 0;
+  private readonly keepCache: boolean;
 
-  constructor() {
+  constructor(private readonly opts: MemFsOptions = {}) {
+    this.nextIno = opts.firstIno ?? 2n;
+    const base = opts.cookieBase ?? 0n;
+    this.dot = base + 1n;
+    this.dotdot = base + 2n;
+    this.nextCookie = base + 3n;
+    this.keepCache = opts.keepCache ?? true;
     const root = this.mk(1n, C.S_IFDIR | 0o755, 0, 0);
     root.dir = new Map();
     root.parent = 1n;
     root.nlink = 2;
+  }
+
+  /** A regular file in the root with a chosen inode number (fixtures). */
+  addFile(name: string, ino: Ino, content: Buffer): void {
+    const n = this.mk(ino, C.S_IFREG | 0o644, 0, 0);
+    if (content.length) this.write(n, Buffer.from(content), 0);
+    this.nodes.get(1n)!.dir!.set(name, { ino, cookie: this.nextCookie++ });
+  }
+
+  /** Inodes held (the root included). */
+  get inodes(): number {
+    return this.nodes.size;
   }
 
   private mk(ino: Ino, mode: number, uid: number, gid: number): Node {
@@ -261,7 +292,7 @@ export class MemFs {
         const n = this.newChild(req, parent, name, C.S_IFREG | (mode & 0o7777));
         if (typeof n === 'string') return void reply.err(n);
         n.opens++;
-        reply.create(this.entry(n), { fh: this.nextFh++, keepCache: true });
+        reply.create(this.entry(n), { fh: this.nextFh++, keepCache: this.keepCache });
       },
       unlink: (_req, parent, name, reply) => {
         const dir = this.nodes.get(parent);
@@ -339,7 +370,7 @@ export class MemFs {
         const n = this.nodes.get(ino);
         if (!n) return void reply.err('ENOENT');
         n.opens++;
-        reply.open({ fh: this.nextFh++, keepCache: true });
+        reply.open({ fh: this.nextFh++, keepCache: this.keepCache });
       },
       read: (_req, ino, size, offset, _fh, reply) => {
         const n = this.nodes.get(ino);
@@ -353,7 +384,8 @@ export class MemFs {
         n.mtime = n.ctime = timespecNow();
         reply.write(data.length);
       },
-      flush: (_req, _ino, _fh, _owner, reply) => void reply.ok(),
+      // No flush handler: the one FLUSH the writeback cache sends is answered
+      // ENOSYS and the kernel stops sending them (as mount_hammer2).
       release: (_req, ino, _fh, _flags, reply) => {
         const n = this.nodes.get(ino);
         if (n) {
@@ -372,9 +404,10 @@ export class MemFs {
         const n = this.nodes.get(ino);
         if (!n?.dir) return void reply.err('ENOTDIR');
         const nodes = this.nodes;
+        const { dot, dotdot } = this;
         function* entries(): Generator<DirEntry> {
-          if (offset < DOT) yield { name: '.', ino: n!.ino, type: C.S_IFDIR, next: DOT };
-          if (offset < DOTDOT) yield { name: '..', ino: n!.parent ?? 1n, type: C.S_IFDIR, next: DOTDOT };
+          if (offset < dot) yield { name: '.', ino: n!.ino, type: C.S_IFDIR, next: dot };
+          if (offset < dotdot) yield { name: '..', ino: n!.parent ?? 1n, type: C.S_IFDIR, next: dotdot };
           // Cookies grow in insertion order, which is the Map's order.
           for (const [name, de] of n!.dir!) {
             if (de.cookie <= offset) continue;
@@ -384,6 +417,7 @@ export class MemFs {
         }
         reply.dirents(entries());
       },
+      ...(this.opts.readdirplus ? { readdirplus: (_req, ino, size, offset, _fh, reply) => this.readdirplus(ino, size, offset, reply) } : {}),
       releasedir: (_req, _ino, _fh, reply) => void reply.ok(),
       fsyncdir: (_req, _ino, _datasync, _fh, reply) => void reply.ok(),
       statfs: (_req, _ino, reply) => {
@@ -400,6 +434,26 @@ export class MemFs {
       },
     };
   }
+
+  private readdirplus(ino: Ino, size: number, offset: bigint, reply: Parameters<NonNullable<LowLevelOps['readdirplus']>>[5]): void {
+    const n = this.nodes.get(ino);
+    if (!n?.dir) return void reply.err('ENOTDIR');
+    const list: DirEntryPlus[] = [];
+    const t = timespecNow();
+    // '.' and '..' go without attributes (ino 0: no lookup the kernel would have to forget).
+    const dotEntry = (ino: Ino): Entry => ({ ino: 0, attr: { ino, mode: C.S_IFDIR, nlink: 2, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t } });
+    if (offset < this.dot) list.push({ name: '.', entry: dotEntry(n.ino), next: this.dot });
+    if (offset < this.dotdot) list.push({ name: '..', entry: dotEntry(n.parent ?? 1n), next: this.dotdot });
+    for (const [name, de] of n.dir) {
+      if (list.length > size / 32) break; // more than can fit
+      if (de.cookie <= offset) continue;
+      const c = this.nodes.get(de.ino);
+      if (c) list.push({ name, entry: { ino: c.ino, attr: this.attr(c) }, next: de.cookie });
+    }
+    const sent = reply.direntsPlus(list);
+    // Every entry the kernel took with attributes is a lookup it will forget.
+    for (const e of list.slice(0, Math.max(0, sent))) if (e.entry.ino !== 0) this.nodes.get(BigInt(e.entry.ino))!.lookups++;
+  }
 }
 
 async function main(): Promise<void> {
@@ -412,6 +466,7 @@ async function main(): Promise<void> {
       options: ['fsname=memfs', 'subtype=memfs', 'default_permissions', 'allow_other', 'auto_unmount'],
       attrTimeout: EXCLUSIVE_CACHE_TIMEOUT,
       entryTimeout: EXCLUSIVE_CACHE_TIMEOUT,
+      writebackCache: true,
     },
     memfs.ops(),
   );
