@@ -28,9 +28,12 @@ export interface ParsedOptions {
   /** resync_rate=MiB: upper bound of resynchronization writes per second (0: none). */
   resyncMiBps: number;
   /**
-   * FUSE writeback cache (on unless no_writeback_cache): the kernel keeps
-   * written pages and sends them later, merged, so a writer does not wait
-   * for each request. Used only by read-write mounts of a non-SLAVE PFS.
+   * FUSE writeback cache (-o writeback_cache): the kernel keeps written pages
+   * and sends them later, merged, so a writer does not wait for each
+   * request. Off by default: a write the daemon refuses (ENOSPC, EROFS in
+   * emergency mode) is then reported only by fsync or close, and the page
+   * cache keeps showing the refused bytes until it drops them. Used only by
+   * read-write mounts of a non-SLAVE PFS.
    */
   writebackCache: boolean;
   fuse: string[];
@@ -82,7 +85,7 @@ export function parseOptions(list: string[]): ParsedOptions {
     master: null,
     copyRetrySec: 10,
     resyncMiBps: 0,
-    writebackCache: true,
+    writebackCache: false,
     fuse: [],
   };
   let allowOther = process.getuid?.() === 0;
