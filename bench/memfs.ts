@@ -4,7 +4,7 @@
 // 1 MiB chunks (a full-chunk write keeps the request's buffer, no copy),
 // directories as Maps, no persistence. It is mounted with what mount_hammer2
 // uses by default (default_permissions, allow_other, its attribute and entry
-// timeouts, keep_cache on open, the writeback cache, 1 MiB writes), so that
+// timeouts, keep_cache on open, no writeback cache, 1 MiB writes), so that
 // the difference to hammer2fs is the filesystem's own work. The binding's own
 // tests serve the same filesystem with counters around it (test/lib/toyfs.ts).
 //
@@ -384,8 +384,8 @@ export class MemFs {
         n.mtime = n.ctime = timespecNow();
         reply.write(data.length);
       },
-      // No flush handler: the one FLUSH the writeback cache sends is answered
-      // ENOSYS and the kernel stops sending them (as mount_hammer2).
+      // No flush handler: the first FLUSH is answered ENOSYS and the kernel
+      // stops sending them (mount_hammer2 needs none either).
       release: (_req, ino, _fh, _flags, reply) => {
         const n = this.nodes.get(ino);
         if (n) {
@@ -466,7 +466,6 @@ async function main(): Promise<void> {
       options: ['fsname=memfs', 'subtype=memfs', 'default_permissions', 'allow_other', 'auto_unmount'],
       attrTimeout: EXCLUSIVE_CACHE_TIMEOUT,
       entryTimeout: EXCLUSIVE_CACHE_TIMEOUT,
-      writebackCache: true,
     },
     memfs.ops(),
   );

@@ -544,7 +544,7 @@ async function main(): Promise<number> {
     process.stderr.write(`bench: load average ${load} on ${os.cpus().length} CPUs: other work is running; absolute figures will be unreliable (ratios less so)\n`);
   }
 
-  if (workloads.some((w) => w.name === 'tar')) {
+  if (workloads.some((w) => w.name === 'tar' || w.name === 'parallel')) {
     if (!fs.existsSync(treeSource)) fail(`tree ${treeSource} missing`);
     settings.tree = walk(treeSource);
     settings.tarball = path.join(workdir, `tree-${path.basename(treeSource)}.tar`);

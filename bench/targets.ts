@@ -311,30 +311,71 @@ function makeSparse(file: string, size: number): void {
   fs.closeSync(fd);
 }
 
-class Hammer2Target extends Target {
+/**
+ * A filesystem in sparse image files served by a daemon (hammer2fs, fuse2fs):
+ * the same life cycle for both, so they are measured under the same setup.
+ * Cold means the daemon restarted on its images with the page cache dropped.
+ */
+abstract class ImageTarget extends Target {
+  constructor(
+    env: TargetEnv,
+    readonly root: string,
+    /** every image of the target; the first one is mounted */
+    protected readonly images: string[],
+  ) {
+    super(env);
+  }
+
+  /** Put a filesystem on the (sparse, empty) images. */
+  protected abstract format(): Promise<void>;
+  /** Start the daemon on the images; resolves once the mount is live. */
+  protected abstract mount(): Promise<void>;
+
+  async setup(): Promise<void> {
+    for (const img of this.images) {
+      cleanup.paths.add(img);
+      makeSparse(img, this.env.imageSize);
+    }
+    await this.format();
+    await this.mount();
+  }
+
+  async cold(): Promise<void> {
+    await this.stopDaemon(this.root);
+    dropCaches();
+    await this.mount();
+  }
+
+  async teardown(): Promise<void> {
+    await this.stopDaemon(this.root);
+    for (const img of this.images) {
+      fs.rmSync(img, { force: true });
+      cleanup.paths.delete(img);
+    }
+  }
+}
+
+class Hammer2Target extends ImageTarget {
   readonly name: 'hammer2fs' | 'hammer2fs-copy';
-  readonly root: string;
-  private readonly img: string;
   /** The copy's image (hammer2fs-copy). */
   private readonly copy: string | null;
 
   constructor(env: TargetEnv, withCopy = false) {
-    super(env);
-    this.name = withCopy ? 'hammer2fs-copy' : 'hammer2fs';
-    this.root = path.join(env.workdir, `mnt-${this.name}`);
-    this.img = path.join(env.workdir, `${this.name}-${env.seq}.img`);
-    this.copy = withCopy ? path.join(env.workdir, `${this.name}-${env.seq}-copy.img`) : null;
+    const name = withCopy ? 'hammer2fs-copy' : 'hammer2fs';
+    const img = path.join(env.workdir, `${name}-${env.seq}.img`);
+    const copy = withCopy ? path.join(env.workdir, `${name}-${env.seq}-copy.img`) : null;
+    super(env, path.join(env.workdir, `mnt-${name}`), copy ? [img, copy] : [img]);
+    this.name = name;
+    this.copy = copy;
   }
 
-  async setup(): Promise<void> {
-    for (const img of [this.img, this.copy]) {
-      if (!img) continue;
-      cleanup.paths.add(img);
-      makeSparse(img, this.env.imageSize);
-    }
-    await formatHammer2({ paths: [this.img], sizes: [this.env.imageSize] });
+  protected async format(): Promise<void> {
+    await formatHammer2({ paths: [this.images[0]], sizes: [this.env.imageSize] });
     if (this.copy) await formatHammer2({ paths: [this.copy], sizes: [this.env.imageSize], labels: ['none'] });
-    await this.mount();
+  }
+
+  override async setup(): Promise<void> {
+    await super.setup();
     if (this.copy) await this.waitInSync();
   }
 
@@ -351,7 +392,7 @@ class Hammer2Target extends Target {
     throw new Error('the copy did not get in sync within 60 s');
   }
 
-  private async mount(): Promise<void> {
+  protected async mount(): Promise<void> {
     const node: string[] = [];
     if (this.env.profileDir) {
       fs.mkdirSync(this.env.profileDir, { recursive: true });
@@ -359,61 +400,27 @@ class Hammer2Target extends Target {
     }
     const copy = this.copy ? ['-o', `copy=${this.copy}`] : [];
     const extra = this.env.mountOpts?.length ? ['-o', this.env.mountOpts.join(',')] : [];
-    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', ...copy, ...extra, this.img, this.root], this.root, 'mount_hammer2', {
+    await this.startDaemon(process.execPath, [...node, BIN.mount, '-f', ...copy, ...extra, this.images[0], this.root], this.root, 'mount_hammer2', {
       ...process.env,
       HAMMER2_QUIET_SHIM: '1',
     });
   }
-
-  async cold(): Promise<void> {
-    await this.stopDaemon(this.root);
-    dropCaches();
-    await this.mount();
-  }
-
-  async teardown(): Promise<void> {
-    await this.stopDaemon(this.root);
-    for (const img of [this.img, this.copy]) {
-      if (!img) continue;
-      fs.rmSync(img, { force: true });
-      cleanup.paths.delete(img);
-    }
-  }
 }
 
-class Fuse2fsTarget extends Target {
+class Fuse2fsTarget extends ImageTarget {
   readonly name = 'fuse2fs' as const;
-  readonly root: string;
-  private readonly img: string;
 
   constructor(env: TargetEnv) {
-    super(env);
-    this.root = path.join(env.workdir, 'mnt-fuse2fs');
-    this.img = path.join(env.workdir, `ext4-${env.seq}.img`);
+    super(env, path.join(env.workdir, 'mnt-fuse2fs'), [path.join(env.workdir, `ext4-${env.seq}.img`)]);
   }
 
-  async setup(): Promise<void> {
-    cleanup.paths.add(this.img);
-    makeSparse(this.img, this.env.imageSize);
-    const r = spawnSync('mkfs.ext4', ['-F', '-q', this.img], { encoding: 'utf8' });
+  protected async format(): Promise<void> {
+    const r = spawnSync('mkfs.ext4', ['-F', '-q', this.images[0]], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`mkfs.ext4 failed: ${r.stderr || r.error?.message}`);
-    await this.mount();
   }
 
-  private async mount(): Promise<void> {
-    await this.startDaemon('fuse2fs', [this.img, this.root, '-f'], this.root, 'fuse2fs');
-  }
-
-  async cold(): Promise<void> {
-    await this.stopDaemon(this.root);
-    dropCaches();
-    await this.mount();
-  }
-
-  async teardown(): Promise<void> {
-    await this.stopDaemon(this.root);
-    fs.rmSync(this.img, { force: true });
-    cleanup.paths.delete(this.img);
+  protected async mount(): Promise<void> {
+    await this.startDaemon('fuse2fs', [this.images[0], this.root, '-f'], this.root, 'fuse2fs');
   }
 
   protected override scanLog(text: string): void {

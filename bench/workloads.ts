@@ -57,6 +57,8 @@ export interface FioReport {
 interface FioSide {
   iops: number;
   io_bytes: number;
+  /** bytes per second (with group_reporting: all jobs together) */
+  bw_bytes?: number;
   clat_ns?: { mean?: number; percentile?: Record<string, number> };
 }
 
@@ -254,6 +256,72 @@ export const WORKLOADS: Workload[] = [
       const a = await c.step('tar -c', { op: 'exec', cmd: 'sh', args: ['-c', 'tar -cf - -C "$1" . | wc -c', 'sh', dir] }, true);
       c.metric('archive', a.seconds);
       c.moved(2 * want.bytes);
+    },
+  },
+  {
+    name: 'parallel',
+    title: 'parallel clients',
+    describe: (s) =>
+      `one client, then four at once: fio rw=randread bs=4k ioengine=psync (fadvise RANDOM) over one ${mib(s.size)} file for ${Math.max(1, Math.round(s.runtime / 2))} s each, ` +
+      `numjobs=1 then 4 (cold before each); fio rw=write bs=1M of ${mib(s.size)} into one file, then 4 writers of ${mib(s.size / 4)} into separate files (end_fsync); ` +
+      `tar -xf of the tarball into one directory, then 4 extractions at once into separate directories (then fsync and syncfs). ` +
+      `Aggregate throughput of all clients (compare ×4 with ×1 of the same filesystem). Needs fio`,
+    metrics: [
+      { key: 'rr1', label: 'rand read IOPS ×1', better: 'higher' },
+      { key: 'rr4', label: 'rand read IOPS ×4', better: 'higher' },
+      { key: 'sw1', label: 'seq write MB/s ×1', better: 'higher' },
+      { key: 'sw4', label: 'seq write MB/s ×4', better: 'higher' },
+      { key: 'tar1', label: 'tar -x files/s ×1', better: 'higher' },
+      { key: 'tar4', label: 'tar -x files/s ×4', better: 'higher' },
+    ],
+    dataHeavy: true,
+    async run(c) {
+      if (!c.s.useFio) throw new Error('the parallel workload needs fio (installed by bench/install-deps.sh; not with --no-fio)');
+      const root = c.target.root;
+      const file = path.join(root, 'par.dat');
+      await c.step('preparing', { op: 'seqwrite', file, size: c.s.size, kind: 'random', seed: 21 }, false);
+      const secs = Math.max(1, Math.round(c.s.runtime / 2));
+      const common = ['--ioengine=psync', '--group_reporting', '--output-format=json'];
+      for (const jobs of [1, 4]) {
+        await c.cold();
+        const rep = await c.fio(
+          `random reads ×${jobs}`,
+          ['--name=rr', `--filename=${file}`, '--rw=randread', '--bs=4k', `--size=${c.s.size}`, `--runtime=${secs}`, '--time_based', '--invalidate=1', '--norandommap', '--randrepeat=1', `--numjobs=${jobs}`, ...common],
+          secs,
+        );
+        c.metric(`rr${jobs}`, rep.jobs[0].read.iops);
+        c.moved(rep.jobs[0].read.io_bytes);
+      }
+      for (const jobs of [1, 4]) {
+        const rep = await c.fio(
+          `sequential writers ×${jobs}`,
+          ['--name=sw', `--directory=${root}`, `--filename_format=sw${jobs}.$jobnum`, '--rw=write', '--bs=1M', `--size=${Math.floor(c.s.size / jobs)}`, '--end_fsync=1', `--numjobs=${jobs}`, ...common],
+          60,
+        );
+        const w = rep.jobs[0].write;
+        c.metric(`sw${jobs}`, (w.bw_bytes ?? 0) / MB);
+        c.moved(w.io_bytes);
+      }
+      const files = c.s.tree.files + c.s.tree.dirs + c.s.tree.symlinks;
+      for (const jobs of [1, 4]) {
+        const dir = path.join(root, `tar${jobs}`);
+        const x = await c.step(
+          `tar -x ×${jobs}`,
+          {
+            op: 'exec',
+            cmd: 'sh',
+            args: ['-c', 'p=; i=0; while [ $i -lt "$3" ]; do i=$((i+1)); mkdir -p "$1/$i" && { tar -xf "$2" -C "$1/$i" & p="$p $!"; }; done; for x in $p; do wait $x || exit 1; done', 'sh', dir, c.s.tarball, String(jobs)],
+            syncDir: dir,
+          },
+          true,
+        );
+        c.metric(`tar${jobs}`, (jobs * files) / x.seconds);
+        c.moved(jobs * c.s.tree.bytes);
+        for (let i = 1; i <= jobs; i++) {
+          const t = (await c.step('checking the trees', { op: 'tree', dir: path.join(dir, String(i)) }, false)) as unknown as Settings['tree'];
+          if (t.files !== c.s.tree.files || t.bytes !== c.s.tree.bytes) throw new Error(`extracted tree ${i} of ${jobs} differs: ${JSON.stringify(t)}`);
+        }
+      }
     },
   },
 ];
