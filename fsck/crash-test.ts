@@ -308,15 +308,24 @@ async function main(): Promise<void> {
   const workloads: WorkloadName[] = only ? [only] : loaded ? ['fsync', 'tar', 'rename', 'links'] : ['fsync'];
   const tar = workloads.includes('tar') ? tarSource(dir) : undefined;
   const stopLoad = loaded ? startLoad(dir) : () => {};
-  process.once('SIGINT', () => {
-    stopLoad();
-    process.exit(130);
-  });
+  // Ctrl-C or SIGTERM: finish the run under way, then the tally; a second one stops at once.
+  // Either way the load goes (its processes are detached: nobody else would stop them).
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      stopLoad();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    }
+    stopping = true;
+    console.log(`${sig}: stopping after the run under way (again to stop at once)`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let passed = 0;
   let failed = 0;
   const tally = new Map<string, [number, number]>();
   try {
-    for (let i = 0; i < runs; i++) {
+    for (let i = 0; i < runs && !stopping; i++) {
       const seed = seed0 + i;
       const rng = new Rng(seed * 7 + 1);
       // Loaded runs vary: the workload, the image on either side of 2 GiB (one header zone, or two), and now and then a torn header.
