@@ -107,7 +107,7 @@ t.test('a live mount grows into its extended image file', { skip: fuseUnavailabl
       await fh.close().catch(() => {});
       throw e;
     }
-    // Under the writeback cache the kernel sends the last pages at close, which reports their error.
+    // A close reports the error of pages still to be written (with -o writeback_cache, every one).
     await fh.close();
   };
   await fill('before', 700);

@@ -226,10 +226,16 @@ export class ImageDaemon {
   stop(why: string): void {
     this.stopping = true;
     if (this.mounted.size === 0) return this.finish();
-    for (const m of this.mounted.values()) {
-      this.o.log(`unmounting ${m.mountpoint} (${why})`);
-      m.session.unmount().catch((e) => this.o.log(`unmount: ${(e as Error).message}`));
-    }
+    // Pages a writeback cache still holds come in first: the unmount below
+    // is lazy, and what the kernel has not sent by then is lost.
+    void this.settle(null)
+      .catch((e) => this.o.log(`before unmounting: ${(e as Error).message}`))
+      .then(() => {
+        for (const m of this.mounted.values()) {
+          this.o.log(`unmounting ${m.mountpoint} (${why})`);
+          m.session.unmount().catch((e) => this.o.log(`unmount: ${(e as Error).message}`));
+        }
+      });
   }
 
   private finish(): void {
@@ -250,22 +256,25 @@ export class ImageDaemon {
   /**
    * Have the kernel send the pages it caches for the writeback-cached mounts
    * of `label` (every mount when null). syncfs runs in a child process: this
-   * one must keep answering the WRITEs it causes.
+   * one must keep answering the WRITEs it causes. Fails (EIO, with sync's
+   * message) if the kernel could not be made to send them: a snapshot or
+   * mirror pass must not go on without them.
    */
   private async settle(label: string | null): Promise<void> {
     const ms = [...this.mounted.values()].filter((m) => (label === null || m.label === label) && m.session.conn?.writebackCache);
-    await Promise.all(
+    if (!ms.length) return;
+    // An absolute path: a daemon started from fstab or systemd may have no PATH.
+    const bin = ['/usr/bin/sync', '/bin/sync'].find((b) => fs.existsSync(b)) ?? 'sync';
+    const errors = await Promise.all(
       ms.map(
         (m) =>
-          new Promise<void>((res) => {
-            execFile('sync', ['-f', m.mountpoint], { timeout: 120_000 }, (err, _out, errText) => {
-              // Pages the kernel could not write are reported to their writers (fsync, close); go on with what arrived.
-              if (err) this.o.log(`sync -f ${m.mountpoint}: ${String(errText).trim() || err.message}`);
-              res();
-            });
+          new Promise<string | null>((res) => {
+            execFile(bin, ['-f', m.mountpoint], { timeout: 120_000 }, (err, _out, errText) => res(err ? `sync -f ${m.mountpoint}: ${String(errText).trim() || err.message}` : null));
           }),
       ),
     );
+    const bad = errors.filter((e): e is string => e !== null);
+    if (bad.length) throw new FsError('EIO', `the kernel's cached writes could not be brought in: ${bad.join('; ')}`);
   }
 
   /** What the control channel answers: the administration table plus mounting. */

@@ -125,7 +125,8 @@ export function hammer2Session(mountpoint: string, ops: Hammer2Ops, so: SessionO
     link: (req, ino, np, nn, reply) => run(reply, () => reply.entry(entry(ops.link(caller(req), ino, np, bytes(nn))))),
     open: (req, ino, flags, reply) => run(reply, () => reply.open({ fh: Number(ops.open(caller(req), ino, flags)), keepCache: true, noFlush: true })),
     read: (req, ino, size, off, fh, reply) => run(reply, () => reply.buf(ops.read(caller(req), ino, size, off, BigInt(fh)))),
-    write: (req, ino, data, off, fh, wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh), wp))),
+    // Page-cache writes (wp) come from mmap too; only under the writeback cache does the kernel keep the times itself.
+    write: (req, ino, data, off, fh, wp, reply) => run(reply, () => reply.write(ops.write(caller(req), ino, data, off, BigInt(fh), wp && !!so.writebackCache))),
     fallocate: (req, ino, mode, off, len, fh, reply) =>
       run(reply, () => (ops.fallocate(caller(req), ino, mode, off, len, fh === undefined ? undefined : BigInt(fh)), reply.ok())),
     release: (req, ino, fh, _flags, reply) => run(reply, () => (ops.release(caller(req), ino, BigInt(fh)), reply.ok())),
