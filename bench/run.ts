@@ -35,6 +35,8 @@ interface Opts {
   tree?: string;
   imageSize: string;
   mountOpts: string[];
+  scale: boolean;
+  scaleFiles?: string;
   fio: boolean;
   profile: boolean;
   workdir: string;
@@ -62,7 +64,9 @@ function parseArgs(): Opts {
     .option('--fsyncs <n>', 'write+fsync pairs (default 1000; 200 with --quick)')
     .option('--tree <dir>', 'source tree to tar (default node_modules; node_modules/@tapjs with --quick)')
     .option('--image-size <GiB>', 'size of the (sparse) hammer2 and ext4 images', '16')
-    .option('--mount-opts <options>', 'extra -o options for the hammer2fs daemons (e.g. no_writeback_cache), to compare one setting', list, [])
+    .option('--scale', 'also run the scale workload (10 000, 100 000 and 1 000 000 files, 200 000 in one directory, a 100 GiB sparse file: hours on a small machine)', false)
+    .option('--scale-files <n,n,...,one-dir>', 'file counts of the scale workload, the last one for the single directory (default 10000,100000,1000000,200000; --quick 1000,5000,20000,10000)')
+    .option('--mount-opts <options>', 'extra -o options for the hammer2fs daemons (e.g. writeback_cache), to compare one setting', list, [])
     .option('--no-fio', 'use the built-in random I/O driver even if fio is installed')
     .option('--profile', 'CPU-profile the hammer2fs daemon (node --cpu-prof) and print its top self-time functions per workload', false)
     .option('--workdir <dir>', 'where images, mountpoints and temporaries go (on the local disk)', path.join(REPO, 'bench', 'results', 'work.tmp'))
@@ -73,6 +77,12 @@ function parseArgs(): Opts {
     .showHelpAfterError();
   p.parse(process.argv);
   return p.opts() as Opts;
+}
+
+function scaleSettings(v: string | undefined, quick: boolean): Settings['scale'] {
+  const counts = (v ?? (quick ? '1000,5000,20000,10000' : '10000,100000,1000000,200000')).split(',').map((x) => num(x.trim(), 0, '--scale-files'));
+  if (counts.length < 2) throw new Error('--scale-files: at least one count and the single-directory count');
+  return { files: counts.slice(0, -1).map(Math.round), oneDir: Math.round(counts[counts.length - 1]), sparseGiB: quick ? 4 : 100 };
 }
 
 function num(v: string | undefined, dflt: number, what: string): number {
@@ -476,7 +486,9 @@ function profileText(profiles: Record<string, ProfileSummary>): string {
 async function main(): Promise<number> {
   const o = parseArgs();
   const quick = o.quick;
-  const workloads = o.only.length ? o.only.map((n) => WORKLOADS.find((w) => w.name === n) ?? fail(`unknown workload "${n}" (${WORKLOADS.map((w) => w.name).join(', ')})`)) : WORKLOADS;
+  const workloads = o.only.length
+    ? o.only.map((n) => WORKLOADS.find((w) => w.name === n) ?? fail(`unknown workload "${n}" (${WORKLOADS.map((w) => w.name).join(', ')})`))
+    : WORKLOADS.filter((w) => !w.optIn || (w.name === 'scale' && o.scale));
   const fsList = (o.fs.length ? o.fs : [...DEFAULT_FS, ...(o.copies ? ['hammer2fs-copy'] : [])]).map((n) => (FS_NAMES.includes(n as FsName) ? (n as FsName) : fail(`unknown filesystem "${n}" (${FS_NAMES.join(', ')})`)));
   if (process.getuid?.() !== 0) fail('the benchmark needs root (FUSE mounts of images, dropping caches)');
   if (!fs.existsSync('/dev/fuse')) fail('no /dev/fuse');
@@ -499,7 +511,9 @@ async function main(): Promise<number> {
     useFio,
     verifyChunks: 16,
     mountOpts: o.mountOpts,
+    scale: scaleSettings(o.scaleFiles, quick),
   };
+  for (const w of workloads) w.configure?.(settings);
   const workdir = path.resolve(o.workdir);
   const outDir = path.resolve(o.out);
   const runId = stamp() + (quick ? '-quick' : '');

@@ -216,6 +216,8 @@ export abstract class Target {
   readonly problems: string[] = [];
   protected daemon: Daemon | null = null;
   private hwm = 0;
+  /** Seconds from starting the last daemon to its mount being live. */
+  mountSeconds = NaN;
 
   constructor(protected readonly env: TargetEnv) {}
 
@@ -253,12 +255,14 @@ export abstract class Target {
     const d = new Daemon(cmd, args, log, env);
     this.daemon = d;
     cleanup.mounts.add(mnt);
-    const deadline = Date.now() + 60000;
+    const t0 = Date.now();
+    const deadline = t0 + 60000;
     while (!mountedAt(mnt)) {
       if (d.exited) throw new Error(`${what} exited before mounting (${d.exitInfo}):\n${tail(d.log(), 30)}`);
       if (Date.now() > deadline) throw new Error(`${what}: no mount after 60 s:\n${tail(d.log(), 30)}`);
       await sleep(25);
     }
+    this.mountSeconds = (Date.now() - t0) / 1000;
   }
 
   /** Unmount the way a user would, wait for the daemon to finish (its final flush), scan its log. */

@@ -17,8 +17,8 @@ export type Job =
   | { op: 'seqread'; file: string; size: number; kind: DataKind; seed: number; verify: number }
   | { op: 'randrw'; file: string; size: number; runtime: number; seed: number }
   | { op: 'fsync'; file: string; count: number }
-  | { op: 'create' | 'stat' | 'unlink'; dir: string; count: number }
-  | { op: 'readdir'; dir: string; count: number }
+  | { op: 'create' | 'stat' | 'unlink'; dir: string; count: number; dirs?: number }
+  | { op: 'readdir'; dir: string; count: number; dirs?: number }
   | { op: 'exec'; cmd: string; args: string[]; syncDir?: string }
   | { op: 'tree'; dir: string };
 
@@ -44,6 +44,10 @@ export function barrier(dir: string): void {
 }
 
 export const fileName = (i: number) => `f${String(i).padStart(6, '0')}`;
+
+/** With `dirs` > 1, file i lives in subdirectory d(i % dirs) of dir. */
+const spread = (dirs: number | undefined) => (dir: string, i: number) => (dirs && dirs > 1 ? path.join(dir, `d${i % dirs}`, fileName(i)) : path.join(dir, fileName(i)));
+const subdirs = (dir: string, dirs: number | undefined) => (dirs && dirs > 1 ? Array.from({ length: dirs }, (_, k) => path.join(dir, `d${k}`)) : [dir]);
 
 /** A fixed permutation of 0..n-1, so every filesystem sees the same order. */
 function shuffled(n: number, seed: number): number[] {
@@ -164,12 +168,15 @@ function run(job: Job): Record<string, unknown> {
       return { seconds, count: job.count, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), max: lat[lat.length - 1], bytes: job.count * 4096 };
     }
     case 'create': {
-      fs.mkdirSync(job.dir, { recursive: true });
+      const at = spread(job.dirs);
       const t0 = now();
+      fs.mkdirSync(job.dir, { recursive: true });
+      for (const d of subdirs(job.dir, job.dirs)) if (d !== job.dir) fs.mkdirSync(d);
       for (let i = 0; i < job.count; i++) {
-        fs.closeSync(fs.openSync(path.join(job.dir, fileName(i)), 'wx', 0o644));
+        fs.closeSync(fs.openSync(at(job.dir, i), 'wx', 0o644));
         progress(i / job.count);
       }
+      for (const d of subdirs(job.dir, job.dirs)) if (d !== job.dir) barrier(d);
       barrier(job.dir);
       return { seconds: now() - t0, count: job.count };
     }
@@ -177,34 +184,39 @@ function run(job: Job): Record<string, unknown> {
       const order = shuffled(job.count, 42);
       const t0 = now();
       let k = 0;
+      const at = spread(job.dirs);
       for (const i of order) {
-        fs.lstatSync(path.join(job.dir, fileName(i)));
+        fs.lstatSync(at(job.dir, i));
         if ((++k & 63) === 0) progress(k / job.count);
       }
       return { seconds: now() - t0, count: job.count };
     }
     case 'readdir': {
       const t0 = now();
-      const d = fs.opendirSync(job.dir, { bufferSize: 128 });
       let n = 0;
-      for (let e = d.readSync(); e; e = d.readSync()) {
-        n++;
-        if ((n & 255) === 0) progress(n / job.count);
+      for (const dir of subdirs(job.dir, job.dirs)) {
+        const d = fs.opendirSync(dir, { bufferSize: 128 });
+        for (let e = d.readSync(); e; e = d.readSync()) {
+          n++;
+          if ((n & 255) === 0) progress(n / job.count);
+        }
+        d.closeSync();
       }
-      d.closeSync();
       const seconds = now() - t0;
       if (n !== job.count) throw new Error(`readdir found ${n} entries, expected ${job.count}`);
       return { seconds, count: n };
     }
     case 'unlink': {
       const t0 = now();
+      const at = spread(job.dirs);
       for (let i = 0; i < job.count; i++) {
-        fs.unlinkSync(path.join(job.dir, fileName(i)));
+        fs.unlinkSync(at(job.dir, i));
         progress(i / job.count);
       }
+      for (const d of subdirs(job.dir, job.dirs)) if (d !== job.dir) barrier(d);
       barrier(job.dir);
       const seconds = now() - t0;
-      const left = fs.readdirSync(job.dir).length;
+      const left = subdirs(job.dir, job.dirs).reduce((a, d) => a + fs.readdirSync(d).length, 0);
       if (left) throw new Error(`${left} entries left after unlinking`);
       return { seconds, count: job.count };
     }

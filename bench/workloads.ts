@@ -24,6 +24,8 @@ export interface Settings {
   verifyChunks: number;
   /** extra -o options of the hammer2fs daemons (--mount-opts), for A/B runs of one option */
   mountOpts: string[];
+  /** the scale workload: file counts (1 000 files per directory), files in one directory, GiB of the sparse file */
+  scale: { files: number[]; oneDir: number; sparseGiB: number };
 }
 
 export interface MetricDef {
@@ -69,6 +71,10 @@ export interface Workload {
   metrics: MetricDef[];
   /** moves enough data for CPU seconds per GiB to mean something */
   dataHeavy: boolean;
+  /** only with a flag (--scale), never by default */
+  optIn?: boolean;
+  /** metrics that depend on the settings are made here, before any run */
+  configure?(s: Settings): void;
   run(ctx: Ctx): Promise<void>;
 }
 
@@ -262,7 +268,7 @@ export const WORKLOADS: Workload[] = [
     name: 'parallel',
     title: 'parallel clients',
     describe: (s) =>
-      `one client, then four at once: fio rw=randread bs=4k ioengine=psync (fadvise RANDOM) over one ${mib(s.size)} file for ${Math.max(1, Math.round(s.runtime / 2))} s each, ` +
+      `one client, then four at once: fio rw=randread bs=4k ioengine=psync direct=1 over one ${mib(s.size)} file for ${Math.max(1, Math.round(s.runtime / 2))} s each, ` +
       `numjobs=1 then 4 (cold before each); fio rw=write bs=1M of ${mib(s.size)} into one file, then 4 writers of ${mib(s.size / 4)} into separate files (end_fsync); ` +
       `tar -xf of the tarball into one directory, then 4 extractions at once into separate directories (then fsync and syncfs). ` +
       `Aggregate throughput of all clients (compare ×4 with ×1 of the same filesystem). Needs fio`,
@@ -286,7 +292,8 @@ export const WORKLOADS: Workload[] = [
         await c.cold();
         const rep = await c.fio(
           `random reads ×${jobs}`,
-          ['--name=rr', `--filename=${file}`, '--rw=randread', '--bs=4k', `--size=${c.s.size}`, `--runtime=${secs}`, '--time_based', '--invalidate=1', '--norandommap', '--randrepeat=1', `--numjobs=${jobs}`, ...common],
+          // O_DIRECT: every read reaches the filesystem (with the page cache, later reads hit what earlier ones brought in, four clients four times as fast).
+          ['--name=rr', `--filename=${file}`, '--rw=randread', '--bs=4k', `--size=${c.s.size}`, `--runtime=${secs}`, '--time_based', '--direct=1', '--norandommap', '--randrepeat=1', `--numjobs=${jobs}`, ...common],
           secs,
         );
         c.metric(`rr${jobs}`, rep.jobs[0].read.iops);
@@ -322,6 +329,64 @@ export const WORKLOADS: Workload[] = [
           if (t.files !== c.s.tree.files || t.bytes !== c.s.tree.bytes) throw new Error(`extracted tree ${i} of ${jobs} differs: ${JSON.stringify(t)}`);
         }
       }
+    },
+  },
+  {
+    name: 'scale',
+    title: 'scale',
+    optIn: true,
+    describe: (s) =>
+      `create (open O_CREAT|O_EXCL + close), cold lstat in a shuffled order, cold readdir and unlink of ${s.scale.files.map((n) => n.toLocaleString('en-US')).join(', ')} empty files, ` +
+      `1 000 per directory, and of ${s.scale.oneDir.toLocaleString('en-US')} files in one directory (each tier on a fresh filesystem; fsync of the directories and syncfs after create and unlink); ` +
+      `the time to mount (daemon start to a live mount) with the largest tier in place; fio random 4 KiB reads for ${Math.max(1, Math.round(s.runtime / 2))} s over a ${s.scale.sparseGiB} GiB sparse file holding one 64 KiB block per GiB`,
+    metrics: [],
+    dataHeavy: false,
+    configure(s) {
+      const k = (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
+      const tiers = [...s.scale.files.map((n) => ({ key: k(n), label: `${k(n)} files` })), { key: `${k(s.scale.oneDir)}dir`, label: `${k(s.scale.oneDir)} in one dir` }];
+      this.metrics = [
+        ...tiers.flatMap((t) => [
+          { key: `create${t.key}`, label: `create /s, ${t.label}`, better: 'higher' as const },
+          { key: `stat${t.key}`, label: `stat (cold) /s, ${t.label}`, better: 'higher' as const },
+          { key: `readdir${t.key}`, label: `readdir (cold) entries/s, ${t.label}`, better: 'higher' as const },
+          { key: `unlink${t.key}`, label: `unlink /s, ${t.label}`, better: 'higher' as const },
+        ]),
+        { key: 'mount', label: `mount s, ${tiers[tiers.length - 2].label}`, better: 'lower' },
+        { key: 'sparse', label: `rand read IOPS, ${s.scale.sparseGiB} GiB sparse`, better: 'higher' },
+      ];
+    },
+    async run(c) {
+      const k = (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
+      const tiers = [...c.s.scale.files.map((n) => ({ key: k(n), n, dirs: Math.max(1, Math.ceil(n / 1000)) })), { key: `${k(c.s.scale.oneDir)}dir`, n: c.s.scale.oneDir, dirs: 1 }];
+      const largest = tiers.length - 2;
+      for (const [i, t] of tiers.entries()) {
+        const dir = path.join(c.target.root, `scale-${t.key}`);
+        const job = { dir, count: t.n, dirs: t.dirs };
+        const cr = await c.step(`create ${t.key}`, { op: 'create', ...job }, true);
+        c.metric(`create${t.key}`, t.n / cr.seconds);
+        await c.cold();
+        // The mount alone, not the unmount's final commit before it (memfs and local do not remount).
+        if (i === largest && c.target.name !== 'memfs' && c.target.name !== 'local') c.metric('mount', c.target.mountSeconds);
+        const st = await c.step(`stat ${t.key}`, { op: 'stat', ...job }, true);
+        c.metric(`stat${t.key}`, t.n / st.seconds);
+        await c.cold();
+        const rd = await c.step(`readdir ${t.key}`, { op: 'readdir', ...job }, true);
+        c.metric(`readdir${t.key}`, t.n / rd.seconds);
+        const ul = await c.step(`unlink ${t.key}`, { op: 'unlink', ...job }, true);
+        c.metric(`unlink${t.key}`, t.n / ul.seconds);
+      }
+      if (!c.s.useFio) throw new Error('the sparse-file part of the scale workload needs fio');
+      const file = path.join(c.target.root, 'sparse.dat');
+      const gib = c.s.scale.sparseGiB;
+      await c.step(
+        'sparse file',
+        { op: 'exec', cmd: 'sh', args: ['-c', 'truncate -s "$2G" "$1" && i=0; while [ $i -lt "$2" ]; do dd if=/dev/urandom of="$1" bs=64k count=1 seek=$((i * 16384)) conv=notrunc status=none || exit 1; i=$((i+1)); done', 'sh', file, String(gib)], syncDir: c.target.root },
+        false,
+      );
+      await c.cold();
+      const secs = Math.max(1, Math.round(c.s.runtime / 2));
+      const rep = await c.fio('sparse random reads', ['--name=sparse', `--filename=${file}`, '--rw=randread', '--bs=4k', `--size=${gib}G`, `--runtime=${secs}`, '--time_based', '--norandommap', '--randrepeat=1', '--ioengine=psync', '--output-format=json'], secs);
+      c.metric('sparse', rep.jobs[0].read.iops);
     },
   },
 ];
