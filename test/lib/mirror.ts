@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import { newImage, runH2 } from './cli';
 import { mount } from './mount';
+import { fsckBoth, imageTree, treeDiff } from './pfstree';
 
 /**
  * A master image with PFS DATA mounted at `A.dir/master` (with `args`), and
@@ -19,4 +20,17 @@ export async function mountedMasterAndSlave(
   const clid = (await runH2(['-s', mnt, 'pfs-clid', 'DATA'])).out.trim();
   t.equal((await runH2(['-s', B.img, '-t', 'SLAVE', '-u', clid, 'pfs-create', 'M'])).status, 0, 'slave made');
   return { A, B, mnt, m };
+}
+
+/** The end of a mirroring test: the slave PFS `label` of `slave` holds DATA of `master` exactly, and both images pass both fscks. */
+export async function slaveHoldsMaster(
+  t: Parameters<typeof fsckBoth>[0] & { same: (a: unknown, b: unknown, m?: string) => void },
+  master: string,
+  slave: string,
+  label: string,
+  what: string,
+): Promise<void> {
+  t.same(treeDiff(await imageTree(master, 'DATA'), await imageTree(slave, label)), [], what);
+  await fsckBoth(t, master, 'master');
+  await fsckBoth(t, slave, 'slave');
 }
