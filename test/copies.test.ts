@@ -65,6 +65,16 @@ function hashesUnder(root: string): Map<string, string> {
   return out;
 }
 
+/** Commit what the mount holds: an fsync commits everything pending (sync(1) does not reach a FUSE daemon). */
+function commitNow(mnt: string): void {
+  const fd = fs.openSync(mnt, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Flip a byte in the first data block of each named file of an unmounted image. */
 async function damageData(img: string, label: string, files: string[]): Promise<number> {
   const h = await Hammer2Fs.open(img, { lock: false });
@@ -181,7 +191,7 @@ else {
     const tiny = await newImage(t, 64 << 20, ['none']);
     process.env.HAMMER2_RUNDIR = rundir; // newImage points it at its own directory
     fs.writeFileSync(path.join(mnt, 'bulk'), randomBytes(80 << 20));
-    spawnSync('sync');
+    commitNow(mnt);
     r = await runH2(['-s', mnt, 'copy-add', tiny.img]);
     t.equal(r.status, 1, 'a copy too small for the data is refused');
     t.match(r.err, /bytes free; the PFS "DATA" holds/, `with a clear message: ${r.err.trim()}`);
@@ -274,7 +284,7 @@ else {
     const m = await mount(t, `${A.img}@DATA`, mnt, ['-o', `copy=${B.img}`]);
     const stable = writeTree(path.join(mnt, 'stable'), 'stable', 60);
     fs.mkdirSync(path.join(mnt, 'busy'));
-    spawnSync('sync');
+    commitNow(mnt);
     await waitInSync(t, mnt);
 
     // A workload: writes, overwrites and removals in busy/, reads of stable/.
