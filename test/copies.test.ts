@@ -289,6 +289,9 @@ else {
 
     // A workload: writes, overwrites and removals in busy/, reads of stable/.
     let stop = false;
+    t.teardown(() => {
+      stop = true; // a failed step must not leave the workload running (the test would hang until tap's timeout)
+    });
     let errors = 0;
     let ops = 0;
     const work = (async () => {
@@ -320,7 +323,9 @@ else {
     t.equal(await damageData(A.img, 'DATA', victimsA), victimsA.length, 'primary data blocks damaged');
     t.equal(await damageData(B.img, 'DATA', victimsB), victimsB.length, 'copy data blocks damaged');
     await damageMeta(B.img, 'DATA', 'stable/f40');
-    await new Promise((r) => setTimeout(r, 700));
+    // Enough steps after the damage to meet it, however slow the machine is today.
+    const until = ops + 12;
+    for (let i = 0; i < 600 && ops < until; i++) await new Promise((r) => setTimeout(r, 100));
     stop = true;
     await work;
     t.ok(ops > 10, `${ops} workload steps`);
