@@ -227,7 +227,7 @@ export async function crashRun(run: number, seed: number, dir: string, size: num
 }
 
 /** The tar workload's tree: this checkout's src and test directories. */
-function tarSource(dir: string): TarSource {
+export function tarSource(dir: string): TarSource {
   const tarball = path.join(dir, 'source.tar');
   const r = spawnSync('tar', ['-cf', tarball, '-C', REPO, 'src', 'test'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`tar of the source tree failed: ${r.stderr}`);

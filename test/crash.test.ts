@@ -1,8 +1,8 @@
-// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N] [--copies | --mirror]).
+// A few SIGKILL crash runs (the long version: npm run crash-test -- --runs N [--pfs N] [--copies | --mirror | --loaded]).
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { crashRun } from '../fsck/crash-test';
+import { crashRun, tarSource } from '../fsck/crash-test';
 import { mirrorCrashRun } from '../fsck/crash-mirror';
 import { fuseUnavailable, haveRef, REF_BIN, tempDir } from './lib/env';
 
@@ -22,6 +22,22 @@ else {
       t.ok(r.ok, `run ${i} (seed ${seed + i}): ${r.detail}`);
     }
     t.ok(fs.existsSync(dir));
+  });
+  // The workloads of --loaded (without its CPU and disk hogs, which would slow the rest of the suite),
+  // on images either side of 2 GiB, and a header torn on purpose that fsck -y must mend.
+  t.test('SIGKILL under the tar, rename and hardlink workloads; a torn header', async (t) => {
+    const dir = tempDir(t);
+    const tar = tarSource(dir);
+    const runs = [
+      { workload: 'tar' as const, size: 2 ** 30 },
+      { workload: 'rename' as const, size: 3 * 2 ** 30 },
+      { workload: 'links' as const, size: 2 ** 30 },
+      { workload: 'fsync' as const, size: 2 ** 30, headerFault: '2:8192' },
+    ];
+    for (const [i, r0] of runs.entries()) {
+      const r = await crashRun(i, seed + 400 + i, dir, r0.size, { workload: r0.workload, tar, headerFault: r0.headerFault });
+      t.ok(r.ok, `${r0.workload} run (seed ${seed + 400 + i}): ${r.detail}`);
+    }
   });
   t.test('SIGKILL while three PFSs are written and snapshotted', async (t) => {
     const dir = tempDir(t);
