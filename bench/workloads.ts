@@ -81,6 +81,9 @@ export interface Workload {
 const MB = 1e6;
 const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
 
+/** A file count as the scale workload names its tiers: 10k, 1M. */
+const tierName = (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
+
 export const WORKLOADS: Workload[] = [
   {
     name: 'seqwrite',
@@ -342,8 +345,7 @@ export const WORKLOADS: Workload[] = [
     metrics: [],
     dataHeavy: false,
     configure(s) {
-      const k = (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
-      const tiers = [...s.scale.files.map((n) => ({ key: k(n), label: `${k(n)} files` })), { key: `${k(s.scale.oneDir)}dir`, label: `${k(s.scale.oneDir)} in one dir` }];
+      const tiers = [...s.scale.files.map((n) => ({ key: tierName(n), label: `${tierName(n)} files` })), { key: `${tierName(s.scale.oneDir)}dir`, label: `${tierName(s.scale.oneDir)} in one dir` }];
       this.metrics = [
         ...tiers.flatMap((t) => [
           { key: `create${t.key}`, label: `create /s, ${t.label}`, better: 'higher' as const },
@@ -356,8 +358,7 @@ export const WORKLOADS: Workload[] = [
       ];
     },
     async run(c) {
-      const k = (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
-      const tiers = [...c.s.scale.files.map((n) => ({ key: k(n), n, dirs: Math.max(1, Math.ceil(n / 1000)) })), { key: `${k(c.s.scale.oneDir)}dir`, n: c.s.scale.oneDir, dirs: 1 }];
+      const tiers = [...c.s.scale.files.map((n) => ({ key: tierName(n), n, dirs: Math.max(1, Math.ceil(n / 1000)) })), { key: `${tierName(c.s.scale.oneDir)}dir`, n: c.s.scale.oneDir, dirs: 1 }];
       const largest = tiers.length - 2;
       for (const [i, t] of tiers.entries()) {
         const dir = path.join(c.target.root, `scale-${t.key}`);
