@@ -2,6 +2,7 @@
 // buffer, and no write path (direct, queued, header) leaves a stale copy.
 import t from 'tap';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
 import { formatHammer2 } from '../mkfs/newfs';
 import { PhysBufferCache, VolumeSet } from '../src/store';
 import { tempDir } from './lib/env';
@@ -63,6 +64,25 @@ t.test('VolumeSet: reads after direct, queued and header writes see the new byte
   vols.read(off + 65536, 1024);
   t.equal(vols.read(off + 65536 - 1024, 1024)[0], 0xc3, 'queued write across buffers (first)');
   t.equal(vols.read(off + 65536, 1024)[0], 0xc3, 'queued write across buffers (second)');
+
+  // write-through: a neighbour's write patches the cached buffer, no reload
+  const off2 = off + 4 * 65536;
+  vols.read(off2, 1024);
+  const m0 = vols.bufCache.misses;
+  vols.writeQueued(off2 + 3072, Buffer.alloc(1024, 0xe5));
+  vols.write(off2 + 5120, Buffer.alloc(1024, 0xe6));
+  t.equal(vols.read(off2 + 3072, 1024)[0], 0xe5, 'queued neighbour write seen');
+  t.equal(vols.read(off2 + 5120, 1024)[0], 0xe6, 'direct neighbour write seen');
+  t.equal(vols.bufCache.misses, m0, 'both from the cached buffer, patched in place');
+  const raw = Buffer.alloc(1024);
+  fs.readSync(vols.volumes[0].dev.fd, raw, 0, 1024, off2 + 3072);
+  t.equal(raw[0], 0xe5, 'and the media holds the same bytes');
+  vols.writeQueued(off2, Buffer.alloc(65536, 0xe7)); // covers the buffer whole: dropped
+  t.equal(vols.read(off2 + 100, 10)[0], 0xe7, 'a write covering the buffer whole');
+  vols.read(off2 + 1024, 1024);
+  vols.writeQueued(off2 + 1024, Buffer.alloc(1024, 0xe8));
+  vols.discardWrites();
+  t.equal(vols.read(off2 + 1024, 1024)[0], 0xe7, 'discarded writes leave no trace in the cache');
 
   const hdr = vols.read(0, 1024);
   vols.writeHeader(0, 0, Buffer.concat([Buffer.alloc(1024, 0xd4), Buffer.alloc(65536 - 1024)]));

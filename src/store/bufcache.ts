@@ -6,8 +6,10 @@
 // few buffers. Reading the whole buffer once and serving its neighbours
 // from memory turns a directory's worth of inode reads into a handful of
 // I/Os (the reference does its device I/O in 64 KiB units for the same
-// reason). Every write through the VolumeSet drops the buffers it touches,
-// so the cache never serves stale bytes.
+// reason). Every write through the VolumeSet patches the buffers it touches
+// (a commit writes next to what the next commit reads: the inode beside the
+// one it rewrites, the freemap leaf, a file's growing tail), or drops those
+// it covers whole, so the cache never serves stale bytes.
 
 export const PHYS_BUFFER = 65536;
 
@@ -46,7 +48,30 @@ export class PhysBufferCache {
         this.drop(oldest);
       }
     }
-    return Buffer.from(b.subarray(loff - base, loff - base + len));
+    const out = Buffer.allocUnsafe(len); // then one memcpy: Buffer.from copies element by element
+    b.copy(out, 0, loff - base, loff - base + len);
+    return out;
+  }
+
+  /**
+   * `data` is being written at `loff`: copy it into the cached buffers it
+   * overlaps, and forget those it covers whole (a copy would cost more
+   * than reading them back if they are ever needed).
+   */
+  update(loff: number, data: Uint8Array): void {
+    if (this.map.size === 0 || data.length === 0) return;
+    const end = loff + data.length;
+    for (let base = loff - (loff % PHYS_BUFFER); base < end; base += PHYS_BUFFER) {
+      const b = this.map.get(base);
+      if (!b) continue;
+      if (loff <= base && end >= base + b.length) {
+        this.drop(base);
+        continue;
+      }
+      const from = Math.max(loff, base);
+      const to = Math.min(end, base + b.length);
+      if (to > from) b.set(data.subarray(from - loff, to - loff), from - base);
+    }
   }
 
   /** Forget every buffer overlapping [loff, loff+len) (it is being written). */

@@ -214,8 +214,8 @@ export class VolumeSet {
 
   write(loff: number, buf: Uint8Array): void {
     const v = this.volumeFor(loff, buf.length);
-    this.bufCache.invalidate(loff, buf.length);
     v.dev.write(loff - v.offset, buf);
+    this.bufCache.update(loff, buf);
   }
 
   /** Writes waiting in writeQueued's queue, in order; adjacent ones merge into one run. */
@@ -233,8 +233,9 @@ export class VolumeSet {
   writeQueued(loff: number, buf: Uint8Array): void {
     if (buf.length === 0) return;
     const v = this.volumeFor(loff, buf.length);
-    // dropped now: a later read writes the queue out before it loads anything
-    this.bufCache.invalidate(loff, buf.length);
+    // Cached copies take the new bytes now; a buffer not cached is loaded
+    // only after the queue is written out (every read flushes it first).
+    this.bufCache.update(loff, buf);
     const last = this.queue[this.queue.length - 1];
     if (
       last &&
@@ -257,10 +258,16 @@ export class VolumeSet {
     const q = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
-    for (const run of q) {
-      const v = this.volumeFor(run.loff, run.bytes);
-      if (run.bufs.length === 1) v.dev.write(run.loff - v.offset, run.bufs[0]);
-      else v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
+    try {
+      for (const run of q) {
+        const v = this.volumeFor(run.loff, run.bytes);
+        if (run.bufs.length === 1) v.dev.write(run.loff - v.offset, run.bufs[0]);
+        else v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
+      }
+    } catch (e) {
+      // The cache took bytes the media may not hold.
+      this.bufCache.clear();
+      throw e;
     }
   }
 
@@ -268,6 +275,8 @@ export class VolumeSet {
   discardWrites(): void {
     this.queue = [];
     this.queuedBytes = 0;
+    // the cache took their bytes: let it read the media again
+    this.bufCache.clear();
   }
 
   /**
