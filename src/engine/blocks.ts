@@ -15,7 +15,7 @@ import {
   CHECK_NAMES,
   CompMethod,
   CorruptCompressedData,
-  decodeBlockrefArray,
+  decodeBlockrefTable,
   decodeData,
   PBUFSIZE,
   RADIX_MAX,
@@ -148,9 +148,9 @@ export class BlockReader {
   readBlockrefs(b: Blockref): Blockref[] {
     const e = this.load(b);
     if (!e.brefs) {
-      e.brefs = decodeBlockrefArray(e.bytes, 0, e.bytes.length / BLOCKREF_BYTES);
+      e.brefs = decodeBlockrefTable(e.bytes, 0, e.bytes.length / BLOCKREF_BYTES);
       // Decoded entries cost far more memory than the block: count them.
-      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + e.brefs.length * 400);
+      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + e.brefs.filter((x) => x.type !== BrefType.EMPTY).length * 400);
     }
     return e.brefs;
   }

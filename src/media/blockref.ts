@@ -100,6 +100,26 @@ export function decodeBlockrefArray(buf: Buffer, off: number, count: number): Bl
   return out;
 }
 
+const ZERO_BREF = Buffer.alloc(BLOCKREF_BYTES);
+/** The one EMPTY slot every all-zero table entry decodes to (frozen: see below). */
+const SHARED_EMPTY: Blockref = Object.freeze({ ...emptyBlockref(), embed: Buffer.alloc(0), check: Buffer.alloc(0) }) as Blockref;
+
+/**
+ * Decode a table for a cache that keeps it and hands it out: as
+ * decodeBlockrefArray, except that every all-zero slot is one shared,
+ * frozen EMPTY entry. Indirect tables are mostly empty slots, and a private
+ * object with two copies for each cost more to make, keep and collect than
+ * the rest of the table. Callers must never modify the entries.
+ */
+export function decodeBlockrefTable(buf: Buffer, off: number, count: number): Blockref[] {
+  const out: Blockref[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const at = off + i * BLOCKREF_BYTES;
+    out[i] = buf[at] === BrefType.EMPTY && buf.compare(ZERO_BREF, 0, BLOCKREF_BYTES, at, at + BLOCKREF_BYTES) === 0 ? SHARED_EMPTY : decodeBlockref(buf, at);
+  }
+  return out;
+}
+
 /** Physical size in bytes encoded in data_off's low 6 bits (0 = no media). */
 export function brefBytes(b: Blockref): number {
   const radix = Number(b.dataOff & OFF_MASK_RADIX);

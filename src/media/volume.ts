@@ -135,7 +135,9 @@ export function volumeHeaderExtras(raw: Buffer): VolumeHeaderExtras {
  * and recompute icrc_sects[7], [6] and the whole-header CRC.
  */
 export function encodeVolumeHeader(v: VolumeHeader): Buffer {
-  const raw = Buffer.from(v.raw.length === VOLUME_BYTES ? v.raw : Buffer.alloc(VOLUME_BYTES));
+  const raw = Buffer.allocUnsafe(VOLUME_BYTES);
+  if (v.raw.length === VOLUME_BYTES) v.raw.copy(raw);
+  else raw.fill(0);
   raw.writeBigUInt64LE(v.magic, 0);
   raw.writeBigUInt64LE(v.bootBeg, 0x08);
   raw.writeBigUInt64LE(v.bootEnd, 0x10);
