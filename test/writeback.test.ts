@@ -18,8 +18,9 @@ process.env.HAMMER2_QUIET_SHIM = '1';
 
 import { mount } from './lib/mount';
 import { newImage, runH2 } from './lib/cli';
-import { fuseUnavailable } from './lib/env';
+import { fuseUnavailable, MOUNT_BIN } from './lib/env';
 import { fsckBoth } from './lib/pfstree';
+import { mountTable } from '../src/daemon';
 
 const skip = fuseUnavailable() ?? false;
 const WB = ['-o', 'writeback_cache'];
@@ -153,4 +154,28 @@ t.test('without the writeback cache, writes through mmap set mtime and ctime', {
   t.ok(st2.mtimeMs > 1_600_000_000_000, `mtime stored (${st2.mtime.toISOString()})`);
   t.equal((await fsp.readFile(f)).subarray(100, 105).toString(), 'hello', 'data stored');
   await m2.unmount();
+});
+
+t.test('writeback_ratio: the share of dirty memory the kernel may hold for the mount', { skip }, async (t) => {
+  const { dir, img } = await newImage(t, 256 << 20);
+  const mnt = path.join(dir, 'mnt');
+  const maxRatio = () => {
+    const dev = mountTable()
+      .filter((x) => x.point === mnt)
+      .pop()?.dev;
+    return fs.readFileSync(`/sys/class/bdi/${dev}/max_ratio`, 'utf8').trim();
+  };
+  const root = process.getuid?.() === 0;
+  let m = await mount(t, `${img}@ROOT`, mnt, WB);
+  if (root) t.equal(maxRatio(), '40', 'writeback_cache alone: 40 % (FUSE starts at 1 %)');
+  await m.unmount();
+  m = await mount(t, `${img}@ROOT`, mnt, ['-o', 'writeback_cache,writeback_ratio=7']);
+  if (root) t.equal(maxRatio(), '7', 'writeback_ratio=7');
+  await m.unmount();
+  m = await mount(t, `${img}@ROOT`, mnt);
+  if (root) t.equal(maxRatio(), '1', 'without the writeback cache the kernel default stays');
+  await m.unmount();
+  const bad = spawnSync(process.execPath, [MOUNT_BIN, '-o', 'writeback_cache,writeback_ratio=150', img, mnt], { encoding: 'utf8' });
+  t.not(bad.status, 0, 'writeback_ratio=150 refused');
+  t.match(bad.stderr, /writeback_ratio= needs a whole percentage/);
 });

@@ -248,7 +248,7 @@ async function main(): Promise<void> {
     .option('-d, --debug', 'FUSE debug output (implies -f)', false)
     .option(
       '-o, --options <opts>',
-      'ro, rw, copy=IMAGE (repeatable), master=IMAGE, copy_retry=SEC, resync_rate=MiB, flush=SEC, dirty=MiB, attr_timeout=SEC, readahead=KiB, spin=USEC, allow_other, default_permissions, any libfuse option',
+      'ro, rw, copy=IMAGE (repeatable), master=IMAGE, copy_retry=SEC, resync_rate=MiB, flush=SEC, dirty=MiB, attr_timeout=SEC, readahead=KiB, cache=MiB, spin=USEC, writeback_cache, writeback_ratio=PCT, allow_other, default_permissions, any libfuse option',
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )

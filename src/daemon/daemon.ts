@@ -19,7 +19,7 @@ import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
-import { ParsedOptions, parseOptions, setMountReadahead } from './options';
+import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
 export interface DaemonOptions {
   /** The image: one volume or several as img1:img2 (absolute paths). */
@@ -181,8 +181,12 @@ export class ImageDaemon {
     this.mounted.set(label, m);
     log(`mounted ${this.o.devices} (PFS ${label}) on ${mountpoint}, ${po.readonly ? 'read-only' : slave ? 'read-only (a SLAVE: hammer2 pfs-upgrade to write)' : 'read-write'}`);
     if (po.readaheadKb > 0) {
-      const why = setMountReadahead(mountpoint, po.readaheadKb);
+      const why = setMountBdi(mountpoint, 'read_ahead_kb', po.readaheadKb);
       if (why) log(`readahead left at the kernel's default: ${why}`);
+    }
+    if (session.conn?.writebackCache && po.writebackRatio > 0) {
+      const why = setMountBdi(mountpoint, 'max_ratio', po.writebackRatio);
+      if (why) log(`writeback cache left at the kernel's 1 % of dirty memory: ${why}`);
     }
     void session.closed.then((end) => {
       log(`${mountpoint}: session ended (${end.message})`);
