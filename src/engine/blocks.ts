@@ -6,6 +6,7 @@ import {
   Blockref,
   brefBytes,
   brefCheck,
+  CheckMethod,
   brefComp,
   brefKeyEnd,
   brefOffset,
@@ -112,6 +113,21 @@ export class BlockReader {
     const e: CachedBlock = { check8, methods: b.methods, bytes: data };
     cache?.set(Number(b.dataOff), e, bytes + 64);
     return e;
+  }
+
+  /**
+   * `bytes` were just written where `b` points (with `b`'s check code
+   * computed over them): cache them as if read and verified. The caller
+   * must not change them afterwards.
+   */
+  seed(b: Blockref, bytes: Buffer): void {
+    const cache = this.cacheFor(b.type);
+    // A failed commit's blocks are never written, and their offsets go back
+    // to the allocator: an entry is only found again by a bref with the same
+    // check code, which at 64 bits and more cannot be another block's.
+    const method = brefCheck(b);
+    if (!cache || (method !== CheckMethod.XXHASH64 && method !== CheckMethod.SHA192)) return;
+    cache.set(Number(b.dataOff), { check8: b.check.readBigUInt64LE(0), methods: b.methods, bytes }, bytes.length + 64);
   }
 
   /** Run a device read at `off` for `b`, device trouble reported as a MediaError. */

@@ -51,15 +51,21 @@ export class Hammer2Device {
     return this.vols.header;
   }
 
-  /** The super-root inode the volume header points at. */
+  /** The last super-root decoded, and the blockref it came from (every commit asks again). */
+  private sroot: { bref: Blockref; check: Buffer; inode: InodeData } | null = null;
+
+  /** The super-root inode the volume header points at. Callers must not change it. */
   superRoot(): { bref: Blockref; inode: InodeData } {
     const b = this.header.sroot.find((x) => x.type !== BrefType.EMPTY);
     if (!b) throw new MediaError('volume header has no super-root');
     if (b.type !== BrefType.INODE) throw new MediaError(`super-root blockref has type ${b.type}, expected inode`, b.dataOff);
+    const c = this.sroot;
+    if (c && c.bref.dataOff === b.dataOff && c.bref.methods === b.methods && c.check.equals(b.check)) return { bref: b, inode: c.inode };
     const inode = decodeInode(this.reader.readPhysical(b));
     if (inode.meta.pfsType !== PfsType.SUPROOT && inode.meta.type !== ObjType.DIRECTORY) {
       throw new MediaError(`super-root inode at ${hex(b.dataOff)} is not a directory`, b.dataOff);
     }
+    this.sroot = { bref: { ...b }, check: Buffer.from(b.check), inode };
     return { bref: b, inode };
   }
 

@@ -170,6 +170,9 @@ export class BlockWriter {
     for (let i = 0; i < table.length; i++) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
     const b = this.writeMeta(BrefType.INDIRECT, key, keybits, buf, checkAlgo);
     rollupStats(b, table);
+    // The next commit walks this table again (a file's block map, the inode
+    // index): keep its bytes rather than read and verify them back.
+    this.reader.seed(b, buf);
     return b;
   }
 }

@@ -431,6 +431,7 @@ export class Hammer2Fs {
       return { tid, sroot, fm, commits, roots, t0, b0, y0 };
     } catch (e) {
       this.dev.vols.discardWrites();
+      this.dev.reader.clearCache(); // it may hold blocks of this commit
       this.allocator.rollback();
       throw asFsError(e);
     }
@@ -439,6 +440,7 @@ export class Hammer2Fs {
   /** Drop a prepared commit (its blocks stay unreferenced; nothing points at them). */
   abortCommit(_p: PreparedCommit): void {
     this.dev.vols.discardWrites();
+    this.dev.reader.clearCache();
     this.allocator?.rollback();
     this.writer?.recent?.clear();
   }
@@ -485,6 +487,7 @@ export class Hammer2Fs {
     } catch (e) {
       Object.assign(hdr, saved);
       this.dev.vols.discardWrites();
+      this.dev.reader.clearCache();
       this.allocator!.rollback();
       for (const part of joined) part.abort();
       // A header write that failed half way may have destroyed that slot; the
