@@ -198,26 +198,36 @@ export function fsckCommand(): string[] | null {
   return null;
 }
 
+/** How long one fsck may take (a 4 GiB image under load takes well under a minute). */
+const FSCK_MS = 600_000;
+
 /** Both fscks on one image: null when clean, else what they said. */
 export function fscks(img: string, details: string[], what: string): string | null {
   // Both always run, and a verdict says how it ended: a status, or the signal
   // that ended it (a reference fsck killed under load is not a rejection of
   // the image), with the tail of everything it printed (its diagnostics go
   // to stderr).
+  // An fsck that does not finish is a verdict too (one that loops must fail the run, not hang it).
   const verdict = (r: ReturnType<typeof spawnSync>) =>
-    r.error ? `could not run (${r.error.message})` : r.signal ? `killed by ${r.signal}` : `exit ${r.status}: ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-4).join(' | ')}`;
+    (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT'
+      ? `did not finish within ${FSCK_MS / 1000} s`
+      : r.error
+        ? `could not run (${r.error.message})`
+        : r.signal
+          ? `killed by ${r.signal}`
+          : `exit ${r.status}: ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-4).join(' | ')}`;
   const bad: string[] = [];
   let oursClean: boolean | null = null;
   const fsck = fsckCommand();
   if (fsck) {
-    const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8' });
+    const r = spawnSync(fsck[0], [...fsck.slice(1), img], { encoding: 'utf8', timeout: FSCK_MS, killSignal: 'SIGKILL' });
     oursClean = r.status === 0;
     if (oursClean) details.push(`${what} fsck clean`);
     else bad.push(`fsck ${verdict(r)}`);
   }
   // Where the reference fsck is at hand (H2_REF_FSCK=path), it must agree.
   if (process.env.H2_REF_FSCK) {
-    const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8' });
+    const r = spawnSync(process.env.H2_REF_FSCK, ['-q', img], { encoding: 'utf8', timeout: FSCK_MS, killSignal: 'SIGKILL' });
     if (r.status === 0) details.push(`${what} reference fsck clean`);
     else bad.push(`reference fsck ${verdict(r)}${oursClean ? ' (OURS SAID CLEAN: the verdicts disagree)' : ''}`);
   }

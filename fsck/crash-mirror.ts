@@ -12,7 +12,7 @@
 //  - restarted, the stream converges: the mounted slave and master give the
 //    same `tar | sha256sum`, both fscks pass again, and with H2_REF_MAKEFS
 //    the reference reads the same files from the slave as from the master.
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync, StdioOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,6 +25,48 @@ import { fscks, HAMMER2, MOUNT, mounted, Rng, Sealed, sleep, startDaemon, verify
 export interface MirrorCrashResult {
   ok: boolean;
   detail: string;
+}
+
+/**
+ * How long a process may take to end once signalled. mirror-stream ends
+ * after the pass under way, which gives up on a stalled slave after 30 s;
+ * anything still there after this is a failure to report, never a wait.
+ */
+const STOP_MS = 60_000;
+/** Child commands run to completion here (tar of a mount, fusermount3, the reference tools). */
+const CMD_MS = 300_000;
+
+/** Whether `p` settles within `ms` (its rejection propagates). */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const running = (p: ChildProcess) => p.exitCode === null && p.signalCode === null;
+const exited = (p: ChildProcess) => new Promise<void>((r) => (running(p) ? p.once('exit', () => r()) : r()));
+
+/** What a process that does not end is doing: its state and kernel wait channel, for the message. */
+function procState(pid: number | undefined): string {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const wchan = fs.readFileSync(`/proc/${pid}/wchan`, 'utf8');
+    return `state ${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]}, waiting in ${wchan || '-'}`;
+  } catch {
+    return 'gone';
+  }
+}
+
+/** spawnSync with a deadline; throws with `what` if the command does not finish in time. */
+function runSync(cmd: string, args: string[], what: string, o: { env?: NodeJS.ProcessEnv; ms?: number } = {}) {
+  const ms = o.ms ?? CMD_MS;
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: o.env, timeout: ms, killSignal: 'SIGKILL' });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw new Error(`${what} did not finish within ${ms / 1000} s`);
+  return r;
 }
 
 /** Synced tid of `label` on `img` (read beside whatever daemon holds it), or null if it is not there. */
@@ -40,7 +82,10 @@ async function tidOf(img: string, label: string): Promise<bigint | null> {
 
 /** sha256 of `tar` of a mounted tree, names sorted. */
 function tarHash(dir: string): string {
-  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `tar -C '${dir}' --sort=name -cf - . | sha256sum`], { encoding: 'utf8' });
+  // timeout(1) ends tar itself (killing the shell would leave it behind, blocked on the mount).
+  const s = CMD_MS / 1000;
+  const r = runSync('bash', ['-o', 'pipefail', '-c', `timeout -s KILL ${s} tar -C '${dir}' --sort=name -cf - . | sha256sum`], `tar of ${dir}`, { ms: CMD_MS + 10_000 });
+  if (r.status === 137) throw new Error(`tar of ${dir} did not finish within ${s} s (a request the mount never answered?)`);
   if (r.status !== 0) throw new Error(`tar of ${dir}: ${r.stderr.trim()}`);
   return r.stdout.split(' ')[0];
 }
@@ -52,11 +97,11 @@ function refFiles(makefs: string, img: string, label: string, dir: string): Map<
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out);
   try {
-    if (spawnSync('cp', ['--sparse=always', img, copy]).status !== 0) throw new Error(`cannot copy ${img}`);
+    if (runSync('cp', ['--sparse=always', img, copy], `cp of ${img}`).status !== 0) throw new Error(`cannot copy ${img}`);
     // The reference cannot mount a SLAVE offline: read it as a MASTER (the copy only).
-    const up = spawnSync(process.execPath, [HAMMER2, 'pfs-upgrade', `${copy}@${label}`], { encoding: 'utf8' });
+    const up = runSync(process.execPath, [HAMMER2, 'pfs-upgrade', `${copy}@${label}`], 'pfs-upgrade of the copy');
     if (up.status !== 0 && !/already|MASTER/.test(up.stderr)) throw new Error(`pfs-upgrade: ${up.stderr.trim()}`);
-    const r = spawnSync(makefs, ['-t', 'hammer2', '-o', `m=${label}`, '-o', 'R=/', copy, out], { encoding: 'utf8' });
+    const r = runSync(makefs, ['-t', 'hammer2', '-o', `m=${label}`, '-o', 'R=/', copy, out], `the reference's read of ${label}`);
     if (r.status !== 0) throw new Error(`reference read of ${label} failed: ${(r.stdout + r.stderr).slice(-300)}`);
     const files = new Map<string, string>();
     const walk = (d: string, rel: string) => {
@@ -77,7 +122,7 @@ function refFiles(makefs: string, img: string, label: string, dir: string): Map<
 
 /** The follower: mirror-stream, or a loop of mirror-read | mirror-write pairs; `kill` hits what runs now. */
 function follower(pipeMode: boolean, mnt: string, slave: string, slaveImg: string, env: NodeJS.ProcessEnv) {
-  const spawnH2 = (args: string[], stdio: ('ignore' | 'pipe')[]) => spawn(process.execPath, [HAMMER2, ...args], { stdio, env: { ...env, HAMMER2_QUIET_SHIM: '1' } });
+  const spawnH2 = (args: string[], stdio: StdioOptions) => spawn(process.execPath, [HAMMER2, ...args], { stdio, env: { ...env, HAMMER2_QUIET_SHIM: '1' } });
   let log = '';
   let stop = false;
   let procs: ChildProcess[] = [];
@@ -96,16 +141,22 @@ function follower(pipeMode: boolean, mnt: string, slave: string, slaveImg: strin
     }
     while (!stop) {
       const since = (await tidOf(slaveImg, 'M')) ?? 0n;
+      // Stopped meanwhile: a pair started now would be signalled by nobody.
+      if (stop) break;
+      // One pipe between the two, as a shell makes it: a writer killed, the
+      // reader gets EPIPE. (Relayed through this process, a dead writer left
+      // the reader writing synchronously into a pipe nobody drained, for ever;
+      // there a SIGTERM handler never runs, and under tap every child has one,
+      // signal-exit's, so SIGTERM did not end it and the run hung.)
       const rd = spawnH2(['mirror-read', mnt, String(since)], ['ignore', 'pipe', 'pipe']);
-      const wr = spawnH2(['mirror-write', slave], ['pipe', 'pipe', 'pipe']);
+      const wr = spawnH2(['mirror-write', slave], [rd.stdout!, 'pipe', 'pipe']);
+      rd.stdout!.destroy();
       procs = [rd, wr];
-      rd.stdout!.pipe(wr.stdin!);
-      wr.stdin!.on('error', () => {});
-      rd.stdout!.on('error', () => {});
       rd.stderr!.on('data', (d) => (log += d));
       wr.stderr!.on('data', (d) => (log += d));
-      const code = await new Promise<number | null>((r) => wr.on('close', (c) => r(c)));
-      await new Promise((r) => (rd.exitCode !== null || rd.signalCode !== null ? r(null) : rd.on('close', r)));
+      wr.stdout!.resume();
+      // 'exit', not 'close': the reader's stdout went to the writer and does not close here.
+      const [code] = await Promise.all([new Promise<number | null>((r) => (running(wr) ? wr.once('exit', (c) => r(c)) : r(wr.exitCode))), exited(rd)]);
       if (code === 0) passes.n++;
       else if (!stop) await sleep(200); // the master went away, or a refusal: try again
       await sleep(300);
@@ -120,10 +171,25 @@ function follower(pipeMode: boolean, mnt: string, slave: string, slaveImg: strin
       const targets = procs.length === 1 ? procs : which === 'reader' ? [procs[0]] : which === 'writer' ? [procs[1]] : procs;
       for (const p of targets) p.kill('SIGKILL');
     },
-    async end() {
+    /**
+     * Stop it (SIGTERM) and wait, within STOP_MS: null once it ended,
+     * else which process did not end on SIGTERM (then SIGKILLed).
+     */
+    async end(): Promise<string | null> {
       stop = true;
-      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-      await done;
+      const names = new Map(procs.map((p, i) => [p, procs.length === 1 ? 'mirror-stream' : i === 0 ? 'mirror-read' : 'mirror-write']));
+      for (const p of procs) if (running(p)) p.kill('SIGTERM');
+      if (await within(done, STOP_MS)) return null;
+      const stuck = procs.filter(running).map((p) => `${names.get(p) ?? 'a command'} (pid ${p.pid}, ${procState(p.pid)})`);
+      for (const p of procs) if (running(p)) p.kill('SIGKILL');
+      if (!(await within(done, 10_000))) throw new Error(`the follower did not end even after SIGKILL: ${stuck.join(', ')}`);
+      return `${stuck.join(', ') || 'the follower'} did not end within ${STOP_MS / 1000} s of SIGTERM`;
+    },
+    /** On the way out of a run that failed: SIGKILL whatever still runs (a stream left running keeps the process alive). */
+    async abort(): Promise<void> {
+      stop = true;
+      for (const p of procs) if (running(p)) p.kill('SIGKILL');
+      await within(done.catch(() => {}), 10_000);
     },
   };
 }
@@ -152,11 +218,14 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
   const slaveMounted = rng.int(3) !== 0;
   const details: string[] = [`${pipeMode ? 'mirror-read | mirror-write' : 'mirror-stream'} into a${slaveMounted ? ' mounted' : 'n unmounted'} slave`];
   const daemons: ChildProcess[] = [];
+  const followers: ReturnType<typeof follower>[] = [];
   const clear = async () => {
-    for (const d of daemons) if (d.exitCode === null && d.signalCode === null) d.kill('SIGKILL');
+    for (const d of daemons) if (running(d)) d.kill('SIGKILL');
     // Gone, not only signalled: a daemon still inside a write must not be read beside.
-    for (const d of daemons) if (d.exitCode === null && d.signalCode === null) await new Promise((r) => d.once('exit', r));
-    for (const m of [snap, smnt, mnt]) if (!(await waitFor(() => !mounted(m), 5000))) spawnSync('fusermount3', ['-uz', m]);
+    const stuck: string[] = [];
+    for (const d of daemons) if (!(await within(exited(d), STOP_MS))) stuck.push(`pid ${d.pid} (${procState(d.pid)})`);
+    for (const m of [snap, smnt, mnt]) if (!(await waitFor(() => !mounted(m), 5000))) runSync('fusermount3', ['-uz', m], `fusermount3 -uz ${m}`, { ms: 30_000 });
+    if (stuck.length) throw new Error(`a daemon did not exit within ${STOP_MS / 1000} s of SIGKILL: ${stuck.join(', ')}`);
   };
   const up = async (spec: string, at: string, extra: string[]) => {
     const d = startDaemon(spec, at, extra, logFile, env);
@@ -172,6 +241,7 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
     const sealed: Sealed[] = [];
     const work = workload(mnt, rng, sealed);
     const f = follower(pipeMode, mnt, slaveMounted ? smnt : `${B}@M`, B, env);
+    followers.push(f);
     await sleep(500 + rng.int(4000));
     // Who dies: the follower (reader, writer or both), the master's daemon, the slave's.
     const victims = rng.int(6);
@@ -199,8 +269,11 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
       da.kill('SIGTERM');
       details.push('master stopped by SIGTERM');
     }
-    await work;
-    await f.end();
+    // The workload ends when the master's mount goes (killed, or unmounted by SIGTERM).
+    const workEnded = await within(work, STOP_MS);
+    const unstopped = await f.end();
+    if (!workEnded) return { ok: false, detail: `the workload still ran ${STOP_MS / 1000} s after the master daemon was stopped (${details.join(', ')})` };
+    if (unstopped) return { ok: false, detail: `${unstopped} (${details.join(', ')})` };
     if (db && db.exitCode === null && db.signalCode === null) db.kill('SIGTERM');
     await clear();
     daemons.length = 0;
@@ -219,16 +292,17 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
     const kept = await tidOf(A, 'DATA.synced');
     if (at !== 0n && kept === at) {
       // A second mount of the image: handed to the daemon that holds it.
-      const r = spawnSync(process.execPath, [MOUNT, '-o', 'ro', `${A}@DATA.synced`, snap], { encoding: 'utf8', env: { ...env, HAMMER2_QUIET_SHIM: '1' } });
+      const r = runSync(process.execPath, [MOUNT, '-o', 'ro', `${A}@DATA.synced`, snap], 'mount of the synced snapshot', { env: { ...env, HAMMER2_QUIET_SHIM: '1' }, ms: 60_000 });
       if (r.status !== 0 || !mounted(snap)) throw new Error(`mount of the synced snapshot: ${r.stderr.trim()}`);
       const same = tarHash(smnt) === tarHash(snap);
-      spawnSync('fusermount3', ['-u', snap]);
+      runSync('fusermount3', ['-u', snap], `fusermount3 -u ${snap}`, { ms: 30_000 });
       if (!same) return { ok: false, detail: `the slave at ${at} does not read as the master's state at ${at}` };
       details.push(`slave consistent at ${at}`);
     } else details.push(at === 0n ? 'slave still empty' : pipeMode ? `slave at ${at}` : `slave at ${at}, its kept state at ${kept ?? 'none'} (killed between)`);
 
     // Restarted, it converges.
     const g = follower(false, mnt, smnt, B, env);
+    followers.push(g);
     const target = await tidOf(A, 'DATA');
     // Converged means the slave at the master's tid and that state kept on the
     // master: the keep follows the slave's commit, and a slave that was level
@@ -240,7 +314,8 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
       if (level) keptNow = await tidOf(A, 'DATA.synced');
       if (!(level && keptNow === target)) await sleep(100);
     }
-    await g.end();
+    const unstopped2 = await g.end();
+    if (unstopped2) return { ok: false, detail: `the restarted stream: ${unstopped2}` };
     if (!level) return { ok: false, detail: `the restarted stream did not converge: ${g.log().trim().split('\n').slice(-2).join(' | ')}` };
     if (tarHash(smnt) !== tarHash(mnt)) return { ok: false, detail: 'after convergence the slave and master trees differ' };
     // The restarted stream keeps the state the slave holds, whatever the kill left behind.
@@ -264,6 +339,7 @@ export async function mirrorCrashRun(run: number, seed: number, dir: string, siz
   } catch (e) {
     return { ok: false, detail: `${(e as Error).message} (${details.join(', ')})` };
   } finally {
+    for (const f of followers) await f.abort();
     await clear();
   }
 }
