@@ -14,6 +14,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
+import { ControlClient, findSockets } from '../src/control';
 import { mountedMasterAndSlave, slaveHoldsMaster } from './lib/mirror';
 import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth, pfsTid } from './lib/pfstree';
 
@@ -374,4 +375,29 @@ t.test('mirror-write into a mounted slave: the daemon applies the stream and the
   await m.unmount();
   t.same(treeDiff(await imageTree(A.img, 'DATA'), await imageTree(B.img, 'M')), [], 'the slave holds the master');
   await fsckBoth(t, B.img, 'slave');
+});
+
+t.test('mirror-write through a daemon whose sender died before opening the FIFO: refused, no hang', async (t) => {
+  const why = fuseUnavailable();
+  if (why) return t.skip(why);
+  const { A, B } = await filledMasterAndSlave(t, 256 << 20, 3, 5000);
+  const mnt = path.join(B.dir, 'slave');
+  process.env.HAMMER2_FIFO_WAIT_MS = '1500';
+  t.teardown(() => delete process.env.HAMMER2_FIFO_WAIT_MS);
+  const m = await mount(t, `${B.img}@M`, mnt);
+  // What a command killed between its request and opening its end leaves: a FIFO nobody writes.
+  const fifo = path.join(B.dir, 'stream');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const [sock] = findSockets(B.img);
+  const c = await ControlClient.connect(sock);
+  t.teardown(() => c.close());
+  const t0 = Date.now();
+  await t.rejects(c.request('mirror-write', { label: 'M', fifo }), /no stream came/, 'refused, saying why');
+  t.ok(Date.now() - t0 < 20000, `after the wait (${Date.now() - t0} ms)`);
+  t.same(fs.readdirSync(mnt), [], 'the slave is as it was');
+  const h2 = `${process.execPath} ${H2_BIN}`;
+  const x = spawnSync('bash', ['-o', 'pipefail', '-c', `${h2} mirror-read ${A.img}@DATA | ${h2} mirror-write ${mnt}`], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  t.equal(x.status, 0, `the daemon takes the next stream: ${x.stderr}`);
+  t.equal(fs.readdirSync(mnt).length, 3);
+  await m.unmount();
 });

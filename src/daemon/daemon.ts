@@ -21,6 +21,9 @@ import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
+
+/** How long mirror-write waits for the command's end of its FIFO to open (it opens within moments; tests shorten it). */
+const WRITER_MS = Number(process.env.HAMMER2_FIFO_WAIT_MS) || 30_000;
 export interface DaemonOptions {
   /** The image: one volume or several as img1:img2 (absolute paths). */
   devices: string;
@@ -376,9 +379,44 @@ export class ImageDaemon {
           await new Promise<void>((res, rej) => {
             const from = new net.Socket({ fd, readable: true, writable: false });
             const to = fs.createWriteStream(spool, { mode: 0o600 });
-            from.on('error', rej);
+            // The command opens its end within moments of ours. If it died
+            // first, the kernel never signals the end of a FIFO that no writer
+            // ever opened: look for a writer ourselves until the first bytes
+            // come (a read finds EAGAIN while one is there, 0 while none is),
+            // and give up after WRITER_MS without one.
+            let got = false;
+            let since = Date.now();
+            const probe = Buffer.alloc(65536);
+            const watch = setInterval(() => {
+              if (got) return clearInterval(watch);
+              let n: number;
+              try {
+                n = fs.readSync(fd, probe, 0, probe.length, null);
+              } catch (e) {
+                if ((e as NodeJS.ErrnoException).code === 'EAGAIN') since = Date.now();
+                else from.destroy(e as Error);
+                return;
+              }
+              if (n > 0) {
+                // The first bytes: they go first, the socket brings the rest.
+                got = true;
+                to.write(Buffer.from(probe.subarray(0, n)));
+              } else if (Date.now() - since > WRITER_MS) {
+                clearInterval(watch);
+                from.destroy(new FsError('EPIPE', `no stream came through ${fifo} within ${WRITER_MS / 1000} s (the command sending it went away)`));
+              }
+            }, 250);
+            from.once('data', () => (got = true));
+            from.on('error', (e) => {
+              clearInterval(watch);
+              to.destroy();
+              rej(e);
+            });
             to.on('error', rej);
-            to.on('finish', () => res());
+            to.on('finish', () => {
+              clearInterval(watch);
+              res();
+            });
             from.pipe(to);
           }).catch((e) => {
             fs.rmSync(spool, { force: true });
