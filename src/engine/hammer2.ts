@@ -65,8 +65,19 @@ export class Hammer2Device {
     if (inode.meta.pfsType !== PfsType.SUPROOT && inode.meta.type !== ObjType.DIRECTORY) {
       throw new MediaError(`super-root inode at ${hex(b.dataOff)} is not a directory`, b.dataOff);
     }
-    this.sroot = { bref: { ...b }, check: Buffer.from(b.check), inode };
+    this.rememberSuperRoot(b, inode);
     return { bref: b, inode };
+  }
+
+  /** Forget decoded metadata (a failed commit may have left some of its own, never written). */
+  forgetCached(): void {
+    this.reader.clearCache();
+    this.sroot = null;
+  }
+
+  /** A super-root a commit just wrote at `b` (the next commit starts from it). */
+  rememberSuperRoot(b: Blockref, inode: InodeData): void {
+    this.sroot = { bref: { ...b }, check: Buffer.from(b.check), inode };
   }
 
   /** Every PFS inode under the super-root, in key (name hash) order. */

@@ -203,7 +203,7 @@ export class Hammer2Fs {
 
   /** Forget every cached block, so that the next reads see the media as it is (before a repair). */
   dropCaches(): void {
-    this.dev.reader.clearCache();
+    this.dev.forgetCached();
     this.dev.vols.bufCache.clear();
   }
 
@@ -431,7 +431,7 @@ export class Hammer2Fs {
       return { tid, sroot, fm, commits, roots, t0, b0, y0 };
     } catch (e) {
       this.dev.vols.discardWrites();
-      this.dev.reader.clearCache(); // it may hold blocks of this commit
+      this.dev.forgetCached(); // it may hold blocks of this commit
       this.allocator.rollback();
       throw asFsError(e);
     }
@@ -440,7 +440,7 @@ export class Hammer2Fs {
   /** Drop a prepared commit (its blocks stay unreferenced; nothing points at them). */
   abortCommit(_p: PreparedCommit): void {
     this.dev.vols.discardWrites();
-    this.dev.reader.clearCache();
+    this.dev.forgetCached();
     this.allocator?.rollback();
     this.writer?.recent?.clear();
   }
@@ -487,7 +487,7 @@ export class Hammer2Fs {
     } catch (e) {
       Object.assign(hdr, saved);
       this.dev.vols.discardWrites();
-      this.dev.reader.clearCache();
+      this.dev.forgetCached();
       this.allocator!.rollback();
       for (const part of joined) part.abort();
       // A header write that failed half way may have destroyed that slot; the
@@ -840,9 +840,11 @@ export class Hammer2Fs {
     };
     const table = padTable(applyUpdates(ctx, inodeBlockset(inode), SET_COUNT, updates), SET_COUNT);
     setInodeBlockset(data, table);
-    const nb = w.writeMeta(BrefType.INODE, bref.key, bref.keybits, encodeInode(data), bref.methods >> 4, bref.methods & 15);
+    const raw = encodeInode(data);
+    const nb = w.writeMeta(BrefType.INODE, bref.key, bref.keybits, raw, bref.methods >> 4, bref.methods & 15);
     nb.flags = bref.flags;
     rollupStats(nb, table);
+    this.dev.rememberSuperRoot(nb, decodeInode(raw));
     return nb;
   }
 
