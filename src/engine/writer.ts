@@ -129,6 +129,16 @@ export class BlockWriter {
     computeCheck(checkAlgo, stored, b.check);
     b.dataOff = this.place(stored.length, BrefType.DATA, stored);
     this.stamp(b);
+    // A block cut at EOF is what the next append to the file reads back
+    // first: keep it (a copy where it is the caller's buffer).
+    if (data.length < PBUFSIZE) {
+      let keep = stored;
+      if (stored === data) {
+        keep = Buffer.allocUnsafe(stored.length);
+        stored.copy(keep);
+      }
+      this.reader.seed(b, keep);
+    }
     return b;
   }
 
