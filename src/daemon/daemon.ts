@@ -21,9 +21,9 @@ import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
-
 /** How long mirror-write waits for the command's end of its FIFO to open (it opens within moments; tests shorten it). */
 const WRITER_MS = Number(process.env.HAMMER2_FIFO_WAIT_MS) || 30_000;
+
 export interface DaemonOptions {
   /** The image: one volume or several as img1:img2 (absolute paths). */
   devices: string;
