@@ -12,7 +12,7 @@ import { Hammer2Fs } from '../../fs';
 import { BrefType, decodeBlockref, decodeInode, InodeData, inodeBlockset, PfsType } from '../../media';
 import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { syncedTid } from '../../sync';
-import { hammer2MountOf } from '../../daemon';
+import { hammer2MountOf } from '../../daemon/options';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
