@@ -294,6 +294,18 @@ export class BlockReader {
     }
   }
 
+  /**
+   * Keep a blocktable the writer just placed, as if read back: the next
+   * walk of the tree (the next mirroring pass into a slave, whose every pass
+   * rewrites most of its inode index's tables) finds it here instead of
+   * reading it from media. `bytes` must never change. Hits are checked
+   * against the bref's check code as any cached block.
+   */
+  remember(b: Blockref, bytes: Buffer): void {
+    if (b.type !== BrefType.INDIRECT) return;
+    this.cache.set(Number(b.dataOff), { check8: b.check.readBigUInt64LE(0), methods: b.methods, bytes }, bytes.length + 64);
+  }
+
   /** Forget a cached block (the writer calls this when media at `dataOff` is rewritten). */
   invalidate(dataOff: bigint): void {
     this.cache.delete(Number(dataOff));

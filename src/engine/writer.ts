@@ -170,6 +170,7 @@ export class BlockWriter {
     for (let i = 0; i < table.length; i++) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
     const b = this.writeMeta(BrefType.INDIRECT, key, keybits, buf, checkAlgo);
     rollupStats(b, table);
+    this.reader.remember(b, buf);
     return b;
   }
 }
