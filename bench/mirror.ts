@@ -260,7 +260,12 @@ if (require.main === module) {
     const i = args.indexOf(name);
     return i >= 0 ? args[i + 1] : dflt;
   };
-  const dir = opt('--dir', fs.mkdtempSync(path.join(os.tmpdir(), 'h2mirrorbench-')));
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write('node dist/bench/mirror.js [--files N] [--reps N] [--full-reps N] [--size MiB] [--dir DIR]\n  (defaults: 100000 files, 3 repetitions, full copies measured as often, 2048 MiB; --full-reps 0: only incremental passes; --size 0: no block count)\n');
+    process.exit(0);
+  }
+  // The temporary directory only when --dir is not given (it was made, and left empty, either way).
+  const dir = args.includes('--dir') ? opt('--dir', '') : fs.mkdtempSync(path.join(os.tmpdir(), 'h2mirrorbench-'));
   mirrorBench({ files: Number(opt('--files', '100000')), reps: Number(opt('--reps', '3')), fullReps: args.includes('--full-reps') ? Number(opt('--full-reps', '3')) : undefined, sizeMiB: Number(opt('--size', '2048')), dir }, (s) => process.stderr.write(s + '\n'))
     .then((r) => {
       process.stdout.write(mirrorLines(r).join('\n') + '\n');

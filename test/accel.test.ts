@@ -8,7 +8,7 @@ import { accel } from '../src/media/accel';
 import { crc32cJs, icrc32, initCodecs, xxh64Wasm, encodeData, decodeData, CompMethod, isAllZero } from '../src/media';
 
 t.before(async () => {
-  await initCodecs();
+  await initCodecs({ wasm: true });
 });
 
 /** Compressible text, random bytes, runs, and mixes of them. */

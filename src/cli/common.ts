@@ -2,19 +2,10 @@
 // where output goes, and commander set up to report usage errors as
 // "prog: message" and return an exit status instead of exiting.
 import { Command, CommanderError } from 'commander';
+import { CliIo } from './io';
 
-export interface CliIo {
-  out: (s: string) => void;
-  err: (s: string) => void;
-  /** A terminal is watching (progress bars). */
-  tty?: boolean;
-}
-
-export const stdio: CliIo = {
-  out: (s) => process.stdout.write(s),
-  err: (s) => process.stderr.write(s),
-  tty: !!process.stderr.isTTY,
-};
+export { stdio } from './io';
+export type { CliIo } from './io';
 
 /** Finish a tool's Command: -h, no guessing, errors through `io`, no process.exit. */
 export function toolCommand(program: Command, prog: string, io: CliIo): Command {

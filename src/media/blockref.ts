@@ -107,15 +107,18 @@ const SHARED_EMPTY: Blockref = Object.freeze({ ...emptyBlockref(), embed: Buffer
 /**
  * Decode a table for a cache that keeps it and hands it out: as
  * decodeBlockrefArray, except that every all-zero slot is one shared,
- * frozen EMPTY entry. Indirect tables are mostly empty slots, and a private
- * object with two copies for each cost more to make, keep and collect than
- * the rest of the table. Callers must never modify the entries.
+ * frozen EMPTY entry, and the other entries' embed and check fields are
+ * views into `buf` (which the cache keeps anyway) rather than copies.
+ * Indirect tables are mostly empty slots, and a private object with two
+ * copies for each cost more to make, keep and collect than the rest of the
+ * table; walking a tree of 100 000 inodes decodes 100 000 entries. Callers
+ * must never modify the entries (nor `buf`).
  */
 export function decodeBlockrefTable(buf: Buffer, off: number, count: number): Blockref[] {
   const out: Blockref[] = new Array(count);
   for (let i = 0; i < count; i++) {
     const at = off + i * BLOCKREF_BYTES;
-    out[i] = buf[at] === BrefType.EMPTY && buf.compare(ZERO_BREF, 0, BLOCKREF_BYTES, at, at + BLOCKREF_BYTES) === 0 ? SHARED_EMPTY : decodeBlockref(buf, at);
+    out[i] = buf[at] === BrefType.EMPTY && buf.compare(ZERO_BREF, 0, BLOCKREF_BYTES, at, at + BLOCKREF_BYTES) === 0 ? SHARED_EMPTY : decodeBlockrefView(buf, at);
   }
   return out;
 }

@@ -1,16 +1,20 @@
 // Check codes of blocks (bref.methods high nibble), computed over the
 // physical (possibly compressed) bytes of the block.
-import { createHash } from 'node:crypto';
-import xxhash from 'xxhash-wasm';
 import { CheckMethod, XXH_HAMMER2_SEED } from './constants';
 import { icrc32 } from './crc32c';
 import { accel } from './accel';
 
 let h64Raw: ((b: Uint8Array, seed?: bigint) => bigint) | null = null;
 
-/** xxhash-wasm instantiates asynchronously: every tool awaits this once at start. */
-export async function initCodecs(): Promise<void> {
-  if (!h64Raw) h64Raw = (await xxhash()).h64Raw;
+/**
+ * xxhash-wasm instantiates asynchronously: every tool awaits this once at
+ * start. With the native shim's xxh64 the wasm one is the fallback only,
+ * and it is not loaded (a command started once per mirroring pass feels
+ * every module it loads) unless `wasm` asks for it (tests compare the two).
+ */
+export async function initCodecs(o: { wasm?: boolean } = {}): Promise<void> {
+  if (h64Raw || (accel && !o.wasm)) return;
+  h64Raw = (await (await import('xxhash-wasm')).default()).h64Raw;
 }
 
 const xxOut = Buffer.alloc(8);
@@ -30,8 +34,13 @@ export function xxh64Wasm(buf: Uint8Array): bigint {
   return h64Raw(buf, XXH_HAMMER2_SEED);
 }
 
+let createHash: typeof import('node:crypto').createHash | undefined;
+
 /** sha192: SHA-256 with its 4th 64-bit word folded (xor) into the 3rd, first 24 bytes kept. */
 export function sha192(buf: Uint8Array): Buffer {
+  // Loaded on first use: node:crypto costs a command's start-up more than most checks need.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  createHash ??= (require('node:crypto') as typeof import('node:crypto')).createHash;
   const d = createHash('sha256').update(buf).digest();
   for (let i = 16; i < 24; i++) d[i] ^= d[i + 8];
   return d.subarray(0, 24);

@@ -1,7 +1,6 @@
 // Data-block compression (bref.methods low nibble): decoding into a logical
 // buffer, and encoding the way the reference keeps results (power-of-two
 // physical sizes, only when they save space).
-import { deflateSync, inflateSync } from 'node:zlib';
 import { CompMethod } from './constants';
 import { CorruptCompressedData, lz4DecodeHammer2, lz4EncodeHammer2 } from './lz4';
 import { accel } from './accel';
@@ -11,6 +10,12 @@ import { accel } from './accel';
  * 64 KiB). Uncompressed data is copied; short physical blocks and
  * decompressed output shorter than `out` are zero-filled.
  */
+// node:zlib is loaded on first use: most images use lz4 or nothing, and a
+// command started once per mirroring pass feels every module it loads.
+let zlibModule: typeof import('node:zlib') | undefined;
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const zlib = () => (zlibModule ??= require('node:zlib') as typeof import('node:zlib'));
+
 export function decodeData(comp: number, phys: Uint8Array, out: Uint8Array): void {
   switch (comp & 15) {
     case CompMethod.NONE:
@@ -28,7 +33,7 @@ export function decodeData(comp: number, phys: Uint8Array, out: Uint8Array): voi
       let r: Buffer;
       try {
         // The reference inflates a zlib stream (header + adler32) from the physical block.
-        r = inflateSync(phys, { maxOutputLength: out.length, finishFlush: 2 /* Z_SYNC_FLUSH */ });
+        r = zlib().inflateSync(phys, { maxOutputLength: out.length, finishFlush: 2 /* Z_SYNC_FLUSH */ });
       } catch (e) {
         throw new CorruptCompressedData(`zlib: ${(e as Error).message}`);
       }
@@ -83,7 +88,7 @@ export function encodeData(comp: number, level: number, data: Uint8Array): Buffe
   if (algo === CompMethod.LZ4) {
     c = lz4EncodeHammer2(data, pblksize / 2);
   } else if (algo === CompMethod.ZLIB) {
-    const z = deflateSync(data, { level: level > 0 ? Math.min(level, 9) : 6 });
+    const z = zlib().deflateSync(data, { level: level > 0 ? Math.min(level, 9) : 6 });
     c = z.length <= pblksize / 2 - 4 ? z : null;
   } else {
     return null;

@@ -1,7 +1,6 @@
 // LZ4 block format, in HAMMER2's framing: a 32-bit little-endian compressed
 // length, then one raw LZ4 block. Decoding writes straight into the caller's
 // buffer and never reads or writes out of bounds, whatever the input.
-import { compress as lz4wasmCompress } from 'lz4-wasm-nodejs';
 import { accel } from './accel';
 
 export class CorruptCompressedData extends Error {
@@ -98,9 +97,14 @@ export function lz4DecodeHammer2(src: Uint8Array, dst: Uint8Array): number {
  * Compress `src` into HAMMER2 framing. Returns null if the result would not
  * fit in `limit` bytes (the reference only keeps compression that saves space).
  */
+let lz4wasm: typeof import('lz4-wasm-nodejs') | undefined;
+
 export function lz4EncodeHammer2(src: Uint8Array, limit: number): Buffer | null {
   // lz4-wasm prepends the uncompressed size; HAMMER2 wants the compressed size.
-  const out = lz4wasmCompress(src);
+  // The wasm compressor is loaded on first use (reading and copying blocks never needs it).
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  lz4wasm ??= require('lz4-wasm-nodejs') as typeof import('lz4-wasm-nodejs');
+  const out = lz4wasm.compress(src);
   const clen = out.length - 4;
   if (clen + 4 > limit) return null;
   const b = Buffer.from(out.buffer, out.byteOffset, out.length);

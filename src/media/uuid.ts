@@ -1,6 +1,5 @@
 // struct uuid as DragonFly stores it: time_low, time_mid, time_hi_and_version
 // in host (little-endian) order, then clock_seq and node as bytes.
-import { randomBytes } from 'node:crypto';
 
 export function uuidToString(b: Uint8Array): string {
   const buf = Buffer.from(b.buffer, b.byteOffset, 16);
@@ -31,7 +30,9 @@ export function uuidFromString(s: string): Buffer {
 
 /** A random (version 4) uuid in on-media order. */
 export function uuidRandom(): Buffer {
-  const b = randomBytes(16);
+  // node:crypto is loaded here, not by every command that reads an image.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const b = (require('node:crypto') as typeof import('node:crypto')).randomBytes(16);
   b.writeUInt16LE((b.readUInt16LE(6) & 0x0fff) | 0x4000, 6);
   b[8] = (b[8] & 0x3f) | 0x80;
   return b;

@@ -5,7 +5,7 @@
 // back). Records are pushed one at a time (from a pipe, or straight from a
 // local mirror-read), so the applier keeps only the open blocktables of the
 // current path, not the stream.
-import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, padTable, TreeContext, writeInode } from '../engine';
+import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, lookupKey, padTable, TreeContext, writeInode } from '../engine';
 import {
   BLOCKREF_BYTES,
   Blockref,
@@ -17,6 +17,7 @@ import {
   decodeInode,
   inodeBlockset,
   InodeData,
+  KEY_MAX,
   ObjType,
   OPFLAG_DIRECTDATA,
   SET_COUNT,
@@ -30,7 +31,8 @@ interface TableCtx {
   kind: 'table';
   lo: bigint;
   hi: bigint;
-  dstSet: Blockref[];
+  /** The slave's blockset this table replaces (read when first needed). */
+  dstSet: () => Blockref[];
   skips: [bigint, bigint][];
   keys: Set<bigint>;
   updates: LeafUpdate[];
@@ -45,7 +47,8 @@ interface InodeCtx {
   kind: 'inode';
   bref: Blockref;
   src: InodeData;
-  dst: InodeData | null;
+  /** The table the inode is in. */
+  parent: TableCtx;
 }
 
 export interface ApplyStats {
@@ -90,18 +93,20 @@ export class StreamApplier {
       case Rec.TABLE: {
         if (!this.srcRoot || p.length !== 16) throw new StreamError('misplaced or malformed TABLE record');
         const t = this.top();
-        let dstSet: Blockref[];
+        let dstSet: () => Blockref[];
         let owner: InodeCtx | null = null;
         let check: number;
         let isDir: boolean;
         if (!t) {
           if (this.rootTable) throw new StreamError('a second root table');
-          dstSet = inodeBlockset(this.dstRoot);
+          const set = inodeBlockset(this.dstRoot);
+          dstSet = () => set;
           check = inodeCheck(this.srcRoot);
           isDir = false;
         } else if (t.kind === 'inode') {
           owner = t;
-          dstSet = t.dst && !(t.dst.meta.opFlags & OPFLAG_DIRECTDATA) ? inodeBlockset(t.dst) : [];
+          let set: Blockref[] | null = null;
+          dstSet = () => (set ??= this.dstBlockset(t));
           check = inodeCheck(t.src);
           isDir = t.src.meta.type === ObjType.DIRECTORY;
         } else throw new StreamError('a blocktable inside a blocktable');
@@ -128,9 +133,7 @@ export class StreamApplier {
         const { bref, bytes } = this.leafOf(p);
         if (bref.type !== BrefType.INODE || bytes.length !== 1024) throw new StreamError('malformed INODE record');
         const src = decodeInode(bytes);
-        const d = leavesIn(this.reader, t.dstSet, [[bref.key, bref.key]]).get(bref.key);
-        const dst = d && d.type === BrefType.INODE ? decodeInode(this.reader.readPhysical(d)) : null;
-        const ic: InodeCtx = { kind: 'inode', bref, src, dst };
+        const ic: InodeCtx = { kind: 'inode', bref, src, parent: t };
         this.stack.push(ic);
         // Embedded data: no tree follows.
         if (src.meta.opFlags & OPFLAG_DIRECTDATA) this.finishInode(ic, null);
@@ -162,12 +165,31 @@ export class StreamApplier {
     return { bref, bytes };
   }
 
+  /**
+   * The slave's tree of the inode `ic` replaces: its blockset, or none (a
+   * new inode, or one with embedded data). Read only when needed: the
+   * slave's copy of a changed inode is one random read of a cold block.
+   */
+  private dstBlockset(ic: InodeCtx): Blockref[] {
+    const d = lookupKey(this.reader, ic.parent.dstSet(), ic.bref.key);
+    if (!d || d.key !== ic.bref.key || d.type !== BrefType.INODE) return [];
+    const dst = decodeInode(this.reader.readPhysical(d));
+    return dst.meta.opFlags & OPFLAG_DIRECTDATA ? [] : inodeBlockset(dst);
+  }
+
   private finishTable(t: TableCtx): void {
-    const ranges = unskipped(t.skips, t.lo, t.hi);
-    for (const [k] of leavesIn(this.reader, t.dstSet, ranges)) {
-      if (t.keys.has(k)) continue;
-      t.updates.push({ key: k, bref: null });
-      this.stats.deleted++;
+    // An inode's table sent whole (nothing skipped) replaces the slave's
+    // tree of that inode outright: the new tree is built from what was
+    // sent, and the old one, like every block a pass replaces, is left for
+    // bulkfree, without reading it. (Its leaves are not counted as removed.)
+    const whole = t.owner !== null && t.skips.length === 0 && t.lo === 0n && t.hi === KEY_MAX;
+    const base = whole ? [] : t.dstSet();
+    if (!whole) {
+      for (const [k] of leavesIn(this.reader, base, unskipped(t.skips, t.lo, t.hi))) {
+        if (t.keys.has(k)) continue;
+        t.updates.push({ key: k, bref: null });
+        this.stats.deleted++;
+      }
     }
     t.updates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (let i = 1; i < t.updates.length; i++) if (t.updates[i].key === t.updates[i - 1].key) throw new StreamError('a key sent twice in one blocktable');
@@ -176,7 +198,7 @@ export class StreamApplier {
       indirectBytes: (depth) => (depth === 0 && t.isDir ? 4096 : 16384),
       writeIndirect: (key, keybits, table) => this.writer.writeIndirect(key, keybits, table, t.check),
     };
-    const table = padTable(t.updates.length ? applyUpdates(ctx, t.dstSet, SET_COUNT, t.updates) : t.dstSet.filter((b) => b.type !== BrefType.EMPTY), SET_COUNT);
+    const table = padTable(t.updates.length ? applyUpdates(ctx, base, SET_COUNT, t.updates) : base.filter((b) => b.type !== BrefType.EMPTY), SET_COUNT);
     this.stack.pop();
     if (t.owner) this.finishInode(t.owner, table);
     else this.rootTable = table;

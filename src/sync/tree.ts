@@ -27,6 +27,7 @@ import {
   LeafUpdate,
   MediaError,
   padTable,
+  scanRange,
   TreeContext,
   writeInode,
 } from '../engine';
@@ -606,21 +607,19 @@ export function unskipped(skips: [bigint, bigint][], lo: bigint, hi: bigint): [b
   );
 }
 
-/** Every leaf of a blocktable tree with keys in the given ranges, by key (a damaged blocktable throws). */
+/**
+ * Every leaf of a blocktable tree with keys in the given ranges, by key (a
+ * damaged blocktable throws). Each range is found by binary search in each
+ * table on its path: a mirroring pass asks for a thousand narrow ranges of
+ * a tree of a hundred thousand leaves.
+ */
 export function leavesIn(reader: BlockReader, set: readonly Blockref[], ranges: [bigint, bigint][]): Map<bigint, Blockref> {
   const out = new Map<bigint, Blockref>();
   for (const [lo, hi] of ranges) {
-    const visit = (table: readonly Blockref[], depth: number): void => {
-      if (depth > 64) throw new MediaError('tree too deep (loop?)');
-      for (const b of table) {
-        if (b.type === BrefType.EMPTY) continue;
-        if (brefKeyEnd(b) < lo) continue;
-        if (b.key > hi) break;
-        if (isNode(b.type)) visit(reader.readTable(b).live, depth + 1);
-        else out.set(b.key, b);
-      }
-    };
-    visit(sortedLive(set), 0);
+    scanRange(reader, set, lo, hi, (b) => {
+      out.set(b.key, b);
+      return false;
+    });
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // What every directive of the hammer2 command receives: the global options
 // (parsed the way the reference's getopt string "m:rs:t:u:vq" reads them,
 // plus --json) and where its output goes.
-import { CliIo } from '../common';
+import { CliIo } from '../io';
 
 export interface Hammer2Ctx {
   io: CliIo;

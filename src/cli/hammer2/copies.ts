@@ -4,7 +4,7 @@
 // the daemon as absolute paths.
 import type { CopyStatus, ScrubReport } from '../../cluster';
 import { ControlError } from '../../control';
-import { absSpec } from '../../daemon';
+import { absSpec } from '../../daemon/options';
 import { strerror } from '../common';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ControlError } from '../../control';
-import { mountTable } from '../../daemon';
+import { mountTable } from '../../daemon/options';
 import { strerror } from '../common';
 import { Directive, DirectiveError, UsageError } from './context';
 import { hammer2Mounts, openTarget, Target } from './target';

@@ -12,7 +12,7 @@ import { Hammer2Fs } from '../../fs';
 import { BrefType, decodeBlockref, decodeInode, InodeData, inodeBlockset, PfsType } from '../../media';
 import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
 import { syncedTid } from '../../sync';
-import { hammer2MountOf } from '../../daemon';
+import { hammer2MountOf } from '../../daemon/options';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
@@ -46,6 +46,32 @@ function writeAll(fd: number, b: Buffer, stall?: { last: number }): void {
       throw e;
     }
   }
+}
+
+/**
+ * Records gathered into writes of about 256 KiB: a pass of a 1 % change is
+ * some 15 000 records of a few hundred bytes, and one write(2) each cost
+ * the reader more than its walk's reads (and the far end one wakeup each).
+ * `flush` writes what is left; the stream's END record is the last push.
+ */
+function batchedWriter(write: (b: Buffer) => void, limit = 256 << 10): { push(b: Buffer): void; flush(): void } {
+  let parts: Buffer[] = [];
+  let bytes = 0;
+  const flush = () => {
+    if (!parts.length) return;
+    const b = parts.length === 1 ? parts[0] : Buffer.concat(parts, bytes);
+    parts = [];
+    bytes = 0;
+    write(b);
+  };
+  return {
+    push: (b) => {
+      parts.push(b);
+      bytes += b.length;
+      if (bytes >= limit) flush();
+    },
+    flush,
+  };
 }
 
 /** IMAGE@LABEL of an unmounted image (a mounted PFS is refused with what to do). */
@@ -122,10 +148,12 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
     }
     try {
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+      const out = batchedWriter((b) => writeAll(1, b));
       const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, (b) => {
         throttle?.(b.length);
-        writeAll(1, b);
+        out.push(b);
       });
+      out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } finally {
       dev.close();
@@ -276,10 +304,12 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
       let blocksRead = 0;
       const w = await streamToDaemon(sd!.t, sd!.label, (fd) => {
         const stall = stallGuard();
+        const out = batchedWriter((b) => writeAll(fd, b, stall));
         blocksRead = mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, (b) => {
           throttle?.(b.length);
-          writeAll(fd, b, stall);
+          out.push(b);
         }).stats.blocksRead;
+        out.flush();
       });
       r = { label: sd!.label, from: BigInt(w.from), to: BigInt(w.to), blocksRead, written: w.leaves, deleted: w.deleted };
     }
@@ -621,10 +651,12 @@ export const directives: Record<string, Directive> = {
     const h = await open(devices, false);
     try {
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
+      const out = batchedWriter((b) => writeAll(1, b));
       const r = mirrorRead(h, label, since, (b) => {
         throttle?.(b.length);
-        writeAll(1, b);
+        out.push(b);
       });
+      out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } catch (e) {
       if (e instanceof DirectiveError) throw e;

@@ -56,7 +56,7 @@ import {
   ZONE_FREEMAP_INC,
 } from '../../media';
 import { DeviceError, MountError, Volume, VolumeSet } from '../../store';
-import { CliIo } from '../common';
+import { CliIo } from '../io';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { checkModeName, compModeName, objTypeName, time64ToStr } from './printinode';
 

@@ -3,9 +3,11 @@
 // administration table (src/admin), so a request means the same either way.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { adminOps } from '../../admin';
-import { allSockets, asControlError, ControlClient, ControlError, findSockets, Progress } from '../../control';
-import { hammer2MountOf, mountTable } from '../../daemon';
+import type { adminOps } from '../../admin';
+import { ControlClient } from '../../control/client';
+import { allSockets, findSockets } from '../../control/paths';
+import { asControlError, ControlError, Progress } from '../../control/protocol';
+import { hammer2MountOf, mountTable } from '../../daemon/options';
 import { Hammer2Fs } from '../../fs';
 import { parseDeviceSpec } from '../spec';
 import { DirectiveError } from './context';
@@ -48,7 +50,10 @@ class ImageTarget implements Target {
     readonly name: string,
     readonly label: string | null,
   ) {
-    this.ops = adminOps({ fs: h2, mounts: () => [], describe: () => ({ pid: process.pid, devices: name, socket: null }) });
+    // Loaded here: a command that talks to a daemon does not need the administration table.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const admin = require('../../admin') as typeof import('../../admin');
+    this.ops = admin.adminOps({ fs: h2, mounts: () => [], describe: () => ({ pid: process.pid, devices: name, socket: null }) });
   }
   async request<T>(op: string, args: Record<string, unknown> = {}, progress?: (p: Progress) => void): Promise<T> {
     const o = this.ops[op];
