@@ -166,7 +166,9 @@ export class BlockReader {
     if (!e.brefs) {
       e.brefs = decodeBlockrefTable(e.bytes, 0, e.bytes.length / BLOCKREF_BYTES);
       // Decoded entries cost far more memory than the block: count them.
-      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + e.brefs.filter((x) => x.type !== BrefType.EMPTY).length * 400);
+      let live = 0;
+      for (const x of e.brefs) if (x.type !== BrefType.EMPTY) live++;
+      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + live * 400);
     }
     return e.brefs;
   }

@@ -53,8 +53,9 @@ function writeAll(fd: number, b: Buffer, stall?: { last: number }): void {
  * some 15 000 records of a few hundred bytes, and one write(2) each cost
  * the reader more than its walk's reads (and the far end one wakeup each).
  * `flush` writes what is left; the stream's END record is the last push.
+ * `throttle` (the -b limit) is charged for every record pushed.
  */
-function batchedWriter(write: (b: Buffer) => void, limit = 256 << 10): { push(b: Buffer): void; flush(): void } {
+function batchedWriter(write: (b: Buffer) => void, throttle?: (bytes: number) => void, limit = 256 << 10): { push(b: Buffer): void; flush(): void } {
   let parts: Buffer[] = [];
   let bytes = 0;
   const flush = () => {
@@ -66,6 +67,7 @@ function batchedWriter(write: (b: Buffer) => void, limit = 256 << 10): { push(b:
   };
   return {
     push: (b) => {
+      throttle?.(b.length);
       parts.push(b);
       bytes += b.length;
       if (bytes >= limit) flush();
@@ -148,11 +150,8 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
     }
     try {
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
-      const out = batchedWriter((b) => writeAll(1, b));
-      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, (b) => {
-        throttle?.(b.length);
-        out.push(b);
-      });
+      const out = batchedWriter((b) => writeAll(1, b), throttle);
+      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, out.push);
       out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } finally {
@@ -304,11 +303,8 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
       let blocksRead = 0;
       const w = await streamToDaemon(sd!.t, sd!.label, (fd) => {
         const stall = stallGuard();
-        const out = batchedWriter((b) => writeAll(fd, b, stall));
-        blocksRead = mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, (b) => {
-          throttle?.(b.length);
-          out.push(b);
-        }).stats.blocksRead;
+        const out = batchedWriter((b) => writeAll(fd, b, stall), throttle);
+        blocksRead = mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, out.push).stats.blocksRead;
         out.flush();
       });
       r = { label: sd!.label, from: BigInt(w.from), to: BigInt(w.to), blocksRead, written: w.leaves, deleted: w.deleted };
@@ -651,11 +647,8 @@ export const directives: Record<string, Directive> = {
     const h = await open(devices, false);
     try {
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
-      const out = batchedWriter((b) => writeAll(1, b));
-      const r = mirrorRead(h, label, since, (b) => {
-        throttle?.(b.length);
-        out.push(b);
-      });
+      const out = batchedWriter((b) => writeAll(1, b), throttle);
+      const r = mirrorRead(h, label, since, out.push);
       out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } catch (e) {
