@@ -89,7 +89,8 @@ export function applyUpdates(
       out.push(e);
       continue;
     }
-    const childTable = ctx.reader.readBlockrefs(e);
+    // The table in place (checked, not kept decoded: this block is about to be replaced).
+    const childTable = ctx.reader.readTable ? ctx.reader.readTable(e).entries() : ctx.reader.readBlockrefs(e);
     const childCap = brefBytes(e) / BLOCKREF_BYTES;
     const sub = applyUpdates(ctx, childTable, childCap, list ?? [], opts, depth + 1, e.key, brefKeyEnd(e));
     if (sub.length === 0) continue; // emptied: the indirect block goes away

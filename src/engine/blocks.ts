@@ -26,13 +26,15 @@ import {
 import { DeviceError, VolumeSet } from '../store';
 import { LruCache } from './cache';
 import { hex, MediaError } from './errors';
-import { prepareTable, PreparedTable } from './tree';
+import { PreparedTable } from './tree';
 
 interface CachedBlock {
   check8: bigint;
   methods: number;
   bytes: Buffer;
   brefs?: Blockref[];
+  /** Live entries in `brefs`. */
+  decoded?: number;
   table?: PreparedTable;
 }
 
@@ -156,7 +158,11 @@ export class BlockReader {
   /** The blockrefs of an indirect block, checked against its range and sorted (cached). */
   readTable(b: Blockref): PreparedTable {
     const e = this.load(b);
-    if (!e.table) e.table = prepareTable(this.readBlockrefs(b), b.key, brefKeyEnd(b), b.dataOff);
+    if (!e.table) {
+      // Read in place: the keys now, an entry when a walk reaches it.
+      e.table = PreparedTable.fromBytes(e.bytes, b.key, brefKeyEnd(b), b.dataOff);
+      this.recharge(b, e);
+    }
     return e.table;
   }
 
@@ -165,12 +171,18 @@ export class BlockReader {
     const e = this.load(b);
     if (!e.brefs) {
       e.brefs = decodeBlockrefTable(e.bytes, 0, e.bytes.length / BLOCKREF_BYTES);
-      // Decoded entries cost far more memory than the block: count them.
       let live = 0;
       for (const x of e.brefs) if (x.type !== BrefType.EMPTY) live++;
-      this.cache.set(Number(b.dataOff), e, e.bytes.length + 64 + live * 400);
+      e.decoded = live;
+      this.recharge(b, e);
     }
     return e.brefs;
+  }
+
+  /** Charge the cache for what a block's decoded forms cost besides its bytes (decoded entries far more than the block). */
+  private recharge(b: Blockref, e: CachedBlock): void {
+    const cost = e.bytes.length + 64 + (e.decoded ?? 0) * 400 + (e.table?.overhead ?? 0);
+    this.cacheFor(b.type)?.set(Number(b.dataOff), e, cost);
   }
 
   /**

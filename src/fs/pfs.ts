@@ -34,7 +34,7 @@ import {
   SET_COUNT,
   emptyBlockref,
 } from '../media';
-import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, scanRange } from '../engine';
+import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, PreparedTable, prepareTable, scanRange } from '../engine';
 
 export const ROOT_INUM = 1n;
 
@@ -184,6 +184,23 @@ export interface SetAttr {
  */
 const NODE_BYTES = 4096;
 
+/**
+ * Committed inodes' blocksets, checked and ordered once: every lookup
+ * starts at one (the PFS root's for each inode read). Kept with a copy of
+ * the bytes they came from, so an inode whose blockset is rewritten in
+ * place is prepared again rather than served stale.
+ */
+const setTables = new WeakMap<InodeData, { u: Buffer; t: PreparedTable }>();
+const SET_BYTES = SET_COUNT * 128;
+
+function blocksetTable(ip: InodeData): PreparedTable {
+  const hit = setTables.get(ip);
+  if (hit && ip.u.compare(hit.u, 0, SET_BYTES, 0, SET_BYTES) === 0) return hit.t;
+  const t = prepareTable(inodeBlockset(ip), 0n, KEY_MAX);
+  setTables.set(ip, { u: Buffer.from(ip.u.subarray(0, SET_BYTES)), t });
+  return t;
+}
+
 export class Pfs {
   readonly root: Node;
   /** Nodes with pending changes or open handles (strongly held). */
@@ -262,8 +279,8 @@ export class Pfs {
   }
 
   /** The committed inode tree (inode index + root entries) of this PFS. */
-  private committedRootSet(): Blockref[] {
-    return this.root.disk ? inodeBlockset(this.root.disk) : [];
+  private committedRootSet(): PreparedTable | Blockref[] {
+    return this.root.disk ? blocksetTable(this.root.disk) : [];
   }
 
   /** Load an inode by number. Throws FsError(ENOENT) if absent, MediaError if corrupt. */
@@ -398,10 +415,10 @@ export class Pfs {
   // ------------------------------------------------------------- directories
 
   /** Committed directory tree of a directory node. */
-  private committedSet(n: Node): Blockref[] {
+  private committedSet(n: Node): PreparedTable | Blockref[] {
     if (n === this.root) return this.committedRootSet();
     if (!n.disk || n.disk.meta.opFlags & OPFLAG_DIRECTDATA) return [];
-    return inodeBlockset(n.disk);
+    return blocksetTable(n.disk);
   }
 
   /** Decode a directory-tree leaf as an entry; null for leaves that are not entries. */

@@ -67,6 +67,33 @@ export function decodeBlockrefView(buf: Buffer, off: number): Blockref {
 
 /** The type byte of the blockref at buf[off]: raw media scans filter on it before decoding. */
 export const rawBrefType = (buf: Uint8Array, off: number): number => buf[off];
+/** The non-EMPTY slots of a blockref table, in slot order, read in place. */
+export interface TableSlots {
+  /** Byte offset of each slot in the table. */
+  offs: Uint32Array;
+  keys: BigUint64Array;
+  keybits: Uint8Array;
+}
+
+/**
+ * The offsets, keys and keybits of the live entries of the table in `buf`
+ * without decoding them (a lookup needs only these, and one entry).
+ */
+export function tableSlots(buf: Buffer): TableSlots {
+  const end = buf.length - (buf.length % BLOCKREF_BYTES);
+  let n = 0;
+  for (let o = 0; o < end; o += BLOCKREF_BYTES) if (buf[o] !== BrefType.EMPTY) n++;
+  const offs = new Uint32Array(n);
+  const keys = new BigUint64Array(n);
+  const keybits = new Uint8Array(n);
+  for (let o = 0, i = 0; o < end; o += BLOCKREF_BYTES) {
+    if (buf[o] === BrefType.EMPTY) continue;
+    offs[i] = o;
+    keybits[i] = buf[o + 3];
+    keys[i++] = buf.readBigUInt64LE(o + 8);
+  }
+  return { offs, keys, keybits };
+}
 
 /** Decode a blockref with private copies of its embed and check fields (safe to modify). */
 export function decodeBlockref(buf: Buffer, off: number): Blockref {

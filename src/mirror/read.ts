@@ -95,7 +95,7 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
    */
   const indirect = (b: Blockref, depth: number): void => {
     if (depth > 64) throw new MediaError('master tree too deep (loop?)');
-    if (since === 0n) return walk(reader.readTable(b).live, depth);
+    if (since === 0n) return walk(reader.readTable(b).entries(), depth);
     const bytes = reader.readPhysical(b);
     const lo = b.key;
     const hi = brefKeyEnd(b);
@@ -108,7 +108,7 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
       const kb = bytes[o + 3];
       const key = bytes.readBigUInt64LE(o + 8);
       const end = kb >= 64 ? KEY_MAX : key + SPAN[kb];
-      if (kb > 64 || key < lo || end > hi || key <= prev) return walk(reader.readTable(b).live, depth);
+      if (kb > 64 || key < lo || end > hi || key <= prev) return walk(reader.readTable(b).entries(), depth);
       prev = end;
       at.push(o);
       keys.push(key);

@@ -174,7 +174,7 @@ class Pass {
   /** A blocktable of the source tree of inode `inum` (0: the PFS index). */
   private srcTable(b: Blockref, inum: bigint): Blockref[] {
     this.stats.srcBlocksRead++;
-    return this.fromSource(() => this.src.reader.readTable(b).live, inum, b.key);
+    return this.fromSource(() => this.src.reader.readTable(b).entries(), inum, b.key);
   }
 
   /** A read of the source: its failure is the source's damage, told apart from the target's. */
@@ -244,7 +244,7 @@ class Pass {
         let child: readonly Blockref[];
         try {
           this.stats.dstBlocksRead++;
-          child = this.dst.reader.readTable(b).live;
+          child = this.dst.reader.readTable(b).entries();
         } catch (e) {
           if (!(e instanceof MediaError)) throw e;
           this.broken.add(b.dataOff);
