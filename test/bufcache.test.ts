@@ -12,22 +12,51 @@ t.test('PhysBufferCache: LRU within budget, reads are copies', async (t) => {
   const c = new PhysBufferCache(3 * 65536);
   const load = (base: number, size: number) => {
     loads.push(base);
-    return Buffer.alloc(size, base / 65536);
+    return Buffer.alloc(size, Math.floor(base / 65536));
   };
-  for (const off of [0, 1024, 65536 + 5, 2 * 65536, 100]) c.read(off, 16, 1 << 30, load);
-  t.same(loads, [0, 65536, 2 * 65536], 'one load per 64 KiB buffer');
-  c.read(3 * 65536, 16, 1 << 30, load); // evicts the least recently used: 65536
+  // A buffer's first read fetches only the block; the second brings the buffer in.
+  const warm = (off: number) => {
+    c.read(off, 16, 1 << 30, load);
+    c.read(off, 16, 1 << 30, load);
+  };
+  for (const off of [0, 65536 + 5, 2 * 65536]) warm(off);
+  t.same(loads, [0, 0, 65536 + 5, 65536, 2 * 65536, 2 * 65536], 'the block first, then its whole buffer');
+  const n = loads.length;
+  for (const off of [1024, 65536 + 100, 2 * 65536 + 4000, 100]) c.read(off, 16, 1 << 30, load);
+  t.equal(loads.length, n, 'neighbours come from the kept buffers');
+  warm(3 * 65536); // evicts the least recently used: 65536
   c.read(65536, 16, 1 << 30, load);
-  t.same(loads.slice(3), [3 * 65536, 65536], 'least recently used buffer evicted first');
+  c.read(65536, 16, 1 << 30, load);
+  t.same(loads.slice(n), [3 * 65536, 3 * 65536, 65536, 65536], 'least recently used buffer evicted first');
   const a = c.read(0, 8, 1 << 30, load);
   a.fill(9);
   t.equal(c.read(0, 8, 1 << 30, load)[0], 0, 'callers get copies');
+  c.read(10 * 65536 + 100, 50, 10 * 65536 + 200, load);
   const e = c.read(10 * 65536 + 100, 50, 10 * 65536 + 200, load);
   t.equal(e.length, 50, 'a buffer is cut at the volume end');
   c.invalidate(65536 * 2 - 1, 2);
   const before = loads.length;
   c.read(2 * 65536, 1, 1 << 30, load);
   t.equal(loads.length, before + 1, 'invalidate drops every buffer the range touches');
+});
+
+t.test('PhysBufferCache: scattered reads fetch only their blocks', async (t) => {
+  const sizes: number[] = [];
+  const c = new PhysBufferCache(4 * 65536);
+  const load = (base: number, size: number) => {
+    sizes.push(size);
+    return Buffer.alloc(size, 7);
+  };
+  // One 1 KiB block from each of 64 buffers, more than the cache holds: no 64 KiB loads.
+  for (let i = 0; i < 64; i++) t.equal(c.read(i * 65536 + 2048, 1024, 1 << 30, load)[5], 7);
+  t.ok(sizes.every((x) => x === 1024), 'each read fetched its block alone');
+  t.equal(c.read(5 * 65536 + 4096, 1024, 1 << 30, load).length, 1024);
+  t.equal(sizes[sizes.length - 1], 65536, 'a second read from a buffer loads it whole');
+  t.equal(c.read(5 * 65536 + 8192, 1024, 1 << 30, load).length, 1024);
+  t.equal(sizes.length, 65, 'and the next one is served from it');
+  c.clear();
+  c.read(5 * 65536, 1024, 1 << 30, load);
+  t.equal(sizes[sizes.length - 1], 1024, 'clear forgets what was seen');
 });
 
 t.test('VolumeSet: reads after direct, queued and header writes see the new bytes', async (t) => {
@@ -68,6 +97,7 @@ t.test('VolumeSet: reads after direct, queued and header writes see the new byte
   // write-through: a neighbour's write patches the cached buffer, no reload
   const off2 = off + 4 * 65536;
   vols.read(off2, 1024);
+  vols.read(off2, 1024); // the second read keeps the buffer
   const m0 = vols.bufCache.misses;
   vols.writeQueued(off2 + 3072, Buffer.alloc(1024, 0xe5));
   vols.write(off2 + 5120, Buffer.alloc(1024, 0xe6));
