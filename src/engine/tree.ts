@@ -119,8 +119,6 @@ export class PreparedTable {
   }
 }
 
-/** The key bits of the range [key, kend] (for messages). */
-const keybitsOf = (key: bigint, kend: bigint): number => (kend - key + 1n).toString(2).length - 1;
 /** 2^kb - 1 for key bits below 64. */
 const SPAN: bigint[] = Array.from({ length: 64 }, (_, kb) => (1n << BigInt(kb)) - 1n);
 
@@ -133,7 +131,7 @@ function checkOrder(keys: BigUint64Array, ends: BigUint64Array, lo: bigint, hi: 
     const key = keys[i];
     const kend = ends[i];
     if (key < lo || kend > hi || kend < key) {
-      throw new MediaError(`blockref key ${hex(key)}/${keybitsOf(key, kend)} outside its parent's range`, at(i));
+      throw new MediaError(`blockref key ${hex(key)} outside its parent's range`, at(i));
     }
     if (i > 0 && ends[i - 1] >= key) {
       throw new MediaError(`overlapping blockrefs ${hex(keys[i - 1])} and ${hex(key)}`, at(i));
