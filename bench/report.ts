@@ -241,6 +241,35 @@ export function targetLines(rows: Row[], runs: RunRecord[]): string[] {
     const b = rows.find((r) => r.workload === 'parallel' && r.metric.key === four)?.cells.hammer2fs?.median;
     if (a && b) out.push(`parallel ${what}, four clients ≥ 1.5× one: ${b / a >= 1.5 ? 'met' : 'NOT met'} (${(b / a).toFixed(2)}×)`);
   }
+  // Scale: per-operation cost at the largest tier within 1.5x of the smallest (rate >= 0.67x), mount < 1 s.
+  const tierN = (t: string) => (t.endsWith('M') ? Number(t.slice(0, -1)) * 1e6 : t.endsWith('k') ? Number(t.slice(0, -1)) * 1e3 : Number(t));
+  const scale = rows.filter((r) => r.workload === 'scale');
+  for (const op of ['create', 'stat', 'readdir', 'unlink']) {
+    const tiers = scale
+      .map((r) => ({ r, m: new RegExp(`^${op}(\\d+[kM]?)$`).exec(r.metric.key) }))
+      .filter((x) => x.m)
+      .map((x) => ({ r: x.r, n: tierN(x.m![1]), name: x.m![1] }))
+      .sort((a, b) => a.n - b.n);
+    if (tiers.length < 2) continue;
+    const lo = tiers[0];
+    const hi = tiers[tiers.length - 1];
+    const growth = (f: FsName) => {
+      const a = lo.r.cells[f]?.median;
+      const b = hi.r.cells[f]?.median;
+      return a && b ? b / a : undefined;
+    };
+    const g = growth('hammer2fs');
+    if (g === undefined) continue;
+    const gf = growth('fuse2fs');
+    out.push(
+      `scale ${op}, rate at ${hi.name} files ≥ 0.67× the rate at ${lo.name}: ${g >= 0.67 ? 'met' : 'NOT met'} (${g.toFixed(2)}×${gf === undefined ? '' : `; fuse2fs ${gf.toFixed(2)}×`})`,
+    );
+  }
+  const mount = scale.find((r) => r.metric.key === 'mount')?.cells.hammer2fs?.median;
+  if (mount !== undefined) out.push(`scale mount < 1 s: ${mount < 1 ? 'met' : 'NOT met'} (${mount.toFixed(2)} s)`);
+  const fsckRss = scale.find((r) => r.metric.key === 'fsckRss')?.cells.hammer2fs?.median;
+  const fsckS = scale.find((r) => r.metric.key === 'fsck')?.cells.hammer2fs?.median;
+  if (fsckRss !== undefined && fsckS !== undefined) out.push(`scale offline check: ${fsckS.toFixed(1)} s, peak RSS ${fsckRss.toFixed(0)} MiB`);
   const rss = runs.filter((r) => r.fs === 'hammer2fs' && r.daemon.peakRss !== null).map((r) => r.daemon.peakRss! / 1048576);
   if (rss.length) {
     const peak = Math.max(...rss);

@@ -423,6 +423,12 @@ async function runOne(rc: RunContext, w: Workload, fsName: FsName, rep: number):
       await target.cold();
       notePid();
     },
+    checkOffline: async () => {
+      rc.progress.step('offline check');
+      const r = await target.checkOffline();
+      notePid();
+      return r;
+    },
     metric: (k, v) => (rec.metrics[k] = v),
     info: (k, v) => (rec.info[k] = v),
     moved: (b) => (rec.daemon.bytes += b),

@@ -15,6 +15,7 @@ export const BIN = {
   root: REPO,
   mount: path.join(REPO, 'dist', 'src', 'cli', 'mount_hammer2.js'),
   hammer2: path.join(REPO, 'dist', 'src', 'cli', 'hammer2.js'),
+  fsck: path.join(REPO, 'dist', 'src', 'cli', 'fsck_hammer2.js'),
   memfs: path.join(REPO, 'dist', 'bench', 'memfs.js'),
   worker: path.join(REPO, 'dist', 'bench', 'worker.js'),
 };
@@ -43,6 +44,7 @@ export function privateBuild(dir: string): string {
   BIN.root = dir;
   BIN.mount = path.join(dir, 'dist', 'src', 'cli', 'mount_hammer2.js');
   BIN.hammer2 = path.join(dir, 'dist', 'src', 'cli', 'hammer2.js');
+  BIN.fsck = path.join(dir, 'dist', 'src', 'cli', 'fsck_hammer2.js');
   BIN.memfs = path.join(dir, 'dist', 'bench', 'memfs.js');
   BIN.worker = path.join(dir, 'dist', 'bench', 'worker.js');
   return r.status === 0 ? '' : (r.stdout + r.stderr).trim();
@@ -224,6 +226,14 @@ export abstract class Target {
   abstract setup(): Promise<void>;
   abstract cold(): Promise<void>;
   abstract teardown(): Promise<void>;
+  /**
+   * Check the filesystem offline with its own checker (daemon stopped,
+   * caches dropped) and mount it again, cold: the checker's seconds and
+   * peak RSS. Null for targets without an image.
+   */
+  async checkOffline(): Promise<{ seconds: number; rss: number } | null> {
+    return null;
+  }
 
   daemonPid(): number | null {
     return this.daemon && !this.daemon.exited ? this.daemon.pid : null;
@@ -350,6 +360,34 @@ abstract class ImageTarget extends Target {
     await this.mount();
   }
 
+  /** The checker's command line for the (unmounted) first image: it must exit 0 on a clean filesystem. */
+  protected abstract checker(): [string, string[]];
+
+  override async checkOffline(): Promise<{ seconds: number; rss: number }> {
+    await this.stopDaemon(this.root);
+    dropCaches();
+    const [cmd, args] = this.checker();
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+    let rss = 0;
+    const poll = setInterval(() => {
+      const s = child.pid ? sample(child.pid) : null;
+      if (s) rss = Math.max(rss, s.hwm);
+    }, 20);
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('exit', (c) => resolve(c));
+    }).finally(() => clearInterval(poll));
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${tail(out, 30)}`);
+    dropCaches();
+    await this.mount();
+    return { seconds, rss };
+  }
+
   async teardown(): Promise<void> {
     await this.stopDaemon(this.root);
     for (const img of this.images) {
@@ -396,6 +434,10 @@ class Hammer2Target extends ImageTarget {
     throw new Error('the copy did not get in sync within 60 s');
   }
 
+  protected checker(): [string, string[]] {
+    return [process.execPath, [BIN.fsck, '-q', this.images[0]]];
+  }
+
   protected async mount(): Promise<void> {
     const node: string[] = [];
     if (this.env.profileDir) {
@@ -421,6 +463,10 @@ class Fuse2fsTarget extends ImageTarget {
   protected async format(): Promise<void> {
     const r = spawnSync('mkfs.ext4', ['-F', '-q', this.images[0]], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`mkfs.ext4 failed: ${r.stderr || r.error?.message}`);
+  }
+
+  protected checker(): [string, string[]] {
+    return ['e2fsck', ['-f', '-n', this.images[0]]];
   }
 
   protected async mount(): Promise<void> {

@@ -46,6 +46,8 @@ export interface Ctx {
   fio(label: string, args: string[], seconds: number): Promise<FioReport>;
   /** Make the filesystem's caches cold (remount + drop caches). */
   cold(): Promise<void>;
+  /** Check the filesystem offline and remount it cold (see Target.checkOffline); null without an image. */
+  checkOffline(): Promise<{ seconds: number; rss: number } | null>;
   metric(key: string, value: number): void;
   info(key: string, value: unknown): void;
   /** Data bytes moved by measured steps (for CPU seconds per GiB). */
@@ -341,7 +343,7 @@ export const WORKLOADS: Workload[] = [
     describe: (s) =>
       `create (open O_CREAT|O_EXCL + close), cold lstat in a shuffled order, cold readdir and unlink of ${s.scale.files.map((n) => n.toLocaleString('en-US')).join(', ')} empty files, ` +
       `1 000 per directory, and of ${s.scale.oneDir.toLocaleString('en-US')} files in one directory (each tier on a fresh filesystem; fsync of the directories and syncfs after create and unlink); ` +
-      `the time to mount (daemon start to a live mount) with the largest tier in place; fio random 4 KiB reads for ${Math.max(1, Math.round(s.runtime / 2))} s over a ${s.scale.sparseGiB} GiB sparse file holding one 64 KiB block per GiB`,
+      `the time to mount (daemon start to a live mount) and the time and peak RSS of an offline check (fsck_hammer2, e2fsck -fn) with the largest tier in place; fio random 4 KiB reads for ${Math.max(1, Math.round(s.runtime / 2))} s over a ${s.scale.sparseGiB} GiB sparse file holding one 64 KiB block per GiB`,
     metrics: [],
     dataHeavy: false,
     configure(s) {
@@ -354,6 +356,8 @@ export const WORKLOADS: Workload[] = [
           { key: `unlink${t.key}`, label: `unlink /s, ${t.label}`, better: 'higher' as const },
         ]),
         { key: 'mount', label: `mount s, ${tiers[tiers.length - 2].label}`, better: 'lower' },
+        { key: 'fsck', label: `offline check s, ${tiers[tiers.length - 2].label}`, better: 'lower' },
+        { key: 'fsckRss', label: `offline check peak RSS MiB, ${tiers[tiers.length - 2].label}`, better: 'lower' },
         { key: 'sparse', label: `rand read IOPS, ${s.scale.sparseGiB} GiB sparse`, better: 'higher' },
       ];
     },
@@ -365,7 +369,14 @@ export const WORKLOADS: Workload[] = [
         const job = { dir, count: t.n, dirs: t.dirs };
         const cr = await c.step(`create ${t.key}`, { op: 'create', ...job }, true);
         c.metric(`create${t.key}`, t.n / cr.seconds);
-        await c.cold();
+        // The largest tier's image is checked offline (its checker's time and memory), which leaves it cold too.
+        const checked = i === largest ? await c.checkOffline() : null;
+        if (checked) {
+          c.metric('fsck', checked.seconds);
+          c.metric('fsckRss', checked.rss / 1048576);
+        } else {
+          await c.cold();
+        }
         // The mount alone, not the unmount's final commit before it (memfs and local do not remount).
         if (i === largest && c.target.name !== 'memfs' && c.target.name !== 'local') c.metric('mount', c.target.mountSeconds);
         const st = await c.step(`stat ${t.key}`, { op: 'stat', ...job }, true);
