@@ -7,6 +7,7 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { sample } from './procstat';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/options';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 
@@ -439,7 +440,7 @@ class Hammer2Target extends ImageTarget {
   }
 
   protected async mount(): Promise<void> {
-    const node: string[] = [];
+    const node: string[] = [...DAEMON_NODE_FLAGS];
     if (this.env.profileDir) {
       fs.mkdirSync(this.env.profileDir, { recursive: true });
       node.push('--cpu-prof', `--cpu-prof-dir=${this.env.profileDir}`);

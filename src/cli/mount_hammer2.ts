@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { allSockets, ControlClient, findSockets } from '../control';
-import { absCopyOptions, ImageDaemon, mountTable, ParsedOptions, parseOptions } from '../daemon';
+import { absCopyOptions, DAEMON_NODE_FLAGS, ImageDaemon, mountTable, ParsedOptions, parseOptions } from '../daemon';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs } from '../fs';
 import { fuseLowLevelUnavailable } from '../fuse/lowlevel';
@@ -202,9 +202,9 @@ function target(spec: string): { devices: string; label: string } {
   }
 }
 
-/** Background mode: run ourselves with -f detached and wait for its verdict on a pipe. */
+/** Background mode: run ourselves with -f detached (with the daemon's node flags) and wait for its verdict on a pipe. */
 function runBackground(argv: string[]): void {
-  const child = spawn(process.execPath, [process.argv[1], '-f', ...argv], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, process.argv[1], '-f', ...argv], {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
     env: { ...process.env, HAMMER2_NOTIFY_FD: '3' },
