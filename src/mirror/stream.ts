@@ -199,3 +199,61 @@ export class FdSource implements ByteSource {
     return out;
   }
 }
+
+/** Bytes appended as they arrive; reads take what is there (a StreamFeeder asks only for what is). */
+class QueueSource implements ByteSource {
+  private buf: Buffer = Buffer.alloc(0);
+  private at = 0;
+  get available(): number {
+    return this.buf.length - this.at;
+  }
+  append(chunk: Buffer): void {
+    this.buf = this.at < this.buf.length ? Buffer.concat([this.buf.subarray(this.at), chunk]) : chunk;
+    this.at = 0;
+  }
+  peekU32(o: number): number {
+    return this.buf.readUInt32LE(this.at + o);
+  }
+  peekU16(o: number): number {
+    return this.buf.readUInt16LE(this.at + o);
+  }
+  read(n: number): Buffer {
+    const b = this.buf.subarray(this.at, this.at + n);
+    this.at += b.length;
+    return b;
+  }
+}
+
+/**
+ * A stream parsed as its bytes arrive, without blocking: push() each chunk,
+ * and every record complete so far goes to `onRecord` (checked as
+ * StreamParser checks it; a bad one throws). Payloads are views of the
+ * chunks: copy what is kept.
+ */
+export class StreamFeeder {
+  private readonly q = new QueueSource();
+  private readonly parser = new StreamParser(this.q);
+  header: StreamHeader | null = null;
+  ended = false;
+
+  constructor(private readonly onRecord: (type: Rec, payload: Buffer, header: StreamHeader) => void) {}
+
+  push(chunk: Buffer): void {
+    if (this.ended) return;
+    this.q.append(chunk);
+    for (;;) {
+      const n = this.q.available;
+      if (!this.header) {
+        if (n < 50 || n < 54 + this.q.peekU16(48)) return;
+        this.header = this.parser.header();
+        continue;
+      }
+      // A length past the limit is refused by the parser at once.
+      if (n < 8 || (this.q.peekU32(4) <= MAX_PAYLOAD && n < 12 + this.q.peekU32(4))) return;
+      const r = this.parser.next()!;
+      if (r.type === Rec.END) this.ended = true;
+      this.onRecord(r.type, r.payload, this.header);
+      if (this.ended) return;
+    }
+  }
+}
