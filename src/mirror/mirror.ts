@@ -113,6 +113,8 @@ export interface WriteAhead {
   push(chunk: Buffer): void;
   stop(): void;
   readonly tables: PassTables;
+  /** Pieces pushed and not read ahead yet (0 once it has caught up, or stopped). */
+  readonly backlog: number;
 }
 
 /** How long one slice of reading ahead may hold the daemon's event loop. */
@@ -150,6 +152,9 @@ export function mirrorWriteAhead(h: Hammer2Fs, label: string): WriteAhead {
   };
   return {
     tables,
+    get backlog() {
+      return queue.length;
+    },
     push: (chunk) => {
       if (stopped) return;
       // Small pieces, so that a slice ends soon after its time is up.

@@ -200,27 +200,63 @@ export class FdSource implements ByteSource {
   }
 }
 
-/** Bytes appended as they arrive; reads take what is there (a StreamFeeder asks only for what is). */
+/**
+ * Bytes appended as they arrive; reads take what is there (a StreamFeeder
+ * asks only for what is). Chunks are kept as they came: a read within one
+ * is a view, one across several copies just its own bytes, so every byte
+ * is copied at most once however the chunks cut the records.
+ */
 class QueueSource implements ByteSource {
-  private buf: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
   private at = 0;
-  get available(): number {
-    return this.buf.length - this.at;
-  }
+  available = 0;
   append(chunk: Buffer): void {
-    this.buf = this.at < this.buf.length ? Buffer.concat([this.buf.subarray(this.at), chunk]) : chunk;
-    this.at = 0;
+    if (!chunk.length) return;
+    this.chunks.push(chunk);
+    this.available += chunk.length;
+  }
+  /** Bytes [o, o + n) ahead of the read position, without consuming them. */
+  private peek(o: number, n: number): Buffer {
+    const out = Buffer.alloc(n);
+    let skip = this.at + o;
+    let got = 0;
+    for (const c of this.chunks) {
+      if (skip >= c.length) {
+        skip -= c.length;
+        continue;
+      }
+      got += c.copy(out, got, skip, Math.min(c.length, skip + n - got));
+      skip = 0;
+      if (got === n) break;
+    }
+    return out;
   }
   peekU32(o: number): number {
-    return this.buf.readUInt32LE(this.at + o);
+    return this.peek(o, 4).readUInt32LE(0);
   }
   peekU16(o: number): number {
-    return this.buf.readUInt16LE(this.at + o);
+    return this.peek(o, 2).readUInt16LE(0);
   }
   read(n: number): Buffer {
-    const b = this.buf.subarray(this.at, this.at + n);
-    this.at += b.length;
-    return b;
+    n = Math.min(n, this.available);
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (first && this.at + n <= first.length) out = first.subarray(this.at, this.at + n);
+    else out = this.peek(0, n);
+    // Consume n bytes.
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0];
+      const take = Math.min(left, c.length - this.at);
+      this.at += take;
+      left -= take;
+      if (this.at === c.length) {
+        this.chunks.shift();
+        this.at = 0;
+      }
+    }
+    this.available -= n;
+    return out;
   }
 }
 
