@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FdSource, mirrorWrite, WriteResult } from '../mirror';
+import { FdSource, mirrorWrite, mirrorWriteAhead, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
 import { syncedTid } from '../sync';
@@ -376,6 +376,9 @@ export class ImageDaemon {
           const first = this.o.devices.split(':')[0];
           const spool = path.join(fs.statSync(first).isFile() ? path.dirname(first) : os.tmpdir(), `.h2mirror-${process.pid}-${Date.now()}`);
           const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+          // While it arrives, what applying it will read of the slave is read
+          // (between other requests): the commit then runs from memory.
+          const ahead = mirrorWriteAhead(this.fs, label);
           await new Promise<void>((res, rej) => {
             const from = new net.Socket({ fd, readable: true, writable: false });
             const to = fs.createWriteStream(spool, { mode: 0o600 });
@@ -400,13 +403,16 @@ export class ImageDaemon {
               if (n > 0) {
                 // The first bytes: they go first, the socket brings the rest.
                 got = true;
-                to.write(Buffer.from(probe.subarray(0, n)));
+                const first = Buffer.from(probe.subarray(0, n));
+                to.write(first);
+                ahead.push(first);
               } else if (Date.now() - since > WRITER_MS) {
                 clearInterval(watch);
                 from.destroy(new FsError('EPIPE', `no stream came through ${fifo} within ${WRITER_MS / 1000} s (the command sending it went away)`));
               }
             }, 250);
             from.once('data', () => (got = true));
+            from.on('data', (c: Buffer) => ahead.push(c));
             from.on('error', (e) => {
               clearInterval(watch);
               to.destroy();
@@ -415,10 +421,12 @@ export class ImageDaemon {
             to.on('error', rej);
             to.on('finish', () => {
               clearInterval(watch);
+              ahead.stop();
               res();
             });
             from.pipe(to);
           }).catch((e) => {
+            ahead.stop();
             fs.rmSync(spool, { force: true });
             throw e;
           });
@@ -426,7 +434,7 @@ export class ImageDaemon {
           const sfd = fs.openSync(spool, 'r');
           try {
             this.fs.flush();
-            r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true });
+            r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true, ahead });
           } finally {
             fs.closeSync(sfd);
             fs.rmSync(spool, { force: true });

@@ -5,6 +5,12 @@
 // back). Records are pushed one at a time (from a pipe, or straight from a
 // local mirror-read), so the applier keeps only the open blocktables of the
 // current path, not the stream.
+//
+// Without a writer the applier is a dry run: it reads what applying would
+// read of the slave (the tables on every changed path, the old copies of
+// changed directories) into the pass's PassTables and writes nothing. A
+// mounted slave's daemon runs it while the stream arrives, so the commit at
+// its end finds the slave's tables in memory instead of reading them then.
 import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, lookupKey, padTable, TreeContext, writeInode } from '../engine';
 import {
   BLOCKREF_BYTES,
@@ -26,6 +32,7 @@ import {
 } from '../media';
 import { copyInode, leavesIn, unskipped } from '../sync';
 import { Rec, StreamError } from './stream';
+import { PASS_TABLE_BYTES, PassTables } from './tables';
 
 interface TableCtx {
   kind: 'table';
@@ -65,12 +72,18 @@ export class StreamApplier {
   private rootTable: Blockref[] | null = null;
   readonly stats: ApplyStats = { leaves: 0, inodes: 0, deleted: 0, changed: [] };
   done = false;
+  /** Where the slave's tree is read from: `reader`, through what this pass already read. */
+  readonly tables: PassTables;
 
+  /** `writer` null: a dry run (see above). `tables`: what a dry run of this stream read. */
   constructor(
-    private readonly reader: BlockReader,
-    private readonly writer: BlockWriter,
+    reader: BlockReader,
+    private readonly writer: BlockWriter | null,
     private readonly dstRoot: InodeData,
-  ) {}
+    tables?: PassTables,
+  ) {
+    this.tables = tables ?? new PassTables(reader, PASS_TABLE_BYTES);
+  }
 
   private top(): TableCtx | InodeCtx | undefined {
     return this.stack[this.stack.length - 1];
@@ -120,6 +133,13 @@ export class StreamApplier {
       }
       case Rec.LEAF: {
         const t = this.table();
+        if (!this.writer) {
+          // A dry run needs the key only (the block is checked when applied).
+          const key = p.length >= BLOCKREF_BYTES ? p.readBigUInt64LE(8) : 0n;
+          t.updates.push({ key, bref: null });
+          t.keys.add(key);
+          return;
+        }
         const { bref, bytes } = this.leafOf(p);
         if (bref.type === BrefType.INODE || bref.type === BrefType.INDIRECT) throw new StreamError('LEAF record holds a blocktable or inode');
         const nb = bytes.length ? this.writer.copyBlock(bref, bytes) : this.writer.copyRef(bref);
@@ -130,7 +150,7 @@ export class StreamApplier {
       }
       case Rec.INODE: {
         const t = this.table();
-        const { bref, bytes } = this.leafOf(p);
+        const { bref, bytes } = this.writer ? this.leafOf(p) : { bref: decodeBlockref(p, 0), bytes: Buffer.from(p.subarray(BLOCKREF_BYTES)) };
         if (bref.type !== BrefType.INODE || bytes.length !== 1024) throw new StreamError('malformed INODE record');
         const src = decodeInode(bytes);
         const ic: InodeCtx = { kind: 'inode', bref, src, parent: t };
@@ -171,9 +191,9 @@ export class StreamApplier {
    * slave's copy of a changed inode is one random read of a cold block.
    */
   private dstBlockset(ic: InodeCtx): Blockref[] {
-    const d = lookupKey(this.reader, ic.parent.dstSet(), ic.bref.key);
+    const d = lookupKey(this.tables, ic.parent.dstSet(), ic.bref.key);
     if (!d || d.key !== ic.bref.key || d.type !== BrefType.INODE) return [];
-    const dst = decodeInode(this.reader.readPhysical(d));
+    const dst = decodeInode(this.tables.readPhysical(d));
     return dst.meta.opFlags & OPFLAG_DIRECTDATA ? [] : inodeBlockset(dst);
   }
 
@@ -185,18 +205,27 @@ export class StreamApplier {
     const whole = t.owner !== null && t.skips.length === 0 && t.lo === 0n && t.hi === KEY_MAX;
     const base = whole ? [] : t.dstSet();
     if (!whole) {
-      for (const [k] of leavesIn(this.reader, base, unskipped(t.skips, t.lo, t.hi))) {
+      for (const [k] of leavesIn(this.tables, base, unskipped(t.skips, t.lo, t.hi))) {
         if (t.keys.has(k)) continue;
         t.updates.push({ key: k, bref: null });
         this.stats.deleted++;
       }
     }
     t.updates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    if (!this.writer) {
+      // The tree update reads the tables on the path of every key it changes: read them now.
+      if (!whole) for (const u of t.updates) lookupKey(this.tables, base, u.key);
+      this.stack.pop();
+      if (t.owner) this.finishInode(t.owner, null);
+      else this.rootTable = base;
+      return;
+    }
     for (let i = 1; i < t.updates.length; i++) if (t.updates[i].key === t.updates[i - 1].key) throw new StreamError('a key sent twice in one blocktable');
+    const w = this.writer;
     const ctx: TreeContext = {
-      reader: this.reader,
+      reader: this.tables,
       indirectBytes: (depth) => (depth === 0 && t.isDir ? 4096 : 16384),
-      writeIndirect: (key, keybits, table) => this.writer.writeIndirect(key, keybits, table, t.check),
+      writeIndirect: (key, keybits, table) => w.writeIndirect(key, keybits, table, t.check),
     };
     const table = padTable(t.updates.length ? applyUpdates(ctx, base, SET_COUNT, t.updates) : base.filter((b) => b.type !== BrefType.EMPTY), SET_COUNT);
     this.stack.pop();
@@ -205,9 +234,12 @@ export class StreamApplier {
   }
 
   private finishInode(ic: InodeCtx, table: Blockref[] | null): void {
-    const out = copyInode(ic.src);
-    if (table) setInodeBlockset(out, table);
-    const b = writeInode(this.writer, out, ic.bref.key, table ?? [], ic.bref.flags);
+    let b = ic.bref;
+    if (this.writer) {
+      const out = copyInode(ic.src);
+      if (table) setInodeBlockset(out, table);
+      b = writeInode(this.writer, out, ic.bref.key, table ?? [], ic.bref.flags);
+    }
     this.stack.pop();
     const parent = this.table();
     parent.updates.push({ key: ic.bref.key, bref: b });

@@ -8,7 +8,8 @@ import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
 import { syncedTid } from '../sync';
 import { StreamApplier, ApplyStats } from './apply';
 import { readPfsChanges, ReadStats } from './read';
-import { ByteSource, encodeHeader, StreamError, StreamHeader, StreamParser } from './stream';
+import { ByteSource, encodeHeader, StreamError, StreamFeeder, StreamHeader, StreamParser } from './stream';
+import { PASS_TABLE_BYTES, PassTables } from './tables';
 
 /** The master PFS `label` of `h` (its committed state) and its tid. */
 function masterOf(h: Hammer2Fs, label: string) {
@@ -77,7 +78,7 @@ export interface WriteResult {
  * commit. A refused, corrupted or truncated stream leaves the slave as it
  * was (the commit is rolled back) and throws with the reason.
  */
-export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource, o: { keepPfs?: boolean } = {}): WriteResult {
+export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource, o: { keepPfs?: boolean; ahead?: WriteAhead } = {}): WriteResult {
   const parser = new StreamParser(src);
   const header = parser.header();
   const why = slaveRefusal(h, label, header);
@@ -88,7 +89,7 @@ export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource, o: { k
   h.commitPfsRoot(
     label,
     (w) => {
-      const a = new StreamApplier(h.dev.reader, w, e.inode);
+      const a = new StreamApplier(h.dev.reader, w, e.inode, o.ahead?.tables);
       for (let r = parser.next(); r; r = parser.next()) a.push(r.type, r.payload);
       stats = a.stats;
       return { root: a.root(), modifyTid: header.to, updateTid: header.to };
@@ -96,6 +97,75 @@ export function mirrorWrite(h: Hammer2Fs, label: string, src: ByteSource, o: { k
     { minTid: header.to, keepPfs: o.keepPfs },
   );
   return { header, stats: stats!, from };
+}
+
+/**
+ * What applying a stream will read of slave `label`, read while the stream
+ * is still arriving (a daemon spooling it): push() each chunk as it comes,
+ * then stop() it and hand it to mirrorWrite with the whole stream. The
+ * reading runs in slices between the daemon's other work, behind the
+ * stream rather than holding it up (what it has not read by the end,
+ * applying reads itself). It only reads and never refuses: anything wrong
+ * with the stream or the slave stops it, and mirrorWrite then finds and
+ * reports it.
+ */
+export interface WriteAhead {
+  push(chunk: Buffer): void;
+  stop(): void;
+  readonly tables: PassTables;
+  /** Pieces pushed and not read ahead yet (0 once it has caught up, or stopped). */
+  readonly backlog: number;
+}
+
+/** How long one slice of reading ahead may hold the daemon's event loop. */
+const AHEAD_SLICE_MS = 4;
+
+export function mirrorWriteAhead(h: Hammer2Fs, label: string): WriteAhead {
+  const tables = new PassTables(h.dev.reader, PASS_TABLE_BYTES);
+  let a: StreamApplier | null = null;
+  let stopped = false;
+  const queue: Buffer[] = [];
+  let scheduled = false;
+  const feeder = new StreamFeeder((type, payload, header) => {
+    if (!a) {
+      const e = h.dev.findPfs(label);
+      if (!e || slaveRefusal(h, label, header)) throw new StreamError('not for this slave');
+      a = new StreamApplier(h.dev.reader, null, e.inode, tables);
+    }
+    a.push(type, payload);
+  });
+  const run = () => {
+    scheduled = false;
+    const t0 = Date.now();
+    try {
+      while (!stopped && queue.length && Date.now() - t0 < AHEAD_SLICE_MS) feeder.push(queue.shift()!);
+    } catch {
+      stopped = true;
+    }
+    if (stopped) queue.length = 0;
+    else if (queue.length) schedule();
+  };
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(run);
+  };
+  return {
+    tables,
+    get backlog() {
+      return queue.length;
+    },
+    push: (chunk) => {
+      if (stopped) return;
+      // Small pieces, so that a slice ends soon after its time is up.
+      for (let o = 0; o < chunk.length; o += 8192) queue.push(chunk.subarray(o, o + 8192));
+      schedule();
+    },
+    stop: () => {
+      stopped = true;
+      queue.length = 0;
+    },
+  };
 }
 
 /** mirror-copy: one pass from master PFS `mlabel` of `m` into slave `slabel` of writable `s`, no stream in between. */

@@ -199,3 +199,97 @@ export class FdSource implements ByteSource {
     return out;
   }
 }
+
+/**
+ * Bytes appended as they arrive; reads take what is there (a StreamFeeder
+ * asks only for what is). Chunks are kept as they came: a read within one
+ * is a view, one across several copies just its own bytes, so every byte
+ * is copied at most once however the chunks cut the records.
+ */
+class QueueSource implements ByteSource {
+  private chunks: Buffer[] = [];
+  private at = 0;
+  available = 0;
+  append(chunk: Buffer): void {
+    if (!chunk.length) return;
+    this.chunks.push(chunk);
+    this.available += chunk.length;
+  }
+  /** Bytes [o, o + n) ahead of the read position, without consuming them. */
+  private peek(o: number, n: number): Buffer {
+    const out = Buffer.alloc(n);
+    let skip = this.at + o;
+    let got = 0;
+    for (const c of this.chunks) {
+      if (skip >= c.length) {
+        skip -= c.length;
+        continue;
+      }
+      got += c.copy(out, got, skip, Math.min(c.length, skip + n - got));
+      skip = 0;
+      if (got === n) break;
+    }
+    return out;
+  }
+  peekU32(o: number): number {
+    return this.peek(o, 4).readUInt32LE(0);
+  }
+  peekU16(o: number): number {
+    return this.peek(o, 2).readUInt16LE(0);
+  }
+  read(n: number): Buffer {
+    n = Math.min(n, this.available);
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (first && this.at + n <= first.length) out = first.subarray(this.at, this.at + n);
+    else out = this.peek(0, n);
+    // Consume n bytes.
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0];
+      const take = Math.min(left, c.length - this.at);
+      this.at += take;
+      left -= take;
+      if (this.at === c.length) {
+        this.chunks.shift();
+        this.at = 0;
+      }
+    }
+    this.available -= n;
+    return out;
+  }
+}
+
+/**
+ * A stream parsed as its bytes arrive, without blocking: push() each chunk,
+ * and every record complete so far goes to `onRecord` (checked as
+ * StreamParser checks it; a bad one throws). Payloads are views of the
+ * chunks: copy what is kept.
+ */
+export class StreamFeeder {
+  private readonly q = new QueueSource();
+  private readonly parser = new StreamParser(this.q);
+  header: StreamHeader | null = null;
+  ended = false;
+
+  constructor(private readonly onRecord: (type: Rec, payload: Buffer, header: StreamHeader) => void) {}
+
+  push(chunk: Buffer): void {
+    if (this.ended) return;
+    this.q.append(chunk);
+    for (;;) {
+      const n = this.q.available;
+      if (!this.header) {
+        if (n < 50 || n < 54 + this.q.peekU16(48)) return;
+        this.header = this.parser.header();
+        continue;
+      }
+      // A length past the limit is refused by the parser at once.
+      if (n < 8 || (this.q.peekU32(4) <= MAX_PAYLOAD && n < 12 + this.q.peekU32(4))) return;
+      const r = this.parser.next()!;
+      if (r.type === Rec.END) this.ended = true;
+      this.onRecord(r.type, r.payload, this.header);
+      if (this.ended) return;
+    }
+  }
+}

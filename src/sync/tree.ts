@@ -28,6 +28,7 @@ import {
   MediaError,
   padTable,
   scanRange,
+  TableSource,
   TreeContext,
   writeInode,
 } from '../engine';
@@ -613,7 +614,7 @@ export function unskipped(skips: [bigint, bigint][], lo: bigint, hi: bigint): [b
  * table on its path: a mirroring pass asks for a thousand narrow ranges of
  * a tree of a hundred thousand leaves.
  */
-export function leavesIn(reader: BlockReader, set: readonly Blockref[], ranges: [bigint, bigint][]): Map<bigint, Blockref> {
+export function leavesIn(reader: TableSource, set: readonly Blockref[], ranges: [bigint, bigint][]): Map<bigint, Blockref> {
   const out = new Map<bigint, Blockref>();
   for (const [lo, hi] of ranges) {
     scanRange(reader, set, lo, hi, (b) => {

@@ -7,15 +7,24 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BlockReader, FreemapAllocator, Hammer2Device } from '../../engine';
-import { Hammer2Fs } from '../../fs';
-import { BrefType, decodeBlockref, decodeInode, InodeData, inodeBlockset, PfsType } from '../../media';
-import { FdSource, mirrorCopy, mirrorCopyFrom, mirrorRead, mirrorReadRoot, mirrorWrite } from '../../mirror';
-import { syncedTid } from '../../sync';
+import type { BlockReader, Hammer2Device } from '../../engine';
+import type { Hammer2Fs } from '../../fs';
+import { BrefType, PfsType } from '../../media/constants';
+import type { InodeData } from '../../media';
 import { hammer2MountOf } from '../../daemon/options';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
+
+/**
+ * The filesystem and mirroring code, loaded when a pass opens or walks an
+ * image: mirror-write into a mounted slave only relays its standard input
+ * to the daemon, and loading them cost that process ~0.1 s of CPU per pass.
+ */
+async function lib() {
+  const [engine, fsl, media, mirror, sync] = await Promise.all([import('../../engine'), import('../../fs'), import('../../media'), import('../../mirror'), import('../../sync')]);
+  return { ...engine, ...fsl, ...media, ...mirror, ...sync };
+}
 
 const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
@@ -94,11 +103,12 @@ function imageSpec(spec: string, what: string): { devices: string; label: string
 }
 
 async function open(devices: string, writable: boolean): Promise<Hammer2Fs> {
+  const L = await lib();
   try {
-    return await Hammer2Fs.open(devices, {
+    return await L.Hammer2Fs.open(devices, {
       writable,
       lock: true,
-      ...(writable ? { allocator: (d: Hammer2Device) => new FreemapAllocator(d.vols, d.reader, d.header) } : {}),
+      ...(writable ? { allocator: (d: Hammer2Device) => new L.FreemapAllocator(d.vols, d.reader, d.header) } : {}),
     });
   } catch (e) {
     throw new DirectiveError((e as Error).message);
@@ -135,23 +145,27 @@ const setType =
  * from the image (read-only, beside the daemon), then lets the pin go.
  */
 async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
+  // Loading the walk's code overlaps the daemon's commit and pin.
+  const loading = lib();
+  loading.catch(() => {});
   const t = await openTarget(where, { write: true });
   let pin: { id: string; label: string; bref: string; inode: string; devices: string } | null = null;
   try {
     if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
     pin = await t.request('mirror-pin', { label: t.label });
-    const bref = decodeBlockref(Buffer.from(pin!.bref, 'base64'), 0);
-    const root = decodeInode(Buffer.from(pin!.inode, 'base64'));
+    const L = await loading;
+    const bref = L.decodeBlockref(Buffer.from(pin!.bref, 'base64'), 0);
+    const root = L.decodeInode(Buffer.from(pin!.inode, 'base64'));
     let dev: Hammer2Device;
     try {
-      dev = await Hammer2Device.open(pin!.devices, { writable: false, lock: false });
+      dev = await L.Hammer2Device.open(pin!.devices, { writable: false, lock: false });
     } catch (e) {
       throw new DirectiveError((e as Error).message);
     }
     try {
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
       const out = batchedWriter((b) => writeAll(1, b), throttle);
-      const r = mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, out.push);
+      const r = L.mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, out.push);
       out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } finally {
@@ -167,9 +181,9 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
   }
 }
 
-const slaveTidOf = (sh: Hammer2Fs, label: string): bigint => {
+const slaveTidOf = async (sh: Hammer2Fs, label: string): Promise<bigint> => {
   const e = sh.dev.findPfs(label);
-  return e ? syncedTid(e.bref, e.inode) : 0n;
+  return e ? (await lib()).syncedTid(e.bref, e.inode) : 0n;
 };
 
 /** A committed master state to read a pass from, and how to keep it as a snapshot once the slave holds it. */
@@ -200,8 +214,10 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
       throw e;
     }
     let dev: Hammer2Device;
+    let L: Awaited<ReturnType<typeof lib>>;
     try {
-      dev = await Hammer2Device.open(pin.devices, { writable: false, lock: false });
+      L = await lib();
+      dev = await L.Hammer2Device.open(pin.devices, { writable: false, lock: false });
     } catch (e) {
       await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
       await d.t.close();
@@ -209,8 +225,8 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
     }
     return {
       reader: dev.reader,
-      root: decodeInode(Buffer.from(pin.inode, 'base64')),
-      tid: decodeBlockref(Buffer.from(pin.bref, 'base64'), 0).modifyTid,
+      root: L.decodeInode(Buffer.from(pin.inode, 'base64')),
+      tid: L.decodeBlockref(Buffer.from(pin.bref, 'base64'), 0).modifyTid,
       label: d.label,
       keep: async (name) => void (await d.t.request('mirror-keep', { id: pin.id, name })),
       keptTid: async (name) => {
@@ -282,11 +298,12 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
     if (sd) since = BigInt((await sd.t.request<{ synced: string }>('pfs-tid', { label: sd.label })).synced);
     else {
       sh = await open(s!.devices, true);
-      since = slaveTidOf(sh, s!.label);
+      since = await slaveTidOf(sh, s!.label);
     }
     ms = await masterState(masterSpec, null, keep !== undefined);
+    const L = await lib();
     // Nothing new: an empty master and an empty slave are level too.
-    const masterAt = inodeBlockset(ms.root).every((b) => b.type === BrefType.EMPTY) ? 0n : ms.tid;
+    const masterAt = L.inodeBlockset(ms.root).every((b) => b.type === BrefType.EMPTY) ? 0n : ms.tid;
     if (masterAt === since) {
       // A stream killed between the slave's commit and the keep left the snapshot behind: renew it.
       if (keep !== undefined && since !== 0n && (await ms.keptTid(keep)) !== ms.tid) await ms.keep(keep).catch(() => {});
@@ -296,7 +313,7 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
     const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
     let r: PassResult;
     if (sh) {
-      const w = mirrorCopyFrom(ms.reader, ms.root, ms.tid, ms.label, sh, s!.label, throttle);
+      const w = L.mirrorCopyFrom(ms.reader, ms.root, ms.tid, ms.label, sh, s!.label, throttle);
       r = { label: s!.label, from: w.from, to: w.header.to, blocksRead: w.read.blocksRead, written: w.stats.leaves, deleted: w.stats.deleted };
     } else {
       const m = ms;
@@ -304,7 +321,7 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
       const w = await streamToDaemon(sd!.t, sd!.label, (fd) => {
         const stall = stallGuard();
         const out = batchedWriter((b) => writeAll(fd, b, stall), throttle);
-        blocksRead = mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, out.push).stats.blocksRead;
+        blocksRead = L.mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, out.push).stats.blocksRead;
         out.flush();
       });
       r = { label: sd!.label, from: BigInt(w.from), to: BigInt(w.to), blocksRead, written: w.leaves, deleted: w.deleted };
@@ -627,13 +644,13 @@ export const directives: Record<string, Directive> = {
     // Read without the lock: a pass writing the image meanwhile must not be refused for it.
     let h: Hammer2Fs;
     try {
-      h = await Hammer2Fs.open(devices, { writable: false, lock: false });
+      h = await (await lib()).Hammer2Fs.open(devices, { writable: false, lock: false });
     } catch (e) {
       throw new DirectiveError((e as Error).message);
     }
     try {
       if (!h.dev.findPfs(label)) throw new DirectiveError(`${args[0]}: no PFS labelled "${label}"`);
-      ctx.io.out(`${slaveTidOf(h, label)}\n`);
+      ctx.io.out(`${await slaveTidOf(h, label)}\n`);
     } finally {
       h.close();
     }
@@ -646,9 +663,10 @@ export const directives: Record<string, Directive> = {
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
     try {
+      const L = await lib();
       const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
       const out = batchedWriter((b) => writeAll(1, b), throttle);
-      const r = mirrorRead(h, label, since, out.push);
+      const r = L.mirrorRead(h, label, since, out.push);
       out.flush();
       if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
     } catch (e) {
@@ -667,7 +685,8 @@ export const directives: Record<string, Directive> = {
     const { devices, label } = imageSpec(args[0], 'mirror-write');
     const h = await open(devices, true);
     try {
-      const r = mirrorWrite(h, label, new FdSource(0));
+      const L = await lib();
+      const r = L.mirrorWrite(h, label, new L.FdSource(0));
       ctx.io.out(`${label}: transaction ${r.from} -> ${r.header.to}: ${r.stats.inodes} inodes, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
     } catch (e) {
       throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
@@ -684,7 +703,7 @@ export const directives: Record<string, Directive> = {
     const sh = await open(s.devices, true);
     const mh = same ? sh : await open(m.devices, false);
     try {
-      const r = mirrorCopy(mh, m.label, sh, s.label);
+      const r = (await lib()).mirrorCopy(mh, m.label, sh, s.label);
       ctx.io.out(`${s.label}: transaction ${r.from} -> ${r.header.to}: ${r.read.blocksRead} master blocks read, ${r.stats.inodes} inodes, ${r.stats.leaves} blocks and entries written, ${r.stats.deleted} removed\n`);
     } catch (e) {
       throw new DirectiveError(`${s.label}: not copied, the slave is unchanged: ${(e as Error).message}`);

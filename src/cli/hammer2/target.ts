@@ -8,7 +8,7 @@ import { ControlClient } from '../../control/client';
 import { allSockets, findSockets } from '../../control/paths';
 import { asControlError, ControlError, Progress } from '../../control/protocol';
 import { hammer2MountOf, mountTable } from '../../daemon/options';
-import { Hammer2Fs } from '../../fs';
+import type { Hammer2Fs } from '../../fs';
 import { parseDeviceSpec } from '../spec';
 import { DirectiveError } from './context';
 
@@ -180,6 +180,8 @@ export async function openTarget(what: string | undefined, o: TargetOptions): Pr
   }
   let h2: Hammer2Fs;
   try {
+    // Loaded only here: a command served by a daemon never needs the filesystem code.
+    const { Hammer2Fs } = await import('../../fs');
     h2 = await Hammer2Fs.open(devices, { writable: o.write, lock: true });
   } catch (e) {
     throw new DirectiveError((e as Error).message);
