@@ -3,7 +3,7 @@
 // bref covers keys [key, key + 2^keybits). Walks check that every child lies
 // inside its parent's range and that ranges shrink going down, which bounds
 // depth and rejects reference loops in corrupt images.
-import { Blockref, brefKeyEnd, BrefType, decodeBlockrefView, KEY_MAX, tableSlots } from '../media';
+import { BLOCKREF_BYTES, Blockref, brefKeyEnd, BrefType, decodeBlockrefView, KEY_MAX, tableSlots } from '../media';
 import { hex, MediaError } from './errors';
 
 const MAX_DEPTH = 64;
@@ -94,6 +94,15 @@ export class PreparedTable {
   /** Entry `i` (decoded now for a table read from bytes). */
   at(i: number): Blockref {
     return this.brefs ? this.brefs[i] : decodeBlockrefView(this.raw!, this.offs![i]);
+  }
+
+  /**
+   * The 128 bytes of entry `i` as they lie in its block (a view), or null
+   * for a table built from decoded blockrefs: for readers that look at one
+   * field of many entries or pass an entry on unchanged.
+   */
+  slot(i: number): Buffer | null {
+    return this.raw ? this.raw.subarray(this.offs![i], this.offs![i] + BLOCKREF_BYTES) : null;
   }
 
   /** Every entry in key order (a new array). */

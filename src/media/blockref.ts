@@ -67,6 +67,9 @@ export function decodeBlockrefView(buf: Buffer, off: number): Blockref {
 
 /** The type byte of the blockref at buf[off]: raw media scans filter on it before decoding. */
 export const rawBrefType = (buf: Uint8Array, off: number): number => buf[off];
+/** The modify_tid of the blockref at buf[off]. */
+export const rawBrefModifyTid = (buf: Buffer, off: number): bigint => buf.readBigUInt64LE(off + 0x18);
+
 /** The non-EMPTY slots of a blockref table, in slot order, read in place. */
 export interface TableSlots {
   /** Byte offset of each slot in the table. */

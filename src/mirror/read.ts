@@ -4,7 +4,7 @@
 // record (the slave holds it), everything else is descended into, so the
 // stream's size follows the change, not the PFS.
 import { BlockReader, MediaError } from '../engine';
-import { BLOCKREF_BYTES, Blockref, brefKeyEnd, brefRadix, BrefType, decodeBlockrefView, decodeInode, encodeBlockref, encodeInode, inodeBlockset, InodeData, KEY_MAX, OPFLAG_DIRECTDATA } from '../media';
+import { BLOCKREF_BYTES, Blockref, brefKeyEnd, brefRadix, BrefType, decodeInode, encodeBlockref, encodeInode, inodeBlockset, InodeData, KEY_MAX, OPFLAG_DIRECTDATA, rawBrefModifyTid } from '../media';
 import { encodeRecord, Rec, u64pair } from './stream';
 
 export interface ReadStats {
@@ -13,9 +13,6 @@ export interface ReadStats {
   blocksRead: number;
   bytes: number;
 }
-
-/** 2^k - 1: the last key of a range of k key bits, less its first. */
-const SPAN = Array.from({ length: 64 }, (_, k) => (1n << BigInt(k)) - 1n);
 
 const brefBytes = (b: Blockref): Buffer => {
   const x = Buffer.alloc(BLOCKREF_BYTES);
@@ -86,38 +83,19 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
   };
   /**
    * An indirect block of the master. After a small change nearly all of
-   * its entries are older than `since` and become SKIPs: those are read
-   * from the verified block in place (key, key bits, modify_tid) rather
-   * than decoded into objects, which cost the walk of a tree of 100 000
-   * inodes more than its reads. The table is checked as readTable checks
-   * it first; one that is not in key order, or not sound, goes through
-   * readTable (which sorts it, or says what is wrong).
+   * its entries are older than `since` and become SKIPs: their key range
+   * and modify_tid are read from the table in place (readTable checks and
+   * orders it without decoding entries); only the entries walked into are
+   * decoded.
    */
   const indirect = (b: Blockref, depth: number): void => {
     if (depth > 64) throw new MediaError('master tree too deep (loop?)');
-    if (since === 0n) return walk(reader.readTable(b).entries(), depth);
-    const bytes = reader.readPhysical(b);
-    const lo = b.key;
-    const hi = brefKeyEnd(b);
-    const at: number[] = [];
-    const keys: bigint[] = [];
-    const ends: bigint[] = [];
-    let prev = -1n;
-    for (let o = 0; o + BLOCKREF_BYTES <= bytes.length; o += BLOCKREF_BYTES) {
-      if (bytes[o] === BrefType.EMPTY) continue;
-      const kb = bytes[o + 3];
-      const key = bytes.readBigUInt64LE(o + 8);
-      const end = kb >= 64 ? KEY_MAX : key + SPAN[kb];
-      if (kb > 64 || key < lo || end > hi || key <= prev) return walk(reader.readTable(b).entries(), depth);
-      prev = end;
-      at.push(o);
-      keys.push(key);
-      ends.push(end);
-    }
-    for (let i = 0; i < at.length; i++) {
-      const o = at[i];
-      if (bytes.readBigUInt64LE(o + 0x18) <= since) skipped(keys[i], ends[i]);
-      else visit(decodeBlockrefView(bytes, o), bytes.subarray(o, o + BLOCKREF_BYTES), depth);
+    const t = reader.readTable(b);
+    for (let i = 0; i < t.count; i++) {
+      const slot = t.slot(i);
+      const modified = slot ? rawBrefModifyTid(slot, 0) : t.at(i).modifyTid;
+      if (since > 0n && modified <= since) skipped(t.keyAt(i), t.endAt(i));
+      else visit(t.at(i), slot, depth);
     }
   };
   out(Rec.ROOT, encodeInode(root));

@@ -10,8 +10,8 @@
 import { BlockReader, PreparedTable, prepareTable, TableSource } from '../engine';
 import { Blockref, brefBytes, brefKeyEnd, BrefType } from '../media';
 
-/** The pass's default budget: the decoded inode index of some 200 000 inodes. */
-export const PASS_TABLE_BYTES = 96 << 20;
+/** The pass's default budget: the inode index of well over 200 000 inodes (tables read in place). */
+export const PASS_TABLE_BYTES = 48 << 20;
 
 interface Entry {
   check8: bigint;
@@ -21,7 +21,7 @@ interface Entry {
   bytes?: Buffer;
 }
 
-/** What a decoded table is charged: as BlockReader charges it (the block and ~400 bytes per live entry). */
+/** What a decoded table is charged: as BlockReader charges one (the block and ~400 bytes per live entry). */
 const tableCost = (b: Blockref, live: number) => brefBytes(b) + 64 + live * 400;
 
 export class PassTables implements TableSource {
@@ -64,13 +64,9 @@ export class PassTables implements TableSource {
     }
     this.misses++;
     const t = this.reader.readTable(b);
-    const k = this.keep(b, tableCost(b, t.live.length));
-    if (k) {
-      k.table = t;
-      // Walks read the prepared table, tree updates the raw one: keep both
-      // (the block was just loaded, so this is a cache hit).
-      k.brefs = this.reader.readBlockrefs(b);
-    }
+    // Read in place: its block and keys (tree updates read entries from it too).
+    const k = this.keep(b, brefBytes(b) + 64 + t.overhead);
+    if (k) k.table = t;
     return t;
   }
 
@@ -79,6 +75,11 @@ export class PassTables implements TableSource {
     if (e?.brefs) {
       this.hits++;
       return e.brefs;
+    }
+    if (e?.table) {
+      // Its live entries, which is all a reader of a table uses.
+      this.hits++;
+      return e.table.entries();
     }
     this.misses++;
     const r = this.reader.readBlockrefs(b);
