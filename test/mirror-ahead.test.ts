@@ -6,9 +6,9 @@
 // slave, or of a corrupted stream, changes nothing about the result.
 import t from 'tap';
 import { BufferSource, mirrorRead, mirrorWrite, mirrorWriteAhead, StreamFeeder, StreamParser, WriteAhead } from '../src/mirror';
-import { ObjType, PfsType } from '../src/media';
-import { newImage } from './lib/cli';
-import { content, fsckBoth, imageTree, mkfile, openRw, pfsTree, tick, treeDiff } from './lib/pfstree';
+import { ObjType } from '../src/media';
+import { openMasterAndSlave } from './lib/mirror';
+import { content, fsckBoth, imageTree, mkfile, pfsTree, tick, treeDiff } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
 const cred = { uid: 0, gid: 0 };
@@ -32,17 +32,7 @@ async function drained(ahead: WriteAhead): Promise<void> {
 }
 
 t.test('read-ahead of a slave while its stream arrives; the apply then reads nothing more', async (t) => {
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const a = await openRw(A.img);
-  const b = await openRw(B.img);
-  t.teardown(() => {
-    a.close();
-    b.close();
-  });
-  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
-  b.createPfs('S', { type: PfsType.SLAVE, clid });
-  const p = a.pfs('DATA')!;
+  const { B, a, b, p } = await openMasterAndSlave(t, 'S');
   // Enough inodes for an inode index of several levels, in a few directories.
   const dirs = [0, 1, 2, 3].map((i) => p.create(p.root, Buffer.from(`d${i}`), ObjType.DIRECTORY, 0o755, cred, tick()));
   for (let i = 0; i < 3000; i++) mkfile(p, dirs[i % 4], `f${i}`, content(i, 100 + ((i * 131) % 3000)));

@@ -15,7 +15,7 @@ import { H2_BIN, newImage, runH2 } from './lib/cli';
 import { fileHashes, fuseUnavailable, haveRef, refRead, tempDir } from './lib/env';
 import { mount } from './lib/mount';
 import { ControlClient, findSockets } from '../src/control';
-import { mountedMasterAndSlave, slaveHoldsMaster } from './lib/mirror';
+import { mountedMasterAndSlave, openMasterAndSlave, slaveHoldsMaster } from './lib/mirror';
 import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, fsckBoth, pfsTid } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -38,17 +38,7 @@ async function filledMasterAndSlave(t: any, size: number, n: number, bytes: numb
 }
 
 t.test('full and incremental streams into a slave; bad streams refused', async (t) => {
-  const A = await newImage(t, 256 << 20, ['DATA']);
-  const B = await newImage(t, 256 << 20, ['none']);
-  const a = await openRw(A.img);
-  const b = await openRw(B.img);
-  t.teardown(() => {
-    a.close();
-    b.close();
-  });
-  const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
-  b.createPfs('SLAVE1', { type: PfsType.SLAVE, clid });
-  const p = a.pfs('DATA')!;
+  const { A, B, a, b, clid, p } = await openMasterAndSlave(t, 'SLAVE1');
   const dir = p.create(p.root, Buffer.from('dir'), ObjType.DIRECTORY, 0o755, cred, tick());
   for (let i = 0; i < 200; i++) mkfile(p, dir, `f${i}`, content(i, (i * 977) % 40000));
   mkfile(p, p.root, 'big', content(99, 3 << 20));
