@@ -119,3 +119,23 @@ t.test('VolumeSet: reads after direct, queued and header writes see the new byte
   t.equal(vols.read(0, 1024)[0], 0xd4, 'header write');
   t.not(hdr[0], 0xd4);
 });
+
+t.test('VolumeSet: blocks of 16 KiB and more never load a buffer, but are served from one already cached', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'img');
+  await formatHammer2({ paths: [img], sizes: [1 << 30] });
+  const vols = VolumeSet.open(img, { writable: true });
+  t.teardown(() => vols.close());
+  const off = 96 << 20;
+  vols.write(off + 16384, Buffer.alloc(16384, 0x3c));
+  const m0 = vols.bufCache.misses;
+  for (let i = 0; i < 3; i++) t.equal(vols.read(off + 16384, 16384)[100], 0x3c, 'a 16 KiB block reads right');
+  t.equal(vols.bufCache.misses, m0, 'and loads no buffer');
+  vols.read(off, 1024);
+  vols.read(off, 1024); // the buffer is kept now
+  const h0 = vols.bufCache.hits;
+  t.equal(vols.read(off + 16384, 16384)[16383], 0x3c);
+  t.equal(vols.bufCache.hits, h0 + 1, 'a cached buffer serves it');
+  vols.writeQueued(off + 16384, Buffer.alloc(16384, 0x4d));
+  t.equal(vols.read(off + 16384, 16384)[0], 0x4d, 'and sees a queued write');
+});

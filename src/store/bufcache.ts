@@ -73,6 +73,17 @@ export class PhysBufferCache {
     return out;
   }
 
+  /** A copy of [loff, loff+len) if its buffer is cached (counted as a hit), else null; never loads. */
+  peek(loff: number, len: number): Buffer | null {
+    const base = loff - (loff % PHYS_BUFFER);
+    const b = this.map.get(base);
+    if (!b || loff + len > base + b.length) return null;
+    this.hits++;
+    const out = Buffer.allocUnsafe(len);
+    b.copy(out, 0, loff - base, loff - base + len);
+    return out;
+  }
+
   /**
    * `data` is being written at `loff`: copy it into the cached buffers it
    * overlaps, and forget those it covers whole (a copy would cost more

@@ -14,6 +14,9 @@ import {
   ZONE_BYTES,
 } from '../media';
 import { PHYS_BUFFER, PhysBufferCache } from './bufcache';
+
+/** Largest block read through the 64 KiB buffer cache (see read). */
+const SMALL_BLOCK = 8192;
 import { Device, DeviceError } from './device';
 
 /**
@@ -189,9 +192,14 @@ export class VolumeSet {
     const v = this.volumeFor(loff, len);
     const base = loff - (loff % PHYS_BUFFER);
     // A whole 64 KiB buffer gains nothing from the cache (nothing else lives
-    // in it) and would cost a copy: only smaller blocks go through it.
+    // in it) and would cost a copy: only smaller blocks go through it. Blocks
+    // of 16 KiB and more (blocktables, which the block reader keeps itself)
+    // are served from a buffer already cached but never load one: four
+    // times the bytes for a block whose neighbours are rarely wanted.
     if (!out && len < PHYS_BUFFER && loff + len <= base + PHYS_BUFFER && base >= v.offset) {
-      return this.bufCache.read(loff, len, v.offset + v.size, (b, size) => v.dev.read(b - v.offset, size));
+      if (len <= SMALL_BLOCK) return this.bufCache.read(loff, len, v.offset + v.size, (b, size) => v.dev.read(b - v.offset, size));
+      const hit = this.bufCache.peek(loff, len);
+      if (hit) return hit;
     }
     return v.dev.read(loff - v.offset, len, out, outOff);
   }
