@@ -68,9 +68,7 @@ export class PhysBufferCache {
         this.drop(oldest);
       }
     }
-    const out = Buffer.allocUnsafe(len); // then one memcpy: Buffer.from copies element by element
-    b.copy(out, 0, loff - base, loff - base + len);
-    return out;
+    return copyOut(b, loff - base, len);
   }
 
   /** A copy of [loff, loff+len) if its buffer is cached (counted as a hit), else null; never loads. */
@@ -79,9 +77,7 @@ export class PhysBufferCache {
     const b = this.map.get(base);
     if (!b || loff + len > base + b.length) return null;
     this.hits++;
-    const out = Buffer.allocUnsafe(len);
-    b.copy(out, 0, loff - base, loff - base + len);
-    return out;
+    return copyOut(b, loff - base, len);
   }
 
   /**
@@ -123,4 +119,11 @@ export class PhysBufferCache {
     this.map.delete(base);
     this.bytes -= b.length;
   }
+}
+
+/** A copy of `len` bytes of a cached buffer from `at` (allocUnsafe then one memcpy: Buffer.from copies element by element). */
+function copyOut(b: Buffer, at: number, len: number): Buffer {
+  const out = Buffer.allocUnsafe(len);
+  b.copy(out, 0, at, at + len);
+  return out;
 }
