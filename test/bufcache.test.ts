@@ -59,12 +59,17 @@ t.test('PhysBufferCache: scattered reads fetch only their blocks', async (t) => 
   t.equal(sizes[sizes.length - 1], 1024, 'clear forgets what was seen');
 });
 
-t.test('VolumeSet: reads after direct, queued and header writes see the new bytes', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'img');
+/** The volumes of a new 1 GiB image, open read-write (closed and removed at the end of the test). */
+async function freshVolumes(t: Parameters<typeof tempDir>[0]): Promise<VolumeSet> {
+  const img = path.join(tempDir(t), 'img');
   await formatHammer2({ paths: [img], sizes: [1 << 30] });
   const vols = VolumeSet.open(img, { writable: true });
   t.teardown(() => vols.close());
+  return vols;
+}
+
+t.test('VolumeSet: reads after direct, queued and header writes see the new bytes', async (t) => {
+  const vols = await freshVolumes(t);
   const off = 64 << 20; // somewhere in free space
   const old = vols.read(off, 1024);
   t.equal(vols.read(off + 4096, 1024).length, 1024);
@@ -121,11 +126,7 @@ t.test('VolumeSet: reads after direct, queued and header writes see the new byte
 });
 
 t.test('VolumeSet: blocks of 16 KiB and more never load a buffer, but are served from one already cached', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'img');
-  await formatHammer2({ paths: [img], sizes: [1 << 30] });
-  const vols = VolumeSet.open(img, { writable: true });
-  t.teardown(() => vols.close());
+  const vols = await freshVolumes(t);
   const off = 96 << 20;
   vols.write(off + 16384, Buffer.alloc(16384, 0x3c));
   const m0 = vols.bufCache.misses;
