@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,6 +39,24 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
 	}
 	int r = flock(fd, (excl ? LOCK_EX : LOCK_SH) | LOCK_NB);
 	napi_create_int32(env, r == 0 ? 0 : errno, &ret);
+	return ret;
+}
+
+/* F_SETPIPE_SZ: a FIFO that carries a mirroring stream between a daemon and
+ * a command holds more than the default 64 KiB, so that either side wakes
+ * the other less often. Returns the new size or -errno. */
+static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
+	size_t argc = 2;
+	napi_value argv[2], ret;
+	int32_t fd, size;
+
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 2 || !get_i32(env, argv[0], &fd) || !get_i32(env, argv[1], &size)) {
+		napi_throw_type_error(env, NULL, "pipeSize(fd: number, bytes: number)");
+		return NULL;
+	}
+	int r = fcntl(fd, F_SETPIPE_SZ, size);
+	napi_create_int32(env, r < 0 ? -errno : r, &ret);
 	return ret;
 }
 
@@ -516,7 +535,7 @@ static napi_value js_pwrite_aligned(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
 		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
-		{"peerCred", js_peercred},
+		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
 	};

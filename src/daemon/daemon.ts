@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FdSource, mirrorWrite, mirrorWriteAhead, WriteResult } from '../mirror';
+import { FdSource, mirrorReadBatches, mirrorWrite, mirrorWriteAhead, pumpSliced, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
 import { syncedTid } from '../sync';
@@ -19,10 +19,18 @@ import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
+import { nativeShim } from '../store/native';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
 /** How long mirror-write waits for the command's end of its FIFO to open (it opens within moments; tests shorten it). */
 const WRITER_MS = Number(process.env.HAMMER2_FIFO_WAIT_MS) || 30_000;
+
+/**
+ * What a FIFO carrying a mirroring stream holds (the kernel's default is
+ * 64 KiB): a 1 % pass of 100 000 files is ~4 MiB, and each time a full pipe
+ * drains costs both ends a wakeup.
+ */
+const FIFO_BYTES = 1 << 20;
 
 export interface DaemonOptions {
   /** The image: one volume or several as img1:img2 (absolute paths). */
@@ -356,6 +364,55 @@ export class ImageDaemon {
           return { id, label, bref: raw.toString('base64'), inode: encodeInode(e.inode).toString('base64'), devices: this.o.devices };
         },
       },
+      // mirror-read of a mounted master: this daemon commits what is pending,
+      // pins that state and walks it itself, from its caches, in slices
+      // between its other requests, into a FIFO the command holds open for
+      // reading (it relays the stream to its standard output). A progress
+      // message says the FIFO is open for writing.
+      'mirror-read': {
+        changes: true,
+        run: async (args, ctx) => {
+          const label = String(args.label ?? '');
+          const sinceArg = String(args.since ?? '0');
+          if (!/^\d+$/.test(sinceArg)) throw new FsError('EINVAL', `bad transaction id "${sinceArg}"`);
+          const bandwidth = Number(args.bandwidth ?? 0);
+          if (!Number.isFinite(bandwidth) || bandwidth < 0) throw new FsError('EINVAL', `bad bandwidth "${String(args.bandwidth)}"`);
+          const fifo = String(args.fifo ?? '');
+          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-read needs the absolute path of a FIFO');
+          if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          await this.settle(label);
+          this.fs.flush();
+          const e = this.fs.dev.findPfs(label);
+          if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+          if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
+          const s = mirrorReadBatches(this.fs.dev.reader, e.inode, e.bref.modifyTid, label, BigInt(sinceArg));
+          // Pinned while it is walked: bulkfree, run between the slices, keeps it.
+          const id = `${process.hrtime.bigint()}`;
+          this.fs.pins.set(id, e.bref);
+          try {
+            let fd: number;
+            try {
+              fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new FsError('EPIPE', 'the command reading the stream went away');
+              throw err;
+            }
+            nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
+            const to = new net.Socket({ fd, readable: false, writable: true });
+            ctx.progress({ what: 'streaming', done: 0, total: 0 });
+            try {
+              await pumpSliced(s.batches, to, { bandwidth });
+            } catch (err) {
+              to.destroy();
+              throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
+            }
+          } finally {
+            this.fs.pins.delete(id);
+          }
+          this.o.log(`mirror-read of ${label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records`);
+          return { label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
+        },
+      },
       // mirror-write into a PFS of this image (a mounted slave): the stream
       // comes through a FIFO the command opened, and is applied as one commit.
       'mirror-write': {
@@ -376,6 +433,7 @@ export class ImageDaemon {
           const first = this.o.devices.split(':')[0];
           const spool = path.join(fs.statSync(first).isFile() ? path.dirname(first) : os.tmpdir(), `.h2mirror-${process.pid}-${Date.now()}`);
           const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+          nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
           // While it arrives, what applying it will read of the slave is read
           // (between other requests): the commit then runs from memory.
           const ahead = mirrorWriteAhead(this.fs, label);

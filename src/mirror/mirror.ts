@@ -7,7 +7,7 @@ import { Hammer2Fs } from '../fs';
 import { InodeData, PfsType, pfsTypeName, uuidToString } from '../media';
 import { syncedTid } from '../sync';
 import { StreamApplier, ApplyStats } from './apply';
-import { readPfsChanges, ReadStats } from './read';
+import { newReadStats, pfsChangeRecords, readPfsChanges, ReadStats } from './read';
 import { ByteSource, encodeHeader, StreamError, StreamFeeder, StreamHeader, StreamParser } from './stream';
 import { PASS_TABLE_BYTES, PassTables } from './tables';
 
@@ -25,12 +25,7 @@ function masterOf(h: Hammer2Fs, label: string) {
  */
 export function mirrorRead(h: Hammer2Fs, label: string, since: bigint, emit: (b: Buffer) => void): { header: StreamHeader; stats: ReadStats } {
   const e = masterOf(h, label);
-  const to = e.bref.modifyTid;
-  if (since > to) throw new FsError('EINVAL', `"${label}" is at transaction ${to}, before ${since}: nothing to read from there`);
-  const header: StreamHeader = { clid: Buffer.from(e.inode.meta.pfsClid), label, since, to };
-  emit(encodeHeader(header));
-  const stats = readPfsChanges(h.dev.reader, e.inode, since, emit);
-  return { header, stats };
+  return mirrorReadRoot(h.dev.reader, e.inode, e.bref.modifyTid, label, since, emit);
 }
 
 /**
@@ -45,10 +40,32 @@ export function mirrorReadRoot(
   since: bigint,
   emit: (b: Buffer) => void,
 ): { header: StreamHeader; stats: ReadStats } {
+  const s = mirrorReadBatches(reader, root, tid, label, since);
+  for (const batch of s.batches) for (const b of batch) emit(b);
+  return { header: s.header, stats: s.stats };
+}
+
+/**
+ * The same stream in batches of records, header first, produced only as
+ * far as they are taken: a daemon streams its own committed state this way
+ * in slices between its other requests. Refuses at once (not at the first
+ * batch) a `since` after `tid`.
+ */
+export function mirrorReadBatches(
+  reader: BlockReader,
+  root: InodeData,
+  tid: bigint,
+  label: string,
+  since: bigint,
+): { header: StreamHeader; stats: ReadStats; batches: Generator<Buffer[], void, undefined> } {
   if (since > tid) throw new FsError('EINVAL', `"${label}" is at transaction ${tid}, before ${since}: nothing to read from there`);
   const header: StreamHeader = { clid: Buffer.from(root.meta.pfsClid), label, since, to: tid };
-  emit(encodeHeader(header));
-  return { header, stats: readPfsChanges(reader, root, since, emit) };
+  const stats = newReadStats();
+  function* batches(): Generator<Buffer[], void, undefined> {
+    yield [encodeHeader(header)];
+    yield* pfsChangeRecords(reader, root, since, stats);
+  }
+  return { header, stats, batches: batches() };
 }
 
 /** Why a stream of `header` cannot go into slave PFS `label` of `h`, or null. */

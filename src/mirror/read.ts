@@ -3,7 +3,7 @@
 // a branch whose modify_tid is not newer than `since` becomes one SKIP
 // record (the slave holds it), everything else is descended into, so the
 // stream's size follows the change, not the PFS.
-import { BlockReader, MediaError } from '../engine';
+import { BlockReader, MediaError, PreparedTable } from '../engine';
 import { BLOCKREF_BYTES, Blockref, brefKeyEnd, brefRadix, BrefType, decodeInode, encodeBlockref, encodeInode, inodeBlockset, InodeData, KEY_MAX, OPFLAG_DIRECTDATA, rawBrefModifyTid } from '../media';
 import { encodeRecord, Rec, u64pair } from './stream';
 
@@ -21,15 +21,26 @@ const brefBytes = (b: Blockref): Buffer => {
 };
 
 /**
- * Emit the records (after the header) that bring a slave synchronized at
- * `since` to the state under `root`. `emit` receives each encoded record.
+ * The records (after the header, END included) that bring a slave
+ * synchronized at `since` to the state under `root`, in batches: the walk
+ * goes on only as far as its consumer pulls, so a daemon can stream a pass
+ * in slices between its other requests. `stats` is kept up to date.
+ * (Leaves and skipped branches are handled without a generator of their
+ * own, and batches leave only between entries: resuming a deep chain of
+ * generators once per record cost the walk a third more.)
  */
-export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigint, emit: (rec: Buffer) => void): ReadStats {
-  const stats: ReadStats = { records: 0, blocksRead: 0, bytes: 0 };
+export function* pfsChangeRecords(reader: BlockReader, root: InodeData, since: bigint, stats: ReadStats): Generator<Buffer[], void, undefined> {
+  let batch: Buffer[] = [];
   // Skipped branches whose key ranges touch are sent as one SKIP: a 1 %
   // change leaves long runs of untouched neighbours. Ranges with a gap
   // between them stay apart (a key deleted in the gap must not be kept).
   let skip: [bigint, bigint] | null = null;
+  const send = (type: Rec, ...parts: Uint8Array[]) => {
+    const r = encodeRecord(type, ...parts);
+    stats.records++;
+    stats.bytes += r.length;
+    batch.push(r);
+  };
   const flushSkip = () => {
     if (!skip) return;
     const [lo, hi] = skip;
@@ -40,18 +51,6 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
     flushSkip();
     send(type, ...parts);
   };
-  const send = (type: Rec, ...parts: Uint8Array[]) => {
-    const r = encodeRecord(type, ...parts);
-    stats.records++;
-    stats.bytes += r.length;
-    emit(r);
-  };
-  const table = (set: readonly Blockref[], depth: number): void => {
-    if (depth > 64) throw new MediaError('master tree too deep (loop?)');
-    out(Rec.TABLE, u64pair(0n, KEY_MAX));
-    walk(set, 0);
-    out(Rec.TABLE_END); // (a pending SKIP goes out first)
-  };
   const skipped = (key: bigint, end: bigint): void => {
     if (skip && skip[1] !== KEY_MAX && skip[1] + 1n === key) skip[1] = end;
     else {
@@ -59,28 +58,33 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
       skip = [key, end];
     }
   };
-  const walk = (set: readonly Blockref[], depth: number): void => {
-    if (depth > 64) throw new MediaError('master tree too deep (loop?)');
-    const live = set.filter((b) => b.type !== BrefType.EMPTY).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    for (const b of live) visit(b, null, depth);
-  };
-  const visit = (b: Blockref, raw: Buffer | null, depth: number): void => {
-    if (since > 0n && b.modifyTid <= since) return skipped(b.key, brefKeyEnd(b));
-    if (b.type === BrefType.INDIRECT) {
-      stats.blocksRead++;
-      indirect(b, depth + 1);
-    } else if (b.type === BrefType.INODE) {
-      stats.blocksRead++;
-      const ino = reader.readPhysical(b);
-      out(Rec.INODE, raw ?? brefBytes(b), ino);
-      const ip = decodeInode(ino);
-      if (!(ip.meta.opFlags & OPFLAG_DIRECTDATA)) table(inodeBlockset(ip), depth + 1);
-    } else {
+  /** A skipped branch or a leaf, sent here; false for what must be descended into. */
+  const flat = (b: Blockref, raw: Buffer | null): boolean => {
+    if (since > 0n && b.modifyTid <= since) skipped(b.key, brefKeyEnd(b));
+    else if (b.type === BrefType.INDIRECT || b.type === BrefType.INODE) return false;
+    else {
       const bytes = brefRadix(b) !== 0 ? reader.readPhysical(b) : Buffer.alloc(0);
       if (bytes.length) stats.blocksRead++;
       out(Rec.LEAF, raw ?? brefBytes(b), bytes);
     }
+    return true;
   };
+  function* table(set: readonly Blockref[], depth: number): Generator<Buffer[], void, undefined> {
+    if (depth > 64) throw new MediaError('master tree too deep (loop?)');
+    out(Rec.TABLE, u64pair(0n, KEY_MAX));
+    const live = set.filter((b) => b.type !== BrefType.EMPTY).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const b of live) if (!flat(b, null)) yield* descend(b, null, 0);
+    out(Rec.TABLE_END); // (a pending SKIP goes out first)
+  }
+  /** An indirect block or an inode that changed after `since`. */
+  function* descend(b: Blockref, raw: Buffer | null, depth: number): Generator<Buffer[], void, undefined> {
+    stats.blocksRead++;
+    if (b.type === BrefType.INDIRECT) return yield* indirect(b, depth + 1);
+    const ino = reader.readPhysical(b);
+    out(Rec.INODE, raw ?? brefBytes(b), ino);
+    const ip = decodeInode(ino);
+    if (!(ip.meta.opFlags & OPFLAG_DIRECTDATA)) yield* table(inodeBlockset(ip), depth + 1);
+  }
   /**
    * An indirect block of the master. After a small change nearly all of
    * its entries are older than `since` and become SKIPs: their key range
@@ -88,20 +92,43 @@ export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigi
    * orders it without decoding entries); only the entries walked into are
    * decoded.
    */
-  const indirect = (b: Blockref, depth: number): void => {
+  function* indirect(b: Blockref, depth: number): Generator<Buffer[], void, undefined> {
     if (depth > 64) throw new MediaError('master tree too deep (loop?)');
     const t = reader.readTable(b);
-    for (let i = 0; i < t.count; i++) {
+    for (let i = scan(t, 0); i < t.count; i = scan(t, i + 1)) {
+      yield* descend(t.at(i), t.slot(i), depth);
+      if (batch.length >= 128) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  /** Entries of `t` from `i` on that need no descent (skipped, leaves); the index of the next one that does. */
+  const scan = (t: PreparedTable, i: number): number => {
+    for (; i < t.count; i++) {
       const slot = t.slot(i);
       const modified = slot ? rawBrefModifyTid(slot, 0) : t.at(i).modifyTid;
       if (since > 0n && modified <= since) skipped(t.keyAt(i), t.endAt(i));
-      else visit(t.at(i), slot, depth);
+      else if (!flat(t.at(i), slot)) return i;
     }
+    return i;
   };
   out(Rec.ROOT, encodeInode(root));
-  table(inodeBlockset(root), 0);
+  yield* table(inodeBlockset(root), 0);
   const end = Buffer.alloc(8);
   end.writeBigUInt64LE(BigInt(stats.records));
-  emit(encodeRecord(Rec.END, end));
+  batch.push(encodeRecord(Rec.END, end));
+  yield batch;
+}
+
+export const newReadStats = (): ReadStats => ({ records: 0, blocksRead: 0, bytes: 0 });
+
+/**
+ * Emit the records (after the header) that bring a slave synchronized at
+ * `since` to the state under `root`. `emit` receives each encoded record.
+ */
+export function readPfsChanges(reader: BlockReader, root: InodeData, since: bigint, emit: (rec: Buffer) => void): ReadStats {
+  const stats = newReadStats();
+  for (const batch of pfsChangeRecords(reader, root, since, stats)) for (const r of batch) emit(r);
   return stats;
 }

@@ -11,6 +11,8 @@ export interface NativeShim {
   peerCred(fd: number): [number, number, number] | number;
   /** pwrite from a page-aligned copy (for an O_DIRECT descriptor): bytes written or -errno (absent in older builds). */
   pwriteAligned?(fd: number, buf: Uint8Array, pos: number): number;
+  /** F_SETPIPE_SZ: the new size of the pipe or FIFO, or -errno (absent in older builds). */
+  pipeSize?(fd: number, bytes: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
 }

@@ -5,6 +5,7 @@
 // host hammer2 mirror-write b.img@COPY.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BlockReader, Hammer2Device } from '../../engine';
@@ -140,43 +141,63 @@ const setType =
   };
 
 /**
- * mirror-read of a mounted master: its daemon commits what is pending and
- * pins that committed state (bulkfree keeps it), and this process walks it
- * from the image (read-only, beside the daemon), then lets the pin go.
+ * mirror-read of a mounted master: its daemon commits what is pending, pins
+ * that committed state and walks it from its own caches, in slices between
+ * its other requests, into a FIFO that this process relays to standard
+ * output. The FIFO's read end is open before the daemon is asked (so that
+ * its non-blocking open for writing finds a reader) and is read only once
+ * the daemon says it opened the other end (before that, a read would take
+ * the FIFO for ended).
  */
 async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
-  // Loading the walk's code overlaps the daemon's commit and pin.
-  const loading = lib();
-  loading.catch(() => {});
   const t = await openTarget(where, { write: true });
-  let pin: { id: string; label: string; bref: string; inode: string; devices: string } | null = null;
   try {
     if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
-    pin = await t.request('mirror-pin', { label: t.label });
-    const L = await loading;
-    const bref = L.decodeBlockref(Buffer.from(pin!.bref, 'base64'), 0);
-    const root = L.decodeInode(Buffer.from(pin!.inode, 'base64'));
-    let dev: Hammer2Device;
-    try {
-      dev = await L.Hammer2Device.open(pin!.devices, { writable: false, lock: false });
-    } catch (e) {
-      throw new DirectiveError((e as Error).message);
-    }
-    try {
-      const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
-      const out = batchedWriter((b) => writeAll(1, b), throttle);
-      const r = L.mirrorReadRoot(dev.reader, root, bref.modifyTid, t.label, since, out.push);
-      out.flush();
-      if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${t.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
-    } finally {
-      dev.close();
-    }
+    const label = t.label;
+    await withFifo(async (fifo) => {
+      const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      let from: net.Socket | null = null;
+      let relayed: Promise<void> = Promise.resolve();
+      let broken: Error | null = null;
+      const relay = () => {
+        if (from) return;
+        const sock = new net.Socket({ fd, readable: true, writable: false });
+        from = sock;
+        relayed = new Promise<void>((res, rej) => {
+          sock.on('data', (c: Buffer) => {
+            if (broken) return;
+            try {
+              writeAll(1, c);
+            } catch (e) {
+              // Our standard output is gone: closing our end stops the daemon (EPIPE).
+              broken = e as Error;
+              sock.destroy();
+              res();
+            }
+          });
+          sock.on('end', () => res());
+          sock.on('close', () => res());
+          sock.on('error', rej);
+        });
+      };
+      try {
+        let r: { to: string; records: number; bytes: number };
+        try {
+          r = await t.request<{ to: string; records: number; bytes: number }>('mirror-read', { label, since: since.toString(), fifo, bandwidth: ctx.bandwidth ?? 0 }, relay);
+        } catch (e) {
+          throw new DirectiveError(broken ? (broken as Error).message : `mirror-read of ${label}: ${(e as Error).message}`);
+        }
+        relay();
+        await relayed;
+        if (broken) throw broken;
+        if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
+      } finally {
+        if (from) (from as net.Socket).destroy();
+        else fs.closeSync(fd);
+      }
+    });
     return 0;
-  } catch (e) {
-    if (e instanceof DirectiveError) throw e;
-    throw new DirectiveError((e as Error).message);
   } finally {
-    if (pin) await t.request('mirror-unpin', { id: pin.id }).catch(() => {});
     await t.close();
   }
 }
@@ -521,13 +542,11 @@ interface DaemonWrite {
 }
 
 /**
- * A stream into a PFS of an image a daemon holds (a mounted slave): it goes
- * to the daemon through a FIFO, opened read-write and non-blocking here
- * first so that neither side blocks on opening it; `feed` writes the
- * stream into it, and our end closing is the end of the stream.
+ * A FIFO, private to this command, through which a stream goes to or comes
+ * from a daemon; removed afterwards. (FIFOs of commands that were killed
+ * before they could remove theirs go first.)
  */
-async function streamToDaemon(t: Target, label: string, feed: (fd: number, answered: AbortSignal) => void | Promise<void>): Promise<DaemonWrite> {
-  // FIFOs of commands that were killed before they could remove theirs go first.
+async function withFifo<T>(fn: (fifo: string) => Promise<T>): Promise<T> {
   for (const e of fs.readdirSync(os.tmpdir())) {
     const m = /^h2mirror-(\d+)-/.exec(e);
     if (!m) continue;
@@ -542,6 +561,20 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
   try {
     const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
     if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
+    return await fn(fifo);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A stream into a PFS of an image a daemon holds (a mounted slave): it goes
+ * to the daemon through a FIFO, opened read-write and non-blocking here
+ * first so that neither side blocks on opening it; `feed` writes the
+ * stream into it, and our end closing is the end of the stream.
+ */
+async function streamToDaemon(t: Target, label: string, feed: (fd: number, answered: AbortSignal) => void | Promise<void>): Promise<DaemonWrite> {
+  return withFifo(async (fifo) => {
     const answered = new AbortController();
     let fd = -1;
     const close = () => {
@@ -588,9 +621,7 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
       close();
       await fed.catch(() => {});
     }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** mirror-write into a PFS a daemon holds: standard input is fed to it until it answers. */
