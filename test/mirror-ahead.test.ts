@@ -112,6 +112,49 @@ t.test('read-ahead of a slave while its stream arrives; the apply then reads not
   t.equal(b.dev.findPfs('S')!.bref.modifyTid, tid, 'the slave is as it was');
   mirrorWrite(b, 'S', new BufferSource(s4), { ahead: ahead4 });
   t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'S')), [], 'then the good stream: slave identical');
+
+  // finish(): the read-ahead keeps the stream parsed, and the apply runs from its records.
+  change(5);
+  const s5 = read(b.dev.findPfs('S')!.bref.modifyTid);
+  const sp5 = new StreamParser(new BufferSource(s5));
+  const h5 = sp5.header();
+  const want5: string[] = [];
+  for (let r = sp5.next(); r; r = sp5.next()) want5.push(`${r.type}:${r.payload.toString('hex')}`);
+  const ahead5 = mirrorWriteAhead(b, 'S');
+  const ps = pieces(s5, 8);
+  // Only part of it read ahead before the end: finish() parses the rest.
+  for (const x of ps.slice(0, ps.length >> 1)) ahead5.push(x);
+  await drained(ahead5);
+  for (const x of ps.slice(ps.length >> 1)) ahead5.push(x);
+  const kept = ahead5.finish();
+  t.ok(kept, 'the whole stream was kept');
+  t.same(kept!.header, h5, 'its header');
+  t.same(
+    kept!.records.map((r) => `${r.type}:${r.payload.toString('hex')}`),
+    want5,
+    `its ${want5.length} records, END included`,
+  );
+  mirrorWrite(b, 'S', kept!, { ahead: ahead5 });
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'S')), [], 'applied from the kept records: slave identical');
+
+  // Nothing is kept from a stream that goes on after END, is cut short, is corrupted, or is over the budget.
+  change(6);
+  const s6 = read(b.dev.findPfs('S')!.bref.modifyTid);
+  const finished = (bytes: Buffer, keep?: number) => {
+    const x = mirrorWriteAhead(b, 'S', keep);
+    for (const piece of pieces(bytes, 9)) x.push(piece);
+    return x.finish();
+  };
+  t.equal(finished(Buffer.concat([s6, Buffer.from('more')])), null, 'bytes after END: nothing kept');
+  t.equal(finished(s6.subarray(0, s6.length - 3)), null, 'truncated: nothing kept');
+  const bad6 = Buffer.from(s6);
+  bad6[Math.floor(bad6.length / 3)] ^= 4;
+  t.equal(finished(bad6), null, 'corrupted: nothing kept');
+  t.equal(finished(s6, 1000), null, 'over the budget: nothing kept');
+  t.throws(() => mirrorWrite(b, 'S', new BufferSource(Buffer.concat([s6, Buffer.from('more')]))), /after the END/, 'and the spool path refuses bytes after END');
+  t.ok(finished(s6), 'the stream itself is kept');
+  mirrorWrite(b, 'S', finished(s6)!);
+  t.same(treeDiff(pfsTree(p), await imageTree(B.img, 'S')), [], 'slave identical');
   b.flush();
   await fsckBoth(t, B.img, 'slave image');
 });

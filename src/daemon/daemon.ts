@@ -479,7 +479,6 @@ export class ImageDaemon {
             to.on('error', rej);
             to.on('finish', () => {
               clearInterval(watch);
-              ahead.stop();
               res();
             });
             from.pipe(to);
@@ -489,12 +488,14 @@ export class ImageDaemon {
             throw e;
           });
           let r: WriteResult;
-          const sfd = fs.openSync(spool, 'r');
+          // The read-ahead kept the stream parsed: applied from there; else from the spool.
+          const parsed = ahead.finish();
+          const sfd = parsed ? -1 : fs.openSync(spool, 'r');
           try {
             this.fs.flush();
-            r = mirrorWrite(this.fs, label, new FdSource(sfd), { keepPfs: true, ahead });
+            r = mirrorWrite(this.fs, label, parsed ?? new FdSource(sfd), { keepPfs: true, ahead });
           } finally {
-            fs.closeSync(sfd);
+            if (sfd >= 0) fs.closeSync(sfd);
             fs.rmSync(spool, { force: true });
           }
           const m = this.mounted.get(label);

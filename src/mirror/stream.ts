@@ -148,6 +148,12 @@ export class StreamParser {
   }
 }
 
+/** A whole stream already parsed and checked (a daemon's read-ahead kept its records): header, then every record through END. */
+export interface ParsedStream {
+  header: StreamHeader;
+  records: { type: Rec; payload: Buffer }[];
+}
+
 /** Bytes from memory (tests, mirror-copy). */
 export class BufferSource implements ByteSource {
   private at = 0;
@@ -271,11 +277,16 @@ export class StreamFeeder {
   private readonly parser = new StreamParser(this.q);
   header: StreamHeader | null = null;
   ended = false;
+  /** Bytes pushed after the END record (a stream that goes on past its end is refused). */
+  trailing = 0;
 
   constructor(private readonly onRecord: (type: Rec, payload: Buffer, header: StreamHeader) => void) {}
 
   push(chunk: Buffer): void {
-    if (this.ended) return;
+    if (this.ended) {
+      this.trailing += chunk.length;
+      return;
+    }
     this.q.append(chunk);
     for (;;) {
       const n = this.q.available;
