@@ -177,7 +177,8 @@ export class BlockWriter {
   /** Serialise a blocktable into a new indirect block. */
   writeIndirect(key: bigint, keybits: number, table: Blockref[], checkAlgo: number): Blockref {
     const buf = Buffer.alloc(table.length * BLOCKREF_BYTES);
-    for (let i = 0; i < table.length; i++) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
+    // (Empty slots stay the zeros they were allocated as.)
+    for (let i = 0; i < table.length; i++) if (table[i].type !== BrefType.EMPTY) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
     const b = this.writeMeta(BrefType.INDIRECT, key, keybits, buf, checkAlgo);
     rollupStats(b, table);
     // The next commit walks this table again (a file's block map, the inode
