@@ -3,7 +3,10 @@
 // second image. Measured, with the caches dropped before every step:
 //  - a first full copy: one mirroring pass (hammer2 mirror-read MASTER |
 //    hammer2 mirror-write SLAVE, both mounted) against `cp -a` and
-//    `rsync -a` of the same tree from mount to mount, each into an empty PFS;
+//    `rsync -a` of the same tree from mount to mount, each into an empty PFS
+//    (the slaves on one image, the copying tools' targets on another: each
+//    image has its own daemon, so neither tool's writes are committed, nor
+//    its tables cached, by the daemon the other tool is timed on);
 //  - an incremental pass after 1 % of the files changed (rewritten, a few
 //    added and removed) against `rsync -a` bringing its copy up to date.
 // Each repeated REPS times (a new 1 % each time); medians and spreads.
@@ -69,15 +72,16 @@ async function openRw(img: string): Promise<Hammer2Fs> {
 /** Mirroring and copying tools on a tree of `files` small files, between mounts. */
 async function treeBench(files: number, reps: number, dir: string, log: (s: string) => void, fullReps = reps) {
   const A = path.join(dir, 'mirror-master.img');
-  const B = path.join(dir, 'mirror-targets.img');
+  const B = path.join(dir, 'mirror-slaves.img');
+  const C = path.join(dir, 'mirror-copies.img');
   const treeBytes = Array.from({ length: files }, (_, i) => sizeOf(i)).reduce((a, b) => a + b, 0);
-  // Room for the master's tree on one image, and 3 copies per repetition on the other (sparse files).
+  // Room for the master's tree on one image, a slave per repetition on the
+  // second and two copies per repetition on the third (sparse files).
   const per = Math.max(256 << 20, files * 8192 + (64 << 20));
-  const sizeA = Math.ceil((per * 2) / (8 << 20)) * (8 << 20);
-  const sizeB = Math.ceil((per * (3 * reps + 1)) / (8 << 20)) * (8 << 20);
-  await formatHammer2({ paths: [A], sizes: [sizeA] });
-  const labels = Array.from({ length: reps }, (_, r) => [`M${r}`, `CP${r}`, `RS${r}`]).flat();
-  await formatHammer2({ paths: [B], sizes: [sizeB], labels: ['none'] });
+  const sized = (n: number) => Math.ceil((per * n) / (8 << 20)) * (8 << 20);
+  await formatHammer2({ paths: [A], sizes: [sized(2)] });
+  await formatHammer2({ paths: [B], sizes: [sized(reps + 1)], labels: ['none'] });
+  await formatHammer2({ paths: [C], sizes: [sized(2 * reps + 1)], labels: ['none'] });
   log(`mirror: writing ${files} files (${(treeBytes / 1048576).toFixed(0)} MiB) on the master`);
   const a = await openRw(A);
   const clid = a.dev.findPfs('DATA')!.inode.meta.pfsClid;
@@ -99,9 +103,15 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
   }
   const b = await openRw(B);
   try {
-    for (const l of labels) b.createPfs(l, l.startsWith('M') ? { type: PfsType.SLAVE, clid } : {});
+    for (let r = 0; r < reps; r++) b.createPfs(`M${r}`, { type: PfsType.SLAVE, clid });
   } finally {
     b.close();
+  }
+  const c = await openRw(C);
+  try {
+    for (let r = 0; r < reps; r++) for (const l of [`CP${r}`, `RS${r}`]) c.createPfs(l, {});
+  } finally {
+    c.close();
   }
 
   const env = { ...process.env, HAMMER2_RUNDIR: path.join(dir, 'run'), HAMMER2_QUIET_SHIM: '1' };
@@ -130,8 +140,8 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
     const rs: string[] = [];
     for (let r = 0; r < reps; r++) {
       m.push(await mountAt(`${B}@M${r}`, `M${r}`));
-      cp.push(await mountAt(`${B}@CP${r}`, `CP${r}`));
-      rs.push(await mountAt(`${B}@RS${r}`, `RS${r}`));
+      cp.push(await mountAt(`${C}@CP${r}`, `CP${r}`));
+      rs.push(await mountAt(`${C}@RS${r}`, `RS${r}`));
     }
     const h2 = `${JSON.stringify(process.execPath)} ${JSON.stringify(H2())}`;
     const full = { mirror: [] as number[], cp: [] as number[], rsync: [] as number[] };
@@ -189,8 +199,7 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
     for (const mnt of mnts.reverse()) spawnSync('fusermount3', ['-u', mnt], { stdio: 'ignore' });
     for (const d of daemons) await new Promise((r) => (d.exitCode !== null ? r(null) : d.once('exit', r)));
     for (const mnt of mnts) forceUnmount(mnt);
-    fs.rmSync(A, { force: true });
-    fs.rmSync(B, { force: true });
+    for (const img of [A, B, C]) fs.rmSync(img, { force: true });
   }
 }
 
