@@ -109,6 +109,8 @@ t.test('mirror-stream into a mounted slave: consistent at its synced tid while t
   st.kill('SIGTERM');
   t.equal(await exited, 0, `mirror-stream ends on SIGTERM (${out.split('\n').filter(Boolean).length} lines of passes)`);
   t.notMatch(out, /not kept/, 'every synced state was kept');
+  // Both ends mounted: the master's daemon streamed the pinned states itself.
+  t.match(ma.log(), /mirror-read of DATA: transaction \d+ -> \d+/, "the master's daemon streamed the passes");
   await mb.unmount();
   await ma.unmount();
   await slaveHoldsMaster(t, A.img, B.img, 'M', 'the images hold the same tree');

@@ -11,7 +11,7 @@ import { FdSource, mirrorReadBatches, mirrorWrite, mirrorWriteAhead, pumpSliced,
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
 import { syncedTid } from '../sync';
-import { BLOCKREF_BYTES, encodeBlockref, encodeInode, InodeData, PfsType } from '../media';
+import { BLOCKREF_BYTES, Blockref, encodeBlockref, encodeInode, InodeData, PfsType } from '../media';
 import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
@@ -380,15 +380,27 @@ export class ImageDaemon {
           const fifo = String(args.fifo ?? '');
           if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-read needs the absolute path of a FIFO');
           if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
-          await this.settle(label);
-          this.fs.flush();
-          const e = this.fs.dev.findPfs(label);
-          if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
-          if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
-          const s = mirrorReadBatches(this.fs.dev.reader, e.inode, e.bref.modifyTid, label, BigInt(sinceArg));
+          // A state the caller pinned before (mirror-pin: mirror-stream keeps it
+          // as a snapshot afterwards), or the committed state now, pinned for the walk.
+          let state: { label: string; tid: bigint; inode: InodeData };
+          let pin: Blockref | null = null;
+          if (args.pin !== undefined) {
+            const p = this.pinned.get(String(args.pin));
+            if (!p) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
+            state = p;
+          } else {
+            await this.settle(label);
+            this.fs.flush();
+            const e = this.fs.dev.findPfs(label);
+            if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+            if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
+            state = { label, tid: e.bref.modifyTid, inode: e.inode };
+            pin = e.bref;
+          }
+          const s = mirrorReadBatches(this.fs.dev.reader, state.inode, state.tid, state.label, BigInt(sinceArg));
           // Pinned while it is walked: bulkfree, run between the slices, keeps it.
           const id = `${process.hrtime.bigint()}`;
-          this.fs.pins.set(id, e.bref);
+          if (pin) this.fs.pins.set(id, pin);
           try {
             let fd: number;
             try {
@@ -407,10 +419,10 @@ export class ImageDaemon {
               throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
             }
           } finally {
-            this.fs.pins.delete(id);
+            if (pin) this.fs.pins.delete(id);
           }
-          this.o.log(`mirror-read of ${label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records`);
-          return { label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
+          this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records`);
+          return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
         },
       },
       // mirror-write into a PFS of this image (a mounted slave): the stream

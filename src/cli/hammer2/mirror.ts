@@ -140,62 +140,82 @@ const setType =
     return 0;
   };
 
+/** What a daemon answers once it has streamed a pass ('mirror-read'). */
+interface DaemonRead {
+  label: string;
+  to: string;
+  records: number;
+  bytes: number;
+  blocksRead: number;
+}
+
+/**
+ * A pass streamed by the daemon that serves the master ('mirror-read'):
+ * it walks the state from its own caches, in slices between its other
+ * requests, into a FIFO of ours, whose chunks go to `sink` as they come.
+ * The FIFO's read end is open before the daemon is asked (so that its
+ * non-blocking open for writing finds a reader) and is read only once the
+ * daemon says it opened the other end (before that, a read would take the
+ * FIFO for ended). A sink that throws (its reader went away) closes our
+ * end: the daemon's next write fails and it stops; the sink's error is
+ * what is reported.
+ */
+async function daemonStream(t: Target, args: Record<string, unknown>, sink: (chunk: Buffer) => void): Promise<DaemonRead> {
+  return withFifo(async (fifo) => {
+    const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    let from: net.Socket | null = null;
+    let relayed: Promise<void> = Promise.resolve();
+    let broken: Error | null = null;
+    const relay = () => {
+      if (from) return;
+      const sock = new net.Socket({ fd, readable: true, writable: false });
+      from = sock;
+      relayed = new Promise<void>((res, rej) => {
+        sock.on('data', (c: Buffer) => {
+          if (broken) return;
+          try {
+            sink(c);
+          } catch (e) {
+            broken = e as Error;
+            sock.destroy();
+            res();
+          }
+        });
+        sock.on('end', () => res());
+        sock.on('close', () => res());
+        sock.on('error', rej);
+      });
+    };
+    try {
+      let r: DaemonRead;
+      try {
+        r = await t.request<DaemonRead>('mirror-read', { ...args, fifo }, relay);
+      } catch (e) {
+        if (broken) throw broken;
+        throw new DirectiveError(`mirror-read of ${String(args.label ?? '')}: ${(e as Error).message}`);
+      }
+      relay();
+      await relayed;
+      if (broken) throw broken;
+      return r;
+    } finally {
+      if (from) (from as net.Socket).destroy();
+      else fs.closeSync(fd);
+    }
+  });
+}
+
 /**
  * mirror-read of a mounted master: its daemon commits what is pending, pins
- * that committed state and walks it from its own caches, in slices between
- * its other requests, into a FIFO that this process relays to standard
- * output. The FIFO's read end is open before the daemon is asked (so that
- * its non-blocking open for writing finds a reader) and is read only once
- * the daemon says it opened the other end (before that, a read would take
- * the FIFO for ended).
+ * that state and streams it (daemonStream); this process relays the stream
+ * to its standard output and loads no filesystem code.
  */
 async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
   const t = await openTarget(where, { write: true });
   try {
     if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
-    const label = t.label;
-    await withFifo(async (fifo) => {
-      const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-      let from: net.Socket | null = null;
-      let relayed: Promise<void> = Promise.resolve();
-      let broken: Error | null = null;
-      const relay = () => {
-        if (from) return;
-        const sock = new net.Socket({ fd, readable: true, writable: false });
-        from = sock;
-        relayed = new Promise<void>((res, rej) => {
-          sock.on('data', (c: Buffer) => {
-            if (broken) return;
-            try {
-              writeAll(1, c);
-            } catch (e) {
-              // Our standard output is gone: closing our end stops the daemon (EPIPE).
-              broken = e as Error;
-              sock.destroy();
-              res();
-            }
-          });
-          sock.on('end', () => res());
-          sock.on('close', () => res());
-          sock.on('error', rej);
-        });
-      };
-      try {
-        let r: { to: string; records: number; bytes: number };
-        try {
-          r = await t.request<{ to: string; records: number; bytes: number }>('mirror-read', { label, since: since.toString(), fifo, bandwidth: ctx.bandwidth ?? 0 }, relay);
-        } catch (e) {
-          throw new DirectiveError(broken ? (broken as Error).message : `mirror-read of ${label}: ${(e as Error).message}`);
-        }
-        relay();
-        await relayed;
-        if (broken) throw broken;
-        if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
-      } finally {
-        if (from) (from as net.Socket).destroy();
-        else fs.closeSync(fd);
-      }
-    });
+    const r = await daemonStream(t, { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 }, (c) => writeAll(1, c));
+    if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
     return 0;
   } finally {
     await t.close();
@@ -209,7 +229,13 @@ const slaveTidOf = async (sh: Hammer2Fs, label: string): Promise<bigint> => {
 
 /** A committed master state to read a pass from, and how to keep it as a snapshot once the slave holds it. */
 interface MasterState {
-  reader: BlockReader;
+  /** Reads the state in this process (a daemon-held master's image is opened, beside the daemon, on first use). */
+  reader(): Promise<BlockReader>;
+  /**
+   * Only for a master a daemon serves: the daemon streams this very state
+   * since `since` itself, from its caches, chunk by chunk into `sink`.
+   */
+  stream?(since: bigint, bandwidth: number, sink: (chunk: Buffer) => void): Promise<{ blocksRead: number }>;
   root: InodeData;
   tid: bigint;
   label: string;
@@ -234,18 +260,18 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
       await d.t.close();
       throw e;
     }
-    let dev: Hammer2Device;
+    let dev: Hammer2Device | null = null;
     let L: Awaited<ReturnType<typeof lib>>;
     try {
       L = await lib();
-      dev = await L.Hammer2Device.open(pin.devices, { writable: false, lock: false });
     } catch (e) {
       await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
       await d.t.close();
       throw e;
     }
     return {
-      reader: dev.reader,
+      reader: async () => (dev ??= await L.Hammer2Device.open(pin.devices, { writable: false, lock: false })).reader,
+      stream: async (since, bandwidth, sink) => ({ blocksRead: (await daemonStream(d.t, { label: d.label, pin: pin.id, since: since.toString(), bandwidth }, sink)).blocksRead }),
       root: L.decodeInode(Buffer.from(pin.inode, 'base64')),
       tid: L.decodeBlockref(Buffer.from(pin.bref, 'base64'), 0).modifyTid,
       label: d.label,
@@ -258,7 +284,7 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
         }
       },
       release: async () => {
-        dev.close();
+        dev?.close();
         await d.t.request('mirror-unpin', { id: pin.id }).catch(() => {});
         await d.t.close();
       },
@@ -272,7 +298,7 @@ async function masterState(spec: string, label: string | null, forKeep: boolean)
     throw new DirectiveError(`${spec}: no PFS labelled "${m.label}"`);
   }
   return {
-    reader: mh.dev.reader,
+    reader: async () => mh.dev.reader,
     root: e.inode,
     tid: e.bref.modifyTid,
     label: label ?? m.label,
@@ -334,15 +360,21 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
     const throttle = ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined;
     let r: PassResult;
     if (sh) {
-      const w = L.mirrorCopyFrom(ms.reader, ms.root, ms.tid, ms.label, sh, s!.label, throttle);
+      const w = L.mirrorCopyFrom(await ms.reader(), ms.root, ms.tid, ms.label, sh, s!.label, throttle);
       r = { label: s!.label, from: w.from, to: w.header.to, blocksRead: w.read.blocksRead, written: w.stats.leaves, deleted: w.stats.deleted };
     } else {
       const m = ms;
       let blocksRead = 0;
-      const w = await streamToDaemon(sd!.t, sd!.label, (fd) => {
+      const w = await streamToDaemon(sd!.t, sd!.label, async (fd) => {
         const stall = stallGuard();
+        // Both ends held by daemons: the master's streams its pinned state
+        // itself, from its caches, and this process only passes it on.
+        if (m.stream) {
+          blocksRead = (await m.stream(since, ctx.bandwidth ?? 0, (c) => writeAll(fd, c, stall))).blocksRead;
+          return;
+        }
         const out = batchedWriter((b) => writeAll(fd, b, stall), throttle);
-        blocksRead = L.mirrorReadRoot(m.reader, m.root, m.tid, m.label, since, out.push).stats.blocksRead;
+        blocksRead = L.mirrorReadRoot(await m.reader(), m.root, m.tid, m.label, since, out.push).stats.blocksRead;
         out.flush();
       });
       r = { label: sd!.label, from: BigInt(w.from), to: BigInt(w.to), blocksRead, written: w.leaves, deleted: w.deleted };
