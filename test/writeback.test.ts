@@ -165,15 +165,24 @@ t.test('writeback_ratio: the share of dirty memory the kernel may hold for the m
       .pop()?.dev;
     return fs.readFileSync(`/sys/class/bdi/${dev}/max_ratio`, 'utf8').trim();
   };
+  // The daemon sets it once the kernel's INIT told it the cache is on, a
+  // moment after the mount shows: wait for the value (a few seconds at most).
+  const settled = async (want: string) => {
+    for (let i = 0; i < 100 && maxRatio() !== want; i++) await new Promise((r) => setTimeout(r, 50));
+    return maxRatio();
+  };
   const root = process.getuid?.() === 0;
   let m = await mount(t, `${img}@ROOT`, mnt, WB);
-  if (root) t.equal(maxRatio(), '40', 'writeback_cache alone: 40 % (FUSE starts at 1 %)');
+  if (root) t.equal(await settled('40'), '40', 'writeback_cache alone: 40 % (FUSE starts at 1 %)');
   await m.unmount();
   m = await mount(t, `${img}@ROOT`, mnt, ['-o', 'writeback_cache,writeback_ratio=7']);
-  if (root) t.equal(maxRatio(), '7', 'writeback_ratio=7');
+  if (root) t.equal(await settled('7'), '7', 'writeback_ratio=7');
   await m.unmount();
   m = await mount(t, `${img}@ROOT`, mnt);
-  if (root) t.equal(maxRatio(), '1', 'without the writeback cache the kernel default stays');
+  if (root) {
+    await new Promise((r) => setTimeout(r, 500));
+    t.equal(maxRatio(), '1', 'without the writeback cache the kernel default stays');
+  }
   await m.unmount();
   const bad = spawnSync(process.execPath, [MOUNT_BIN, '-o', 'writeback_cache,writeback_ratio=150', img, mnt], { encoding: 'utf8' });
   t.not(bad.status, 0, 'writeback_ratio=150 refused');
