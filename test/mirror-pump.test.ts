@@ -34,16 +34,22 @@ const batchesOf = (a: Awaited<ReturnType<typeof masterWithFiles>>['a'], since: b
 };
 
 t.test('the batches are the stream mirrorRead writes, and apply', async (t) => {
-  const { a, b } = await masterWithFiles(t, 800);
+  const { a, b, p } = await masterWithFiles(t, 800);
+  // A large file: its table of 64 KiB blocks must not come out as one batch.
+  mkfile(p, p.root, 'big', content(99, 12 << 20));
+  a.flush();
   const whole: Buffer[] = [];
   const r = mirrorRead(a, 'DATA', 0n, (x) => whole.push(Buffer.from(x)));
   const s = batchesOf(a, 0n);
   const got: Buffer[] = [];
   let batches = 0;
+  let largest = 0;
   for (const batch of s.batches) {
     batches++;
     got.push(...batch);
+    largest = Math.max(largest, batch.reduce((n, x) => n + x.length, 0));
   }
+  t.ok(largest <= (1 << 20) + 70000, `no batch over ~1 MiB (largest ${largest} bytes)`);
   t.ok(Buffer.concat(got).equals(Buffer.concat(whole)), 'byte for byte');
   t.ok(batches > 3, `in ${batches} batches`);
   t.same(s.stats, r.stats, 'the same counts');

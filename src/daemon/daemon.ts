@@ -386,8 +386,11 @@ export class ImageDaemon {
           let pin: Blockref | null = null;
           if (args.pin !== undefined) {
             const p = this.pinned.get(String(args.pin));
-            if (!p) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
+            const held = this.fs.pins.get(String(args.pin));
+            if (!p || !held) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
             state = p;
+            // Pinned for the walk as well: the caller's lease may run out during a long (throttled) one.
+            pin = held;
           } else {
             await this.settle(label);
             this.fs.flush();
@@ -404,13 +407,21 @@ export class ImageDaemon {
           try {
             let fd: number;
             try {
-              fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+              fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
             } catch (err) {
               if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new FsError('EPIPE', 'the command reading the stream went away');
               throw err;
             }
-            nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
-            const to = new net.Socket({ fd, readable: false, writable: true });
+            let to: net.Socket;
+            try {
+              // What was opened, not only the path checked before, must be a FIFO.
+              if (!fs.fstatSync(fd).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+              nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
+              to = new net.Socket({ fd, readable: false, writable: true });
+            } catch (err) {
+              fs.closeSync(fd);
+              throw err;
+            }
             ctx.progress({ what: 'streaming', done: 0, total: 0 });
             try {
               await pumpSliced(s.batches, to, { bandwidth });

@@ -162,18 +162,22 @@ export function bulkfree(
         }
       }
     : undefined;
+  // The tree in force and the pinned trees must read completely (nothing
+  // can be proven unused otherwise, and a pin's reader relies on it), and
+  // they go first: an older tree that fails part-way leaves blocks recorded
+  // as walked whose children it never reached, which a later walk would skip.
+  markReachable(reader, current, map, seen, onBlock);
+  headers++;
+  markFrom(reader, pinned, map, seen);
   for (const h of trees) {
+    if (h === current) continue;
     try {
-      markReachable(reader, h, map, seen, h === current ? onBlock : undefined);
+      markReachable(reader, h, map, seen);
       headers++;
-    } catch (e) {
-      // The tree in force must read completely, or nothing can be proven unused.
-      if (h === current) throw e;
+    } catch {
       // An older header whose tree is already damaged protects nothing.
     }
   }
-  // A pinned tree must read completely too: its reader relies on it.
-  markFrom(reader, pinned, map, seen);
   const r = alloc.releaseUnreferenced((blk) => map.has(blk));
   progress?.(used, used);
   return { freed: r.freed, fixedUp: r.fixedUp, headers, ms: Date.now() - t0 };

@@ -31,6 +31,7 @@ const brefBytes = (b: Blockref): Buffer => {
  */
 export function* pfsChangeRecords(reader: BlockReader, root: InodeData, since: bigint, stats: ReadStats): Generator<Buffer[], void, undefined> {
   let batch: Buffer[] = [];
+  let batchBytes = 0;
   // Skipped branches whose key ranges touch are sent as one SKIP: a 1 %
   // change leaves long runs of untouched neighbours. Ranges with a gap
   // between them stay apart (a key deleted in the gap must not be kept).
@@ -40,6 +41,7 @@ export function* pfsChangeRecords(reader: BlockReader, root: InodeData, since: b
     stats.records++;
     stats.bytes += r.length;
     batch.push(r);
+    batchBytes += r.length;
   };
   const flushSkip = () => {
     if (!skip) return;
@@ -95,21 +97,37 @@ export function* pfsChangeRecords(reader: BlockReader, root: InodeData, since: b
   function* indirect(b: Blockref, depth: number): Generator<Buffer[], void, undefined> {
     if (depth > 64) throw new MediaError('master tree too deep (loop?)');
     const t = reader.readTable(b);
-    for (let i = scan(t, 0); i < t.count; i = scan(t, i + 1)) {
-      yield* descend(t.at(i), t.slot(i), depth);
-      if (batch.length >= 128) {
+    for (let i = 0; i < t.count; ) {
+      i = scan(t, i);
+      // (Read before descending: the walk below sets it again.)
+      if (descendAt) {
+        yield* descend(t.at(i), t.slot(i), depth);
+        i++;
+      }
+      if (batch.length >= 128 || batchBytes >= BATCH_BYTES) {
         yield batch;
         batch = [];
+        batchBytes = 0;
       }
     }
   }
-  /** Entries of `t` from `i` on that need no descent (skipped, leaves); the index of the next one that does. */
+  /**
+   * Entries of `t` from `i` on that need no descent (skipped, leaves), up
+   * to the next that does (descendAt set) or until the batch is full (a
+   * table of 64 KiB data blocks is 32 MiB: its leaves go out in batches,
+   * so that a slice of a daemon's walk stays short). The index to go on at.
+   */
+  let descendAt = false;
   const scan = (t: PreparedTable, i: number): number => {
-    for (; i < t.count; i++) {
+    descendAt = false;
+    for (; i < t.count && batchBytes < BATCH_BYTES; i++) {
       const slot = t.slot(i);
       const modified = slot ? rawBrefModifyTid(slot, 0) : t.at(i).modifyTid;
       if (since > 0n && modified <= since) skipped(t.keyAt(i), t.endAt(i));
-      else if (!flat(t.at(i), slot)) return i;
+      else if (!flat(t.at(i), slot)) {
+        descendAt = true;
+        return i;
+      }
     }
     return i;
   };
@@ -120,6 +138,9 @@ export function* pfsChangeRecords(reader: BlockReader, root: InodeData, since: b
   batch.push(encodeRecord(Rec.END, end));
   yield batch;
 }
+
+/** Bytes of records a batch holds at most (past a record that crosses it). */
+const BATCH_BYTES = 1 << 20;
 
 export const newReadStats = (): ReadStats => ({ records: 0, blocksRead: 0, bytes: 0 });
 

@@ -12,6 +12,7 @@ import type { BlockReader, Hammer2Device } from '../../engine';
 import type { Hammer2Fs } from '../../fs';
 import { BrefType, PfsType } from '../../media/constants';
 import type { InodeData } from '../../media';
+import type { ControlError } from '../../control/protocol';
 import { hammer2MountOf } from '../../daemon/options';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
@@ -185,6 +186,8 @@ async function daemonStream(t: Target, args: Record<string, unknown>, sink: (chu
         sock.on('close', () => res());
         sock.on('error', rej);
       });
+      // Awaited below, unless the daemon's answer fails first.
+      relayed.catch(() => {});
     };
     try {
       let r: DaemonRead;
@@ -192,6 +195,8 @@ async function daemonStream(t: Target, args: Record<string, unknown>, sink: (chu
         r = await t.request<DaemonRead>('mirror-read', { ...args, fifo }, relay);
       } catch (e) {
         if (broken) throw broken;
+        // A daemon older than this op: the caller reads the pinned state itself.
+        if (!from && (e as ControlError).code === 'EOPNOTSUPP') throw e;
         throw new DirectiveError(`mirror-read of ${String(args.label ?? '')}: ${(e as Error).message}`);
       }
       relay();
@@ -217,9 +222,30 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
     const r = await daemonStream(t, { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 }, (c) => writeAll(1, c));
     if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
     return 0;
+  } catch (e) {
+    if ((e as ControlError).code !== 'EOPNOTSUPP') throw e;
   } finally {
     await t.close();
   }
+  return readPinned(ctx, where, since);
+}
+
+/** mirror-read through a daemon started before its 'mirror-read' existed: it pins the state, this process walks it from the image. */
+async function readPinned(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
+  const ms = await masterState(where, null, false);
+  try {
+    const L = await lib();
+    const out = batchedWriter((b) => writeAll(1, b), ctx.bandwidth ? throttleTo(ctx.bandwidth) : undefined);
+    const r = L.mirrorReadRoot(await ms.reader(), ms.root, ms.tid, ms.label, since, out.push);
+    out.flush();
+    if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${ms.label} from ${since} to ${r.header.to}: ${r.stats.records} records, ${r.stats.bytes} bytes\n`);
+  } catch (e) {
+    if (e instanceof DirectiveError) throw e;
+    throw new DirectiveError((e as Error).message);
+  } finally {
+    await ms.release();
+  }
+  return 0;
 }
 
 const slaveTidOf = async (sh: Hammer2Fs, label: string): Promise<bigint> => {
@@ -365,13 +391,23 @@ async function streamPass(ctx: Hammer2Ctx, masterSpec: string, slaveSpec: string
     } else {
       const m = ms;
       let blocksRead = 0;
-      const w = await streamToDaemon(sd!.t, sd!.label, async (fd) => {
+      const w = await streamToDaemon(sd!.t, sd!.label, async (fd, answered) => {
         const stall = stallGuard();
         // Both ends held by daemons: the master's streams its pinned state
-        // itself, from its caches, and this process only passes it on.
+        // itself, from its caches, and this process only passes it on (until
+        // the slave's daemon answers: then our end of its FIFO is closed).
         if (m.stream) {
-          blocksRead = (await m.stream(since, ctx.bandwidth ?? 0, (c) => writeAll(fd, c, stall))).blocksRead;
-          return;
+          try {
+            const sink = (c: Buffer) => {
+              if (answered.aborted) throw new DirectiveError("the slave's daemon answered before the stream ended");
+              writeAll(fd, c, stall);
+            };
+            blocksRead = (await m.stream(since, ctx.bandwidth ?? 0, sink)).blocksRead;
+            return;
+          } catch (e) {
+            // A master daemon older than its 'mirror-read': walk the pinned state here.
+            if ((e as ControlError).code !== 'EOPNOTSUPP') throw e;
+          }
         }
         const out = batchedWriter((b) => writeAll(fd, b, stall), throttle);
         blocksRead = L.mirrorReadRoot(await m.reader(), m.root, m.tid, m.label, since, out.push).stats.blocksRead;
