@@ -307,6 +307,14 @@ export class ImageDaemon {
       if (m.readonly) throw new FsError('EROFS', `PFS "${label}" is mounted read-only: ${why}`);
       return label;
     };
+    /** PFS `label` as committed now, with what is pending (the kernel's cached writes too) committed first. */
+    const committed = async (label: string) => {
+      await this.settle(label);
+      this.fs.flush();
+      const e = this.fs.dev.findPfs(label);
+      if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+      return e;
+    };
     const specArg = (args: Record<string, unknown>): string => {
       const spec = String(args.spec ?? '');
       if (!spec || !spec.split(':').every((p) => path.isAbsolute(p))) throw new FsError('EINVAL', 'a copy is named by absolute image paths');
@@ -346,10 +354,7 @@ export class ImageDaemon {
         changes: true,
         run: async (args) => {
           const label = String(args.label ?? '');
-          await this.settle(label);
-          this.fs.flush();
-          const e = this.fs.dev.findPfs(label);
-          if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+          const e = await committed(label);
           const id = `${process.hrtime.bigint()}`;
           this.fs.pins.set(id, e.bref);
           this.pinned.set(id, { label, tid: e.bref.modifyTid, inode: e.inode });
@@ -383,7 +388,7 @@ export class ImageDaemon {
           // A state the caller pinned before (mirror-pin: mirror-stream keeps it
           // as a snapshot afterwards), or the committed state now, pinned for the walk.
           let state: { label: string; tid: bigint; inode: InodeData };
-          let pin: Blockref | null = null;
+          let pin: Blockref;
           if (args.pin !== undefined) {
             const p = this.pinned.get(String(args.pin));
             const held = this.fs.pins.get(String(args.pin));
@@ -392,10 +397,7 @@ export class ImageDaemon {
             // Pinned for the walk as well: the caller's lease may run out during a long (throttled) one.
             pin = held;
           } else {
-            await this.settle(label);
-            this.fs.flush();
-            const e = this.fs.dev.findPfs(label);
-            if (!e) throw new FsError('ENOENT', `no PFS labelled "${label}"`);
+            const e = await committed(label);
             if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
             state = { label, tid: e.bref.modifyTid, inode: e.inode };
             pin = e.bref;
@@ -403,7 +405,7 @@ export class ImageDaemon {
           const s = mirrorReadBatches(this.fs.dev.reader, state.inode, state.tid, state.label, BigInt(sinceArg));
           // Pinned while it is walked: bulkfree, run between the slices, keeps it.
           const id = `${process.hrtime.bigint()}`;
-          if (pin) this.fs.pins.set(id, pin);
+          this.fs.pins.set(id, pin);
           try {
             let fd: number;
             try {
@@ -430,7 +432,7 @@ export class ImageDaemon {
               throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
             }
           } finally {
-            if (pin) this.fs.pins.delete(id);
+            this.fs.pins.delete(id);
           }
           this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records`);
           return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
