@@ -307,6 +307,13 @@ export class ImageDaemon {
       if (m.readonly) throw new FsError('EROFS', `PFS "${label}" is mounted read-only: ${why}`);
       return label;
     };
+    /** The FIFO a mirroring command named: an absolute path to one. */
+    const fifoArg = (args: Record<string, unknown>, op: string): string => {
+      const fifo = String(args.fifo ?? '');
+      if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', `${op} needs the absolute path of a FIFO`);
+      if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+      return fifo;
+    };
     /** PFS `label` as committed now, with what is pending (the kernel's cached writes too) committed first. */
     const committed = async (label: string) => {
       await this.settle(label);
@@ -382,9 +389,7 @@ export class ImageDaemon {
           if (!/^\d+$/.test(sinceArg)) throw new FsError('EINVAL', `bad transaction id "${sinceArg}"`);
           const bandwidth = Number(args.bandwidth ?? 0);
           if (!Number.isFinite(bandwidth) || bandwidth < 0) throw new FsError('EINVAL', `bad bandwidth "${String(args.bandwidth)}"`);
-          const fifo = String(args.fifo ?? '');
-          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-read needs the absolute path of a FIFO');
-          if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          const fifo = fifoArg(args, 'mirror-read');
           // A state the caller pinned before (mirror-pin: mirror-stream keeps it
           // as a snapshot afterwards), or the committed state now, pinned for the walk.
           let state: { label: string; tid: bigint; inode: InodeData };
@@ -446,9 +451,7 @@ export class ImageDaemon {
           const label = String(args.label ?? '');
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
           // The stream arrives through a FIFO the command opened before asking.
-          const fifo = String(args.fifo ?? '');
-          if (!path.isAbsolute(fifo)) throw new FsError('EINVAL', 'mirror-write needs the absolute path of a FIFO');
-          if (!fs.statSync(fifo).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+          const fifo = fifoArg(args, 'mirror-write');
           // Take the whole stream in first, without blocking this daemon while
           // it arrives (the master may be served by this very daemon), into a
           // file beside the image; then apply it as one commit. Opened
