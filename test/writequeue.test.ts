@@ -52,3 +52,34 @@ t.test('runs cross no volume boundary and read back', async (t) => {
   for (const i of [0, 1023, 1024, 1999]) t.ok(vs.read(4 * 2 ** 20 + i * 1024, 1024).equals(Buffer.alloc(1024, i & 255)), `small block ${i}`);
   vs.close();
 });
+
+t.test('a read flushes the queue only when it touches a queued block', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h2wq-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const a = path.join(dir, 'a.img');
+  await formatHammer2({ paths: [a], sizes: [GiB] });
+  const vs = VolumeSet.open(a, { writable: true });
+  t.teardown(() => vs.close());
+  const onMedia = (loff: number, len: number): Buffer => {
+    const fd = fs.openSync(a, 'r');
+    const x = Buffer.alloc(len);
+    fs.readSync(fd, x, 0, len, loff);
+    fs.closeSync(fd);
+    return x;
+  };
+  const at = 64 * 2 ** 20 + 16384; // the second 16 KiB of a 64 KiB buffer
+  vs.writeQueued(at, Buffer.alloc(16384, 0x5a));
+  // Far away: the queue stays (one pwritev at the commit, not one per read).
+  vs.read(128 * 2 ** 20, 1024);
+  vs.readSpan(256 * 2 ** 20, 65536, Buffer.alloc(65536));
+  t.notOk(onMedia(at, 16384).equals(Buffer.alloc(16384, 0x5a)), 'an unrelated read left the queue alone');
+  // A small block sharing the 64 KiB buffer: the buffer is loaded only after the queue is out.
+  t.ok(vs.read(at - 16384, 1024).equals(onMedia(at - 16384, 1024)), 'neighbour read');
+  t.ok(onMedia(at, 16384).equals(Buffer.alloc(16384, 0x5a)), 'a read of the same buffer flushed it');
+  t.ok(vs.read(at, 1024).equals(Buffer.alloc(1024, 0x5a)), 'the cached buffer holds the queued bytes');
+  // An exact overlap through readSpan flushes too.
+  vs.writeQueued(at, Buffer.alloc(16384, 0x6b));
+  const out = Buffer.alloc(16384);
+  vs.readSpan(at, 16384, out);
+  t.ok(out.equals(Buffer.alloc(16384, 0x6b)), 'readSpan sees a queued block');
+});

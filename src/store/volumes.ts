@@ -188,9 +188,10 @@ export class VolumeSet {
   readonly bufCache = new PhysBufferCache(8 << 20);
 
   read(loff: number, len: number, out?: Buffer, outOff?: number): Buffer {
-    if (this.queue.length) this.flushWrites(); // reads see queued writes
     const v = this.volumeFor(loff, len);
     const base = loff - (loff % PHYS_BUFFER);
+    // Reads see queued writes; the span checked is the whole buffer the cache may load.
+    if (this.queue.length && this.queuedWithin(Math.min(base, loff), Math.max(base + PHYS_BUFFER, loff + len))) this.flushWrites();
     // A whole 64 KiB buffer gains nothing from the cache (nothing else lives
     // in it) and would cost a copy: only smaller blocks go through it. Blocks
     // of 16 KiB and more (blocktables, which the block reader keeps itself)
@@ -209,7 +210,7 @@ export class VolumeSet {
    * touches (adjacent blocks read as one run may cross a volume boundary).
    */
   readSpan(loff: number, len: number, out: Buffer, outOff = 0): void {
-    if (this.queue.length) this.flushWrites(); // reads see queued writes
+    if (this.queue.length && this.queuedWithin(loff, loff + len)) this.flushWrites(); // reads see queued writes
     while (len > 0) {
       const v = this.volumeFor(loff, 1);
       const n = Math.min(len, v.offset + v.size - loff);
@@ -233,8 +234,8 @@ export class VolumeSet {
   /**
    * Write later: blocks queued at consecutive offsets (the allocator places
    * a commit's blocks of one kind one after another) go out as one pwritev
-   * each at flushWrites(), which sync() and every read do first. A run never
-   * crosses a volume boundary. Memory: `buf` is held, not copied, so the
+   * each at flushWrites(), which sync() and every read that touches them do
+   * first. A run never crosses a volume boundary. Memory: `buf` is held, not copied, so the
    * caller must not change it until then; the queue flushes itself past
    * 16 MiB.
    */
@@ -259,6 +260,17 @@ export class VolumeSet {
     }
     this.queuedBytes += buf.length;
     if (this.queuedBytes >= 16 << 20) this.flushWrites();
+  }
+
+  /**
+   * Whether a queued write touches [lo, hi). Between commits the queue is
+   * empty; while a commit queues its blocks, its reads of other blocks
+   * (freemap leaves, the next inode) must not cut the queue into many small
+   * writes.
+   */
+  private queuedWithin(lo: number, hi: number): boolean {
+    for (const run of this.queue) if (run.loff < hi && run.loff + run.bytes > lo) return true;
+    return false;
   }
 
   /** Write out everything writeQueued holds (one pwritev per run). */
