@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <node_api.h>
@@ -57,6 +58,27 @@ static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
 	}
 	int r = fcntl(fd, F_SETPIPE_SZ, size);
 	napi_create_int32(env, r < 0 ? -errno : r, &ret);
+	return ret;
+}
+
+/* mkfifo(path, mode): the FIFO a mirroring command and a daemon share,
+ * without running mkfifo(1) (a fork and exec on every pass). Returns 0 or
+ * -errno. */
+static napi_value js_mkfifo(napi_env env, napi_callback_info info) {
+	size_t argc = 2;
+	napi_value argv[2], ret;
+	char path[4096];
+	size_t len = 0;
+	int32_t mode;
+
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
+	    len >= sizeof path - 1 || !get_i32(env, argv[1], &mode)) {
+		napi_throw_type_error(env, NULL, "mkfifo(path: string, mode: number)");
+		return NULL;
+	}
+	int r = mkfifo(path, (mode_t)mode);
+	napi_create_int32(env, r < 0 ? -errno : 0, &ret);
 	return ret;
 }
 
@@ -535,7 +557,7 @@ static napi_value js_pwrite_aligned(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
 		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
-		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size},
+		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size}, {"mkfifo", js_mkfifo},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
 	};

@@ -13,6 +13,8 @@ export interface NativeShim {
   pwriteAligned?(fd: number, buf: Uint8Array, pos: number): number;
   /** F_SETPIPE_SZ: the new size of the pipe or FIFO, or -errno (absent in older builds). */
   pipeSize?(fd: number, bytes: number): number;
+  /** mkfifo(2): 0 or -errno (absent in older builds). */
+  mkfifo?(path: string, mode: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
 }

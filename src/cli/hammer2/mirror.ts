@@ -14,6 +14,7 @@ import { BrefType, PfsType } from '../../media/constants';
 import type { InodeData } from '../../media';
 import type { ControlError } from '../../control/protocol';
 import { hammer2MountOf } from '../../daemon/options';
+import { nativeShim } from '../../store/native';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
@@ -219,6 +220,8 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
   const t = await openTarget(where, { write: true });
   try {
     if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
+    // A pipe to the next command holds 1 MiB, not 64 KiB: fewer wakeups on both sides (not a pipe: no-op).
+    nativeShim()?.pipeSize?.(1, 1 << 20);
     const r = await daemonStream(t, { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 }, (c) => writeAll(1, c));
     if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
     return 0;
@@ -627,8 +630,16 @@ async function withFifo<T>(fn: (fifo: string) => Promise<T>): Promise<T> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `h2mirror-${process.pid}-`));
   const fifo = path.join(dir, 'stream');
   try {
-    const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
-    if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
+    // The shim's mkfifo(2); mkfifo(1) where the shim predates it.
+    const r = nativeShim()?.mkfifo?.(fifo, 0o600);
+    if (r !== undefined && r < 0) {
+      const code = Object.entries(os.constants.errno).find(([, v]) => v === -r)?.[0] ?? `errno ${-r}`;
+      throw new DirectiveError(`cannot make a FIFO in ${dir}: ${code}`);
+    }
+    if (r === undefined) {
+      const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
+      if (mk.status !== 0) throw new DirectiveError(`cannot make a FIFO in ${dir}: ${mk.stderr?.toString().trim() || mk.error?.message}`);
+    }
     return await fn(fifo);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -695,6 +706,7 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
 /** mirror-write into a PFS a daemon holds: standard input is fed to it until it answers. */
 async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
   try {
+    nativeShim()?.pipeSize?.(0, 1 << 20); // as readMounted does for its standard output
     const r = await streamToDaemon(t, label, async (fd, answered) => {
       const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
       // The daemon has read what it will once it answers: stop feeding it, even if standard input goes on.
