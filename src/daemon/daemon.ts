@@ -384,6 +384,7 @@ export class ImageDaemon {
       'mirror-read': {
         changes: true,
         run: async (args, ctx) => {
+          const t0 = Date.now();
           const label = String(args.label ?? '');
           const sinceArg = String(args.since ?? '0');
           if (!/^\d+$/.test(sinceArg)) throw new FsError('EINVAL', `bad transaction id "${sinceArg}"`);
@@ -439,7 +440,7 @@ export class ImageDaemon {
           } finally {
             this.fs.pins.delete(id);
           }
-          this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records`);
+          this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records, ${(s.stats.bytes / 1048576).toFixed(1)} MiB in ${Date.now() - t0} ms`);
           return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
         },
       },
@@ -448,6 +449,7 @@ export class ImageDaemon {
       'mirror-write': {
         changes: true,
         run: async (args) => {
+          const t0 = Date.now();
           const label = String(args.label ?? '');
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
           // The stream arrives through a FIFO the command opened before asking.
@@ -515,6 +517,7 @@ export class ImageDaemon {
             fs.rmSync(spool, { force: true });
             throw e;
           });
+          const t1 = Date.now();
           let r: WriteResult;
           // The read-ahead kept the stream parsed: applied from there; else from the spool.
           const parsed = ahead.finish();
@@ -531,7 +534,7 @@ export class ImageDaemon {
             m.session.invalidate(1n);
             for (const ino of r.stats.changed) m.session.invalidate(ino);
           }
-          this.o.log(`mirror-write into ${label}: transaction ${r.from} -> ${r.header.to}`);
+          this.o.log(`mirror-write into ${label}: transaction ${r.from} -> ${r.header.to}, ${r.stats.inodes} inodes; stream ${t1 - t0} ms, apply and commit ${Date.now() - t1} ms`);
           return { label, from: r.from.toString(), to: r.header.to.toString(), inodes: r.stats.inodes, leaves: r.stats.leaves, deleted: r.stats.deleted };
         },
       },
