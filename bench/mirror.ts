@@ -26,6 +26,7 @@ import { Hammer2Fs } from '../src/fs';
 import { ObjType, PBUFSIZE, PfsType } from '../src/media';
 import { mirrorCopy } from '../src/mirror';
 import { formatHammer2 } from '../mkfs/newfs';
+import { sample } from './procstat';
 import { BIN, dropCaches, forceUnmount, mountedAt } from './targets';
 
 export interface Spread {
@@ -40,7 +41,7 @@ export interface MirrorBenchResult {
   reps: number;
   /** Null when only the incremental passes were measured (--full-reps 0). */
   full: { mirror: Spread; cp: Spread; rsync: Spread } | null;
-  incremental: { changedFiles: number; mirror: Spread; rsync: Spread };
+  incremental: { changedFiles: number; mirror: Spread; rsync: Spread; cpu?: { master: Spread; slave: Spread } };
   blocks: { sizeMiB: number; changedMiB: number; full: number; incremental: number } | null;
 }
 
@@ -158,6 +159,9 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
       timed(`rsync -a ${master}/ ${rs[0]}/`, env);
     }
     const inc = { mirror: [] as number[], rsync: [] as number[] };
+    // CPU seconds each daemon spends on a pass: steadier than its wall time on a shared machine.
+    const cpu = { master: [] as number[], slave: [] as number[] };
+    const cpuOf = (d: ChildProcess) => (d.pid ? (sample(d.pid)?.cpu ?? NaN) : NaN);
     const changed = Math.max(1, Math.round(files / 100));
     const tidOf = (mnt: string, label: string): string => {
       const out = spawnSync(process.execPath, [H2(), 'pfs-list', mnt, '--json'], { encoding: 'utf8', env }).stdout;
@@ -183,7 +187,10 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
         fs.closeSync(fd);
       }
       const since = tidOf(m[0], 'M0');
+      const [ma, sl] = [cpuOf(daemons[0]), cpuOf(daemons[1])];
       inc.mirror.push(timed(`${h2} mirror-read ${master} ${since} | ${h2} mirror-write ${m[0]} >/dev/null`, env));
+      cpu.master.push(cpuOf(daemons[0]) - ma);
+      cpu.slave.push(cpuOf(daemons[1]) - sl);
       inc.rsync.push(timed(`rsync -a --delete ${master}/ ${rs[0]}/`, env));
     }
     const cmp = spawnSync('diff', ['-r', '-q', master, m[0]], { encoding: 'utf8' });
@@ -193,7 +200,7 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
       treeMiB: treeBytes / 1048576,
       reps,
       full: fullReps ? { mirror: spread(full.mirror), cp: spread(full.cp), rsync: spread(full.rsync) } : null,
-      incremental: { changedFiles: changed, mirror: spread(inc.mirror), rsync: spread(inc.rsync) },
+      incremental: { changedFiles: changed, mirror: spread(inc.mirror), rsync: spread(inc.rsync), cpu: { master: spread(cpu.master), slave: spread(cpu.slave) } },
     };
   } finally {
     for (const mnt of mnts.reverse()) spawnSync('fusermount3', ['-u', mnt], { stdio: 'ignore' });
@@ -265,6 +272,7 @@ export function mirrorLines(r: MirrorBenchResult): string[] {
   out.push(
     `  after ${i.changedFiles} files (1 %) changed: incremental pass ${s(i.mirror)}; rsync -a --delete ${s(i.rsync)} = ${(i.rsync.median / i.mirror.median).toFixed(1)}× faster than rsync (target ≥ 10×)`,
   );
+  if (i.cpu) out.push(`    CPU of a pass: master's daemon ${s(i.cpu.master)}, slave's daemon ${s(i.cpu.slave)}`);
   if (r.blocks) {
     const b = r.blocks;
     out.push(`  blocks read by a pass of a ${b.sizeMiB} MiB PFS: full ${b.full}; after ${b.changedMiB.toFixed(1)} MiB (1 %) changed ${b.incremental} (${((b.incremental / b.full) * 100).toFixed(2)} % of the full pass)`);
