@@ -26,6 +26,7 @@ import { Hammer2Fs } from '../src/fs';
 import { ObjType, PBUFSIZE, PfsType } from '../src/media';
 import { mirrorCopy } from '../src/mirror';
 import { formatHammer2 } from '../mkfs/newfs';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/options';
 import { sample } from './procstat';
 import { BIN, dropCaches, forceUnmount, mountedAt } from './targets';
 
@@ -123,7 +124,8 @@ async function treeBench(files: number, reps: number, dir: string, log: (s: stri
     fs.mkdirSync(mnt, { recursive: true });
     mnts.push(mnt);
     if (!daemons.some((x) => (x as unknown as { spec: string }).spec === spec.split('@')[0])) {
-      const c = spawn(process.execPath, [BIN.mount, '-f', spec, mnt], { stdio: 'ignore', env });
+      // With the flags mount_hammer2 gives a daemon it starts in the background.
+      const c = spawn(process.execPath, [...DAEMON_NODE_FLAGS, BIN.mount, '-f', spec, mnt], { stdio: 'ignore', env });
       (c as unknown as { spec: string }).spec = spec.split('@')[0];
       daemons.push(c);
     } else {
