@@ -19,6 +19,7 @@ import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
+import { CacheGovernor } from './memory';
 import { nativeShim } from '../store/native';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
@@ -79,7 +80,18 @@ export class ImageDaemon {
     }
     // Block buffers are freed in bursts (after commits, during big reads);
     // hand the freed heap back so RSS follows what is in use, not the peak.
-    this.trimmer = setInterval(trimMemory, 2000);
+    // The block cache gives way when memory is short (see memory.ts).
+    const governor = new CacheGovernor(fs.dev.reader.cacheBudget);
+    this.trimmer = setInterval(() => {
+      const reader = this.fs.dev.reader;
+      const rss = process.memoryUsage.rss();
+      const budget = governor.next(rss, reader.cacheBudget);
+      if (budget !== reader.cacheBudget) {
+        this.o.log(`memory: RSS ${rss >> 20} MiB, metadata cache ${reader.cacheBudget >> 20} -> ${budget >> 20} MiB`);
+        reader.setCacheBudget(budget);
+      }
+      trimMemory();
+    }, 2000);
     this.trimmer.unref();
   }
 

@@ -66,7 +66,22 @@ export class BlockReader {
   ) {
     const budget = opts.cacheBytes ?? 64 * 1024 * 1024;
     this.cache = new LruCache(budget);
-    this.dataCache = new LruCache(Math.max(1 << 20, budget >> 3));
+    this.dataCache = new LruCache(BlockReader.dataBudget(budget));
+  }
+
+  private static dataBudget(budget: number): number {
+    return Math.max(1 << 20, budget >> 3);
+  }
+
+  /** Bytes the metadata cache may hold now (file data gets an eighth on top). */
+  get cacheBudget(): number {
+    return this.cache.capacity;
+  }
+
+  /** Let the caches hold `bytes` of metadata (and an eighth of that of file data), evicting what no longer fits. */
+  setCacheBudget(bytes: number): void {
+    this.cache.resize(bytes);
+    this.dataCache.resize(BlockReader.dataBudget(bytes));
   }
 
   /**

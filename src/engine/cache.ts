@@ -21,7 +21,27 @@ export class LruCache<K, V> {
   hits = 0;
   misses = 0;
 
-  constructor(private readonly budget: number) {}
+  constructor(private budget: number) {}
+
+  /** Bytes it may hold. */
+  get capacity(): number {
+    return this.budget;
+  }
+
+  /** Change what it may hold, evicting the least recently used beyond it. */
+  resize(budget: number): void {
+    this.budget = budget;
+    this.evict();
+  }
+
+  private evict(): void {
+    while (this.bytes > this.budget && this.tail) {
+      const t = this.tail;
+      this.unlink(t);
+      this.map.delete(t.k);
+      this.bytes -= t.size;
+    }
+  }
 
   private unlink(s: Slot<K, V>): void {
     if (s.prev) s.prev.next = s.next;
@@ -65,12 +85,7 @@ export class LruCache<K, V> {
     this.map.set(k, s);
     this.pushFront(s);
     this.bytes += size;
-    while (this.bytes > this.budget && this.tail) {
-      const t = this.tail;
-      this.unlink(t);
-      this.map.delete(t.k);
-      this.bytes -= t.size;
-    }
+    this.evict();
   }
 
   delete(k: K): void {
