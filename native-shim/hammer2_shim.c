@@ -45,7 +45,8 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
 
 /* F_SETPIPE_SZ: a FIFO that carries a mirroring stream between a daemon and
  * a command holds more than the default 64 KiB, so that either side wakes
- * the other less often. Returns the new size or -errno. */
+ * the other less often. Only grows a pipe (one made bigger by someone else
+ * stays so). Returns its size or -errno. */
 static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
 	size_t argc = 2;
 	napi_value argv[2], ret;
@@ -56,14 +57,16 @@ static napi_value js_pipe_size(napi_env env, napi_callback_info info) {
 		napi_throw_type_error(env, NULL, "pipeSize(fd: number, bytes: number)");
 		return NULL;
 	}
-	int r = fcntl(fd, F_SETPIPE_SZ, size);
+	int r = fcntl(fd, F_GETPIPE_SZ);
+	if (r >= 0 && r < size) r = fcntl(fd, F_SETPIPE_SZ, size);
 	napi_create_int32(env, r < 0 ? -errno : r, &ret);
 	return ret;
 }
 
 /* mkfifo(path, mode): the FIFO a mirroring command and a daemon share,
- * without running mkfifo(1) (a fork and exec on every pass). Returns 0 or
- * -errno. */
+ * without running mkfifo(1) (a fork and exec on every pass). The mode is
+ * exact (set again after the umask took its bits), as mkfifo -m makes it.
+ * Returns 0 or -errno. */
 static napi_value js_mkfifo(napi_env env, napi_callback_info info) {
 	size_t argc = 2;
 	napi_value argv[2], ret;
@@ -72,13 +75,22 @@ static napi_value js_mkfifo(napi_env env, napi_callback_info info) {
 	int32_t mode;
 
 	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-	if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
-	    len >= sizeof path - 1 || !get_i32(env, argv[1], &mode)) {
+	if (argc < 2 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok || !get_i32(env, argv[1], &mode)) {
 		napi_throw_type_error(env, NULL, "mkfifo(path: string, mode: number)");
 		return NULL;
 	}
-	int r = mkfifo(path, (mode_t)mode);
-	napi_create_int32(env, r < 0 ? -errno : 0, &ret);
+	int r;
+	if (len >= sizeof path) {
+		r = -ENAMETOOLONG;
+	} else {
+		napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len);
+		r = mkfifo(path, (mode_t)mode) < 0 ? -errno : 0;
+		if (r == 0 && chmod(path, (mode_t)mode) < 0) {
+			r = -errno;
+			unlink(path);
+		}
+	}
+	napi_create_int32(env, r, &ret);
 	return ret;
 }
 
