@@ -230,6 +230,8 @@ export class VolumeSet {
   /** Writes waiting in writeQueued's queue, in order; adjacent ones merge into one run. */
   private queue: { loff: number; bufs: Uint8Array[]; bytes: number }[] = [];
   private queuedBytes = 0;
+  /** The 64 KiB buffers (offset / PHYS_BUFFER) the queued writes touch. */
+  private queuedBufs = new Set<number>();
 
   /**
    * Write later: blocks queued at consecutive offsets (the allocator places
@@ -259,6 +261,7 @@ export class VolumeSet {
       this.queue.push({ loff, bufs: [buf], bytes: buf.length });
     }
     this.queuedBytes += buf.length;
+    for (let b = Math.floor(loff / PHYS_BUFFER); b * PHYS_BUFFER < loff + buf.length; b++) this.queuedBufs.add(b);
     if (this.queuedBytes >= 16 << 20) this.flushWrites();
   }
 
@@ -269,7 +272,9 @@ export class VolumeSet {
    * writes.
    */
   private queuedWithin(lo: number, hi: number): boolean {
-    for (const run of this.queue) if (run.loff < hi && run.loff + run.bytes > lo) return true;
+    // By buffer, not by run: a commit's data, inode and table blocks come
+    // from separate allocator cursors and queue as many short runs.
+    for (let b = Math.floor(lo / PHYS_BUFFER); b * PHYS_BUFFER < hi; b++) if (this.queuedBufs.has(b)) return true;
     return false;
   }
 
@@ -278,6 +283,7 @@ export class VolumeSet {
     const q = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
+    this.queuedBufs.clear();
     try {
       for (const run of q) {
         const v = this.volumeFor(run.loff, run.bytes);
@@ -295,6 +301,7 @@ export class VolumeSet {
   discardWrites(): void {
     this.queue = [];
     this.queuedBytes = 0;
+    this.queuedBufs.clear();
     // the cache took their bytes: let it read the media again
     this.bufCache.clear();
   }
