@@ -1,9 +1,9 @@
 // The block cache under memory pressure: LruCache.resize evicts the least
 // recently used beyond the new budget, and the daemon's CacheGovernor halves
-// the budget above its soft limit and doubles it back well below it.
+// the budget above its soft limit and doubles it back when RSS has room.
 import t from 'tap';
 import { LruCache } from '../src/engine/cache';
-import { CacheGovernor, HYSTERESIS, OTHER_BYTES } from '../src/daemon/memory';
+import { CacheGovernor, COOLDOWN, MARGIN, OTHER_BYTES, OVERHEAD } from '../src/daemon/memory';
 
 const MiB = 1 << 20;
 
@@ -24,24 +24,38 @@ t.test('resize evicts the least recently used', async (t) => {
   t.equal(c.get(0), 'v0');
 });
 
-t.test('the governor halves under pressure, down to a floor, and grows back with hysteresis', async (t) => {
+t.test('the governor halves under pressure, down to a floor, and grows back when there is room', async (t) => {
   const full = 48 * MiB;
   const g = new CacheGovernor(full);
   t.equal(g.soft, OTHER_BYTES + full);
   t.equal(g.floor, 12 * MiB);
+  const settle = () => {
+    for (let i = 0; i < COOLDOWN; i++) t.equal(g.next(0, 1, 1), 1, 'waits after a change');
+  };
   let b = full;
-  t.equal(g.next(100 * MiB, b), full, 'no pressure: as configured');
-  b = g.next(g.soft + 1, b);
+  t.equal(g.next(100 * MiB, b, b), full, 'no pressure: as configured');
+  t.equal(g.next(g.soft + 1, b, b / 2), full, 'over the limit, but the cache is half empty: shrinking frees nothing');
+  b = g.next(g.soft + 1, b, b);
   t.equal(b, 24 * MiB, 'halved');
-  b = g.next(g.soft + 1, b);
-  b = g.next(g.soft + 1, b);
+  settle();
+  b = g.next(g.soft + 1, b, b);
+  settle();
+  b = g.next(g.soft + 1, b, b);
   t.equal(b, 12 * MiB, 'not below the floor');
-  t.equal(g.next(g.soft - HYSTERESIS + 1, b), b, 'just below the limit: stays');
-  b = g.next(g.soft - HYSTERESIS - 1, b);
-  t.equal(b, 24 * MiB, 'well below: doubles');
-  b = g.next(0, g.next(0, b));
-  t.equal(b, full, 'never above the configured size');
-  // A bigger cache asked for moves the limit with it; a tiny one keeps its size.
+  t.equal(g.next(g.soft + 1, b, b), b, 'stays at the floor');
+  // Growing back from 12 to 24 MiB adds 1.5 x 12 MiB of RSS: it must fit under the limit with the margin.
+  const room = g.soft - MARGIN - OVERHEAD * 12 * MiB;
+  t.equal(g.next(room, b, b), b, 'no room yet');
+  b = g.next(room - 1, b, b);
+  t.equal(b, 24 * MiB, 'room: doubles');
+  settle();
+  b = g.next(0, b, 0);
+  settle();
+  t.equal(g.next(0, b, 0), full, 'never above the configured size');
+  // A bigger cache asked for moves the limit with it; a tiny one keeps its size; sizes past 2 GiB do not wrap.
   t.equal(new CacheGovernor(512 * MiB).soft, OTHER_BYTES + 512 * MiB);
   t.equal(new CacheGovernor(4 * MiB).floor, 4 * MiB);
+  const big = new CacheGovernor(4096 * MiB);
+  t.equal(big.floor, 1024 * MiB);
+  t.equal(big.next(big.soft + 1, 4096 * MiB, 4096 * MiB), 2048 * MiB);
 });

@@ -163,7 +163,7 @@ async function runForeground(spec: string, mnt: string, o: MountOpts): Promise<v
     daemon = await ImageDaemon.open({
       devices,
       writable: !po!.readonly,
-      cacheBytes: po!.cacheMiB << 20,
+      cacheBytes: po!.cacheMiB * 1048576, // (<< 20 overflows at 2 GiB)
       flushSec: po!.flushSec,
       log,
       owner: process.getuid?.() ?? 0,

@@ -85,9 +85,10 @@ export class ImageDaemon {
     this.trimmer = setInterval(() => {
       const reader = this.fs.dev.reader;
       const rss = process.memoryUsage.rss();
-      const budget = governor.next(rss, reader.cacheBudget);
+      const budget = governor.next(rss, reader.cacheBudget, reader.cachedBytes);
       if (budget !== reader.cacheBudget) {
-        this.o.log(`memory: RSS ${rss >> 20} MiB, metadata cache ${reader.cacheBudget >> 20} -> ${budget >> 20} MiB`);
+        const mib = (n: number) => Math.round(n / 1048576);
+        this.o.log(`memory: RSS ${mib(rss)} MiB, metadata cache ${mib(reader.cacheBudget)} -> ${mib(budget)} MiB`);
         reader.setCacheBudget(budget);
       }
       trimMemory();

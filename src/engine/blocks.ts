@@ -70,12 +70,17 @@ export class BlockReader {
   }
 
   private static dataBudget(budget: number): number {
-    return Math.max(1 << 20, budget >> 3);
+    return Math.max(1 << 20, Math.floor(budget / 8));
   }
 
   /** Bytes the metadata cache may hold now (file data gets an eighth on top). */
   get cacheBudget(): number {
     return this.cache.capacity;
+  }
+
+  /** Bytes the metadata cache holds. */
+  get cachedBytes(): number {
+    return this.cache.size;
   }
 
   /** Let the caches hold `bytes` of metadata (and an eighth of that of file data), evicting what no longer fits. */
