@@ -72,6 +72,8 @@ export interface ClusterOptions {
   rateBytes?: number;
   /** Seconds between attempts to reopen an offline or failed copy. */
   retrySec?: number;
+  /** Each copy's metadata cache, as the primary's (`cache=`; default 64 MiB). */
+  cacheBytes?: number;
 }
 
 /** One node of the cluster other than the primary. */
@@ -266,6 +268,7 @@ export class PfsCluster implements PfsRedundancy {
       h = await Hammer2Fs.open(c.spec, {
         writable: true,
         lock: true,
+        cacheBytes: this.o.cacheBytes,
         allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header),
       });
     } catch (e) {

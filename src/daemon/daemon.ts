@@ -231,7 +231,7 @@ export class ImageDaemon {
   private cluster(label: string, o: { retrySec?: number; rateBytes?: number } = {}): PfsCluster {
     let c = this.clusters.get(label);
     if (!c) {
-      c = new PfsCluster(this.fs, this.pfs(label), this.o.devices, { log: this.o.log, ...o });
+      c = new PfsCluster(this.fs, this.pfs(label), this.o.devices, { log: this.o.log, cacheBytes: this.o.cacheBytes, ...o });
       this.clusters.set(label, c);
     }
     return c;
