@@ -22,7 +22,7 @@ export const MARGIN = 16 * MiB;
  */
 export const OVERHEAD = 1.5;
 /** Checks to wait after a change before the next: evicted blocks leave RSS only after a collection. */
-export const COOLDOWN = 3;
+export const COOLDOWN = 1;
 
 export class CacheGovernor {
   readonly soft: number;
