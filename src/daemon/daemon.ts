@@ -19,7 +19,6 @@ import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
 import { trimMemory } from '../store';
-import { CacheGovernor } from './memory';
 import { nativeShim } from '../store/native';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
@@ -80,19 +79,7 @@ export class ImageDaemon {
     }
     // Block buffers are freed in bursts (after commits, during big reads);
     // hand the freed heap back so RSS follows what is in use, not the peak.
-    // The block cache gives way when memory is short (see memory.ts).
-    const governor = new CacheGovernor(fs.dev.reader.cacheBudget);
-    this.trimmer = setInterval(() => {
-      const reader = this.fs.dev.reader;
-      const rss = process.memoryUsage.rss();
-      const budget = governor.next(rss, reader.cacheBudget, reader.cachedBytes);
-      if (budget !== reader.cacheBudget) {
-        const mib = (n: number) => Math.round(n / 1048576);
-        this.o.log(`memory: RSS ${mib(rss)} MiB, metadata cache ${mib(reader.cacheBudget)} -> ${mib(budget)} MiB`);
-        reader.setCacheBudget(budget);
-      }
-      trimMemory();
-    }, 2000);
+    this.trimmer = setInterval(trimMemory, 2000);
     this.trimmer.unref();
   }
 

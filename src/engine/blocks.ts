@@ -73,22 +73,6 @@ export class BlockReader {
     return Math.max(1 << 20, Math.floor(budget / 8));
   }
 
-  /** Bytes the metadata cache may hold now (file data gets an eighth on top). */
-  get cacheBudget(): number {
-    return this.cache.capacity;
-  }
-
-  /** Bytes the metadata cache holds. */
-  get cachedBytes(): number {
-    return this.cache.size;
-  }
-
-  /** Let the caches hold `bytes` of metadata (and an eighth of that of file data), evicting what no longer fits. */
-  setCacheBudget(bytes: number): void {
-    this.cache.resize(bytes);
-    this.dataCache.resize(BlockReader.dataBudget(bytes));
-  }
-
   /**
    * Inode blocks are not kept: the filesystem layer caches them decoded,
    * and keeping both halves the useful cache.

@@ -21,18 +21,7 @@ export class LruCache<K, V> {
   hits = 0;
   misses = 0;
 
-  constructor(private budget: number) {}
-
-  /** Bytes it may hold. */
-  get capacity(): number {
-    return this.budget;
-  }
-
-  /** Change what it may hold, evicting the least recently used beyond it. */
-  resize(budget: number): void {
-    this.budget = budget;
-    this.evict();
-  }
+  constructor(private readonly budget: number) {}
 
   private evict(): void {
     while (this.bytes > this.budget && this.tail) {
