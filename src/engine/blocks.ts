@@ -66,11 +66,7 @@ export class BlockReader {
   ) {
     const budget = opts.cacheBytes ?? 64 * 1024 * 1024;
     this.cache = new LruCache(budget);
-    this.dataCache = new LruCache(BlockReader.dataBudget(budget));
-  }
-
-  private static dataBudget(budget: number): number {
-    return Math.max(1 << 20, Math.floor(budget / 8));
+    this.dataCache = new LruCache(Math.max(1 << 20, Math.floor(budget / 8))); // (>> 3 wraps at 2 GiB)
   }
 
   /**

@@ -23,15 +23,6 @@ export class LruCache<K, V> {
 
   constructor(private readonly budget: number) {}
 
-  private evict(): void {
-    while (this.bytes > this.budget && this.tail) {
-      const t = this.tail;
-      this.unlink(t);
-      this.map.delete(t.k);
-      this.bytes -= t.size;
-    }
-  }
-
   private unlink(s: Slot<K, V>): void {
     if (s.prev) s.prev.next = s.next;
     else this.head = s.next;
@@ -74,7 +65,12 @@ export class LruCache<K, V> {
     this.map.set(k, s);
     this.pushFront(s);
     this.bytes += size;
-    this.evict();
+    while (this.bytes > this.budget && this.tail) {
+      const t = this.tail;
+      this.unlink(t);
+      this.map.delete(t.k);
+      this.bytes -= t.size;
+    }
   }
 
   delete(k: K): void {

@@ -190,8 +190,8 @@ export class VolumeSet {
   read(loff: number, len: number, out?: Buffer, outOff?: number): Buffer {
     const v = this.volumeFor(loff, len);
     const base = loff - (loff % PHYS_BUFFER);
-    // Reads see queued writes; the span checked is the whole buffer the cache may load.
-    if (this.queue.length && this.queuedWithin(Math.min(base, loff), Math.max(base + PHYS_BUFFER, loff + len))) this.flushWrites();
+    // Reads see queued writes. (Checked by 64 KiB buffer: that covers the whole buffer the cache may load.)
+    if (this.queue.length && this.queuedWithin(loff, loff + len)) this.flushWrites();
     // A whole 64 KiB buffer gains nothing from the cache (nothing else lives
     // in it) and would cost a copy: only smaller blocks go through it. Blocks
     // of 16 KiB and more (blocktables, which the block reader keeps itself)
