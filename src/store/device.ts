@@ -3,9 +3,8 @@
 // daemon serves one request at a time on its JS thread and the image lives on
 // another filesystem, so a pread costs less than a trip through the threadpool.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { nativeShim } from './native';
+import { errnoName, nativeShim } from './native';
 
 export class DeviceError extends Error {
   override name = 'DeviceError';
@@ -182,7 +181,7 @@ export class Device {
       this.direct = null;
       return this.write(pos, buf);
     }
-    const code = r < 0 ? (Object.entries(os.constants.errno).find(([, v]) => v === -r)?.[0] ?? 'EIO') : 'EIO';
+    const code = r < 0 ? errnoName(-r) : 'EIO';
     throw new DeviceError(`${this.path}: write error at ${pos}: ${r < 0 ? code : `short write (${r} bytes)`}`, code, true);
   }
 

@@ -1,5 +1,6 @@
 // Loader for native-shim/: the few system calls Node lacks (flock, the size
 // of a block device). Everything works without it except locking, and we say so once.
+import { constants } from 'node:os';
 import * as path from 'node:path';
 
 export interface NativeShim {
@@ -17,6 +18,11 @@ export interface NativeShim {
   mkfifo?(path: string, mode: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
+}
+
+/** The name of an errno value (the shim returns -errno), or `fallback`. */
+export function errnoName(n: number, fallback = 'EIO'): string {
+  return Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? fallback;
 }
 
 /** Return memory freed to malloc to the kernel, where the shim can. */

@@ -5,8 +5,8 @@
 // fd is valid in every thread of the process), and the main thread blocks
 // on an Atomics.wait until all are done, so the commit stays synchronous.
 import { Worker } from 'node:worker_threads';
-import { constants } from 'node:os';
 import { DeviceError } from './device';
+import { errnoName } from './native';
 import { VolumeSet } from './volumes';
 
 const WORKER = `
@@ -42,8 +42,6 @@ function worker(i: number): Worker {
   }
   return pool[i];
 }
-
-const errnoName = (n: number): string => Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? 'EIO';
 
 /**
  * Write out what each set has queued, then fdatasync all of their devices

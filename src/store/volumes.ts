@@ -237,9 +237,9 @@ export class VolumeSet {
    * Write later: blocks queued at consecutive offsets (the allocator places
    * a commit's blocks of one kind one after another) go out as one pwritev
    * each at flushWrites(), which sync() and every read that touches them do
-   * first. A run never crosses a volume boundary. Memory: `buf` is held, not copied, so the
-   * caller must not change it until then; the queue flushes itself past
-   * 16 MiB.
+   * first. A run never crosses a volume boundary. Memory: `buf` is held, not
+   * copied, so the caller must not change it until then; the queue flushes
+   * itself past 16 MiB.
    */
   writeQueued(loff: number, buf: Uint8Array): void {
     if (buf.length === 0) return;

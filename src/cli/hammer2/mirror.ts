@@ -14,7 +14,7 @@ import { BrefType, PfsType } from '../../media/constants';
 import type { InodeData } from '../../media';
 import type { ControlError } from '../../control/protocol';
 import { hammer2MountOf } from '../../daemon/options';
-import { nativeShim } from '../../store/native';
+import { errnoName, nativeShim } from '../../store/native';
 import { parseDeviceSpec } from '../spec';
 import { Directive, DirectiveError, Hammer2Ctx, UsageError } from './context';
 import { openTarget, Target } from './target';
@@ -633,8 +633,7 @@ async function withFifo<T>(fn: (fifo: string) => Promise<T>): Promise<T> {
     // The shim's mkfifo(2); mkfifo(1) where the shim predates it.
     const r = nativeShim()?.mkfifo?.(fifo, 0o600);
     if (r !== undefined && r < 0) {
-      const code = Object.entries(os.constants.errno).find(([, v]) => v === -r)?.[0] ?? `errno ${-r}`;
-      throw new DirectiveError(`cannot make a FIFO in ${dir}: ${code}`);
+      throw new DirectiveError(`cannot make a FIFO in ${dir}: ${errnoName(-r, `errno ${-r}`)}`);
     }
     if (r === undefined) {
       const mk = spawnSync('mkfifo', ['-m', '600', fifo]);
