@@ -22,6 +22,9 @@ import {
   uuidToString,
   uuidToXid,
   xidToUuid,
+  putU64,
+  decodeInode,
+  encodeInode,
 } from '../src/media';
 
 t.before(async () => {
@@ -167,4 +170,50 @@ t.test('uuid text and unix ids', async (t) => {
   t.equal(uuidToString(uuidFromString(s)), s);
   t.equal(uuidToXid(xidToUuid(1234)), 1234);
   t.equal(uuidToXid(Buffer.alloc(16)), 0);
+});
+
+t.test('putU64 stores as writeBigUInt64LE does, and refuses what it would', async (t) => {
+  // A pooled buffer: a view that does not start its ArrayBuffer.
+  const pooled = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+  t.ok(pooled.byteOffset > 0 || pooled.buffer.byteLength > pooled.length, 'a view into a larger buffer');
+  for (const v of [0n, 1n, 0x0123456789abcdefn, (1n << 64n) - 1n, 1n << 63n]) {
+    for (const off of [0, 3, 9]) {
+      const a = Buffer.from(pooled);
+      const b = Buffer.from(pooled);
+      a.writeBigUInt64LE(v, off);
+      putU64(b, off, v);
+      t.same(b, a, `value ${v} at ${off}`);
+    }
+  }
+  const whole = Buffer.alloc(64);
+  putU64(whole.subarray(16, 32), 8, 0xffn);
+  t.equal(whole.readBigUInt64LE(24), 0xffn, 'through a subarray, at its offset in the whole');
+  t.throws(() => putU64(Buffer.alloc(16), 0, -1n), RangeError);
+  t.throws(() => putU64(Buffer.alloc(16), 0, 1n << 64n), RangeError);
+  t.throws(() => putU64(Buffer.alloc(16), 9, 1n), RangeError);
+  t.throws(() => putU64(Buffer.alloc(16), -1, 1n), RangeError);
+});
+
+t.test('a decoded inode\'s fields are its own: changing them leaves encoded buffers alone', async (t) => {
+  const raw = Buffer.alloc(1024);
+  raw.writeUInt16LE(3, 0x80); // name_len
+  raw.write('abc', 0x100);
+  raw.fill(7, 0x30, 0x40); // uid
+  const src = Buffer.from(raw);
+  const ip = decodeInode(raw);
+  ip.meta.uid.fill(9);
+  ip.u.fill(5, 0, 16);
+  t.same(raw, src, 'the buffer decoded from is not changed');
+  const out = encodeInode(ip);
+  t.equal(out[0x30], 9, 'changed uid encoded');
+  t.equal(out[0x200], 5, 'changed union encoded');
+  const copy = Buffer.from(out);
+  ip.meta.gid.fill(4);
+  ip.filename.fill(0x41);
+  ip.u.fill(6);
+  t.same(out, copy, 'a buffer encodeInode returned does not change through the inode');
+  const again = encodeInode(ip);
+  t.equal(again[0x40], 4);
+  t.equal(again.subarray(0x100, 0x103).toString(), 'AAA');
+  t.equal(again[0x200], 6);
 });

@@ -3,6 +3,7 @@
 //   08 key   10 mirror_tid  18 modify_tid  20 data_off  28 update_tid
 //   30 embed[16] (dirent head or stats)   40 check[64]
 import { BLOCKREF_BYTES, BrefType, OFF_MASK_RADIX, decCheck, decComp } from './constants';
+import { putU64 } from './u64';
 
 export interface Blockref {
   type: number;
@@ -114,11 +115,11 @@ export function encodeBlockref(b: Blockref, buf: Buffer, off: number): void {
   buf[off + 4] = b.vradix;
   buf[off + 5] = b.flags;
   buf.writeUInt16LE(b.leafCount, off + 6);
-  buf.writeBigUInt64LE(b.key, off + 8);
-  buf.writeBigUInt64LE(b.mirrorTid, off + 0x10);
-  buf.writeBigUInt64LE(b.modifyTid, off + 0x18);
-  buf.writeBigUInt64LE(b.dataOff, off + 0x20);
-  buf.writeBigUInt64LE(b.updateTid, off + 0x28);
+  putU64(buf, off + 8, b.key);
+  putU64(buf, off + 0x10, b.mirrorTid);
+  putU64(buf, off + 0x18, b.modifyTid);
+  putU64(buf, off + 0x20, b.dataOff);
+  putU64(buf, off + 0x28, b.updateTid);
   b.embed.copy(buf, off + 0x30, 0, 16);
   b.check.copy(buf, off + 0x40, 0, 64);
 }
@@ -203,7 +204,7 @@ export function direntHead(b: Blockref): DirentHead {
 
 export function setDirentHead(b: Blockref, h: DirentHead): void {
   b.embed.fill(0);
-  b.embed.writeBigUInt64LE(h.inum, 0);
+  putU64(b.embed, 0, h.inum);
   b.embed.writeUInt16LE(h.namlen, 8);
   b.embed[10] = h.type;
 }

@@ -11,3 +11,4 @@ export * from './inode';
 export * from './dirent';
 export * from './uuid';
 export * from './freemap';
+export { putU64 } from './u64';

@@ -2,6 +2,7 @@
 // 512 bytes of either a 4-entry blockset or embedded (DIRECTDATA) bytes.
 import { decodeBlockrefArray, decodeBlockrefView, encodeBlockref, Blockref } from './blockref';
 import { EMBEDDED_BYTES, INODE_BYTES, OPFLAG_DIRECTDATA, SET_COUNT } from './constants';
+import { putU64 } from './u64';
 
 export interface InodeMeta {
   version: number;
@@ -52,6 +53,9 @@ export interface InodeData {
 
 export function decodeInode(raw: Buffer): InodeData {
   if (raw.length < INODE_BYTES) throw new Error(`inode block is ${raw.length} bytes, need ${INODE_BYTES}`);
+  // A private copy; the fields below are views of it. encodeInode writes a
+  // new buffer (and keeps that as raw), so what it handed out for writing
+  // never changes through them.
   const r = Buffer.from(raw.subarray(0, INODE_BYTES));
   const nameLen = r.readUInt16LE(0x80);
   const meta: InodeMeta = {
@@ -64,8 +68,8 @@ export function decodeInode(raw: Buffer): InodeData {
     mtime: r.readBigUInt64LE(0x18),
     atime: r.readBigUInt64LE(0x20),
     btime: r.readBigUInt64LE(0x28),
-    uid: Buffer.from(r.subarray(0x30, 0x40)),
-    gid: Buffer.from(r.subarray(0x40, 0x50)),
+    uid: r.subarray(0x30, 0x40),
+    gid: r.subarray(0x40, 0x50),
     type: r[0x50],
     opFlags: r[0x51],
     capFlags: r.readUInt16LE(0x52),
@@ -82,8 +86,8 @@ export function decodeInode(raw: Buffer): InodeData {
     pfsNmasters: r[0x86],
     pfsType: r[0x87],
     pfsInum: r.readBigUInt64LE(0x88),
-    pfsClid: Buffer.from(r.subarray(0x90, 0xa0)),
-    pfsFsid: Buffer.from(r.subarray(0xa0, 0xb0)),
+    pfsClid: r.subarray(0x90, 0xa0),
+    pfsFsid: r.subarray(0xa0, 0xb0),
     dataQuota: r.readBigUInt64LE(0xb0),
     inodeQuota: r.readBigUInt64LE(0xc0),
     pfsLsnapTid: r.readBigUInt64LE(0xd0),
@@ -91,8 +95,8 @@ export function decodeInode(raw: Buffer): InodeData {
   };
   return {
     meta,
-    filename: Buffer.from(r.subarray(0x100, 0x100 + Math.min(nameLen, 256))),
-    u: Buffer.from(r.subarray(0x200, 0x200 + EMBEDDED_BYTES)),
+    filename: r.subarray(0x100, 0x100 + Math.min(nameLen, 256)),
+    u: r.subarray(0x200, 0x200 + EMBEDDED_BYTES),
     raw: r,
   };
 }
@@ -105,34 +109,34 @@ export function encodeInode(ip: InodeData): Buffer {
   r.writeUInt32LE(m.uflags >>> 0, 4);
   r.writeUInt32LE(m.rmajor >>> 0, 8);
   r.writeUInt32LE(m.rminor >>> 0, 0xc);
-  r.writeBigUInt64LE(m.ctime, 0x10);
-  r.writeBigUInt64LE(m.mtime, 0x18);
-  r.writeBigUInt64LE(m.atime, 0x20);
-  r.writeBigUInt64LE(m.btime, 0x28);
+  putU64(r, 0x10, m.ctime);
+  putU64(r, 0x18, m.mtime);
+  putU64(r, 0x20, m.atime);
+  putU64(r, 0x28, m.btime);
   m.uid.copy(r, 0x30, 0, 16);
   m.gid.copy(r, 0x40, 0, 16);
   r[0x50] = m.type;
   r[0x51] = m.opFlags;
   r.writeUInt16LE(m.capFlags, 0x52);
   r.writeUInt32LE(m.mode >>> 0, 0x54);
-  r.writeBigUInt64LE(m.inum, 0x58);
-  r.writeBigUInt64LE(m.size, 0x60);
-  r.writeBigUInt64LE(m.nlinks, 0x68);
-  r.writeBigUInt64LE(m.iparent, 0x70);
-  r.writeBigUInt64LE(m.nameKey, 0x78);
+  putU64(r, 0x58, m.inum);
+  putU64(r, 0x60, m.size);
+  putU64(r, 0x68, m.nlinks);
+  putU64(r, 0x70, m.iparent);
+  putU64(r, 0x78, m.nameKey);
   r.writeUInt16LE(m.nameLen, 0x80);
   r[0x82] = m.ncopies;
   r[0x83] = m.compAlgo;
   r[0x85] = m.checkAlgo;
   r[0x86] = m.pfsNmasters;
   r[0x87] = m.pfsType;
-  r.writeBigUInt64LE(m.pfsInum, 0x88);
+  putU64(r, 0x88, m.pfsInum);
   m.pfsClid.copy(r, 0x90, 0, 16);
   m.pfsFsid.copy(r, 0xa0, 0, 16);
-  r.writeBigUInt64LE(m.dataQuota, 0xb0);
-  r.writeBigUInt64LE(m.inodeQuota, 0xc0);
-  r.writeBigUInt64LE(m.pfsLsnapTid, 0xd0);
-  r.writeBigUInt64LE(m.decryptCheck, 0xe0);
+  putU64(r, 0xb0, m.dataQuota);
+  putU64(r, 0xc0, m.inodeQuota);
+  putU64(r, 0xd0, m.pfsLsnapTid);
+  putU64(r, 0xe0, m.decryptCheck);
   r.fill(0, 0x100, 0x200);
   ip.filename.copy(r, 0x100, 0, Math.min(ip.filename.length, 256));
   ip.u.copy(r, 0x200, 0, EMBEDDED_BYTES);
