@@ -11,7 +11,7 @@
 // changed directories) into the pass's PassTables and writes nothing. A
 // mounted slave's daemon runs it while the stream arrives, so the commit at
 // its end finds the slave's tables in memory instead of reading them then.
-import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, lookupKey, padTable, TreeContext, writeInode } from '../engine';
+import { applyUpdates, BlockReader, BlockWriter, inodeCheck, LeafUpdate, lookupKey, padTable, prepareTable, TreeContext, writeInode } from '../engine';
 import {
   BLOCKREF_BYTES,
   Blockref,
@@ -150,7 +150,7 @@ export class StreamApplier {
       }
       case Rec.INODE: {
         const t = this.table();
-        const { bref, bytes } = this.writer ? this.leafOf(p) : { bref: decodeBlockref(p, 0), bytes: Buffer.from(p.subarray(BLOCKREF_BYTES)) };
+        const { bref, bytes } = this.writer ? this.leafOf(p) : { bref: decodeBlockref(p, 0), bytes: p.subarray(BLOCKREF_BYTES) };
         if (bref.type !== BrefType.INODE || bytes.length !== 1024) throw new StreamError('malformed INODE record');
         const src = decodeInode(bytes);
         const ic: InodeCtx = { kind: 'inode', bref, src, parent: t };
@@ -175,7 +175,8 @@ export class StreamApplier {
   private leafOf(p: Buffer): { bref: Blockref; bytes: Buffer } {
     if (p.length < BLOCKREF_BYTES) throw new StreamError('record too short for a blockref');
     const bref = decodeBlockref(p, 0);
-    const bytes = Buffer.from(p.subarray(BLOCKREF_BYTES));
+    // A view: payloads are never reused, and a block queued for writing keeps its record's bytes.
+    const bytes = p.subarray(BLOCKREF_BYTES);
     if (bytes.length) {
       if (brefRadix(bref) === 0 || brefBytes(bref) !== bytes.length) throw new StreamError(`block of ${bytes.length} bytes for a blockref of another size`);
       if (!verifyCheck(brefCheck(bref), bref.check, bytes)) throw new StreamError(`block at key ${bref.key.toString(16)} fails its check code`);
@@ -214,7 +215,10 @@ export class StreamApplier {
     t.updates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     if (!this.writer) {
       // The tree update reads the tables on the path of every key it changes: read them now.
-      if (!whole) for (const u of t.updates) lookupKey(this.tables, base, u.key);
+      if (!whole) {
+        const top = prepareTable(base, 0n, KEY_MAX);
+        for (const u of t.updates) lookupKey(this.tables, top, u.key);
+      }
       this.stack.pop();
       if (t.owner) this.finishInode(t.owner, null);
       else this.rootTable = base;

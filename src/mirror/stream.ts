@@ -237,11 +237,20 @@ class QueueSource implements ByteSource {
     }
     return out;
   }
+  /** The byte at offset o ahead of the read position (o < available). */
+  private byteAt(o: number): number {
+    let skip = this.at + o;
+    for (const c of this.chunks) {
+      if (skip < c.length) return c[skip];
+      skip -= c.length;
+    }
+    return 0;
+  }
   peekU32(o: number): number {
-    return this.peek(o, 4).readUInt32LE(0);
+    return (this.byteAt(o) | (this.byteAt(o + 1) << 8) | (this.byteAt(o + 2) << 16)) + this.byteAt(o + 3) * 0x1000000;
   }
   peekU16(o: number): number {
-    return this.peek(o, 2).readUInt16LE(0);
+    return this.byteAt(o) | (this.byteAt(o + 1) << 8);
   }
   read(n: number): Buffer {
     n = Math.min(n, this.available);

@@ -27,6 +27,7 @@ import {
   LeafUpdate,
   MediaError,
   padTable,
+  prepareTable,
   scanRange,
   TableSource,
   TreeContext,
@@ -616,8 +617,10 @@ export function unskipped(skips: [bigint, bigint][], lo: bigint, hi: bigint): [b
  */
 export function leavesIn(reader: TableSource, set: readonly Blockref[], ranges: [bigint, bigint][]): Map<bigint, Blockref> {
   const out = new Map<bigint, Blockref>();
+  // Checked and ordered once, not once a range.
+  const top = prepareTable(set, 0n, KEY_MAX);
   for (const [lo, hi] of ranges) {
-    scanRange(reader, set, lo, hi, (b) => {
+    scanRange(reader, top, lo, hi, (b) => {
       out.set(b.key, b);
       return false;
     });
