@@ -524,6 +524,28 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* holdFreedMemory(trimBytes, mmapBytes): let free() keep what it frees.
+   glibc gives the top of its heap back once more than M_TRIM_THRESHOLD is
+   free there, and serves blocks from M_MMAP_THRESHOLD up with mmap, so that
+   their free() is a munmap; either way the next burst of allocations faults
+   fresh pages in, which costs ~11 us a page on a VM that reports free
+   memory to its host (a 16 KiB buffer: 45 us). Raising both keeps freed
+   memory in the process while it is busy; trimMemory() gives it back when
+   it is idle. Returns true if glibc took both settings. */
+static napi_value js_hold(napi_env env, napi_callback_info info) {
+	size_t argc = 2;
+	napi_value argv[2], ret;
+	int32_t trim, mm;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 2 || !get_i32(env, argv[0], &trim) || !get_i32(env, argv[1], &mm) || trim < 0 || mm < 0) {
+		napi_throw_type_error(env, NULL, "holdFreedMemory(trimBytes, mmapBytes)");
+		return NULL;
+	}
+	int ok = mallopt(M_TRIM_THRESHOLD, trim) == 1 && mallopt(M_MMAP_THRESHOLD, mm) == 1;
+	napi_get_boolean(env, ok, &ret);
+	return ret;
+}
+
 /* pwriteAligned(fd, buf, pos): the volume header through an O_DIRECT
    descriptor, which needs an aligned buffer. Such a write goes to the
    device as one request that a process kill does not cut short (a buffered
@@ -568,7 +590,7 @@ static napi_value js_pwrite_aligned(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
-		{"trimMemory", js_trim}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
+		{"trimMemory", js_trim}, {"holdFreedMemory", js_hold}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
 		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size}, {"mkfifo", js_mkfifo},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},

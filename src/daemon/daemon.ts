@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { FdSource, mirrorReadBatches, mirrorWrite, mirrorWriteAhead, pumpSliced, WriteResult } from '../mirror';
 import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
@@ -18,9 +19,31 @@ import { Hammer2Fs, Pfs } from '../fs';
 import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
-import { trimMemory } from '../store';
+import { holdFreedMemory, trimMemory } from '../store';
 import { nativeShim } from '../store/native';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
+
+const TRIM_EVERY_MS = 2000;
+/** What free() keeps between trims: glibc's largest mmap threshold. */
+const HOLD_FREED_BYTES = 32 << 20;
+/** How long an idle daemon must stay idle before it trims. */
+const TRIM_QUIET_MS = 100;
+/** Below this share of busy time over the last interval, the daemon counts as idle. */
+const TRIM_IDLE_BELOW = 0.1;
+/** Above this RSS (7/8 of the 256 MiB the daemon is to stay under), the heap is trimmed busy or not. */
+const TRIM_RSS_ABOVE = 224 << 20;
+
+/**
+ * Whether to give the freed heap back now. malloc_trim walks the whole heap
+ * and holds the event loop for 20–150 ms (a seventh of a busy mirroring
+ * pass's profile), and the pages it gives back are faulted in again by the
+ * next burst of allocations: so trim when the last interval was mostly
+ * idle, or when RSS is high enough that the memory matters more than the
+ * time.
+ */
+export function trimDue(busy: number, rss: number): boolean {
+  return busy < TRIM_IDLE_BELOW || rss > TRIM_RSS_ABOVE;
+}
 
 /** How long mirror-write waits for the command's end of its FIFO to open (it opens within moments; tests shorten it). */
 const WRITER_MS = Number(process.env.HAMMER2_FIFO_WAIT_MS) || 30_000;
@@ -78,8 +101,24 @@ export class ImageDaemon {
       this.timer = setInterval(() => this.tick(), o.flushSec * 1000);
     }
     // Block buffers are freed in bursts (after commits, during big reads);
-    // hand the freed heap back so RSS follows what is in use, not the peak.
-    this.trimmer = setInterval(trimMemory, 2000);
+    // hand the freed heap back so RSS follows what is in use, not the peak
+    // (when it is due: see trimDue). Between trims, free() keeps what it
+    // frees (holdFreedMemory): returned at every free, each burst of work
+    // faulted it in again.
+    holdFreedMemory(HOLD_FREED_BYTES);
+    let last = performance.eventLoopUtilization();
+    this.trimmer = setInterval(() => {
+      const now = performance.eventLoopUtilization();
+      const busy = performance.eventLoopUtilization(now, last).utilization;
+      last = now;
+      if (!trimDue(busy, process.memoryUsage.rss())) return;
+      if (busy >= TRIM_IDLE_BELOW) return trimMemory();
+      // Idle over the interval: trim if it is still idle a moment later, so
+      // that a burst of work that began at the interval's end is not held up.
+      setTimeout(() => {
+        if (performance.eventLoopUtilization(performance.eventLoopUtilization(), now).utilization < TRIM_IDLE_BELOW) trimMemory();
+      }, TRIM_QUIET_MS).unref();
+    }, TRIM_EVERY_MS);
     this.trimmer.unref();
   }
 
@@ -292,12 +331,18 @@ export class ImageDaemon {
     if (bad.length) throw new FsError('EIO', `the kernel's cached writes could not be brought in: ${bad.join('; ')}`);
   }
 
+  /** Where the daemon's memory is, in bytes (`hammer2 info`): RSS alone cannot say whose it is. */
+  private memory(): Record<string, number> {
+    const m = process.memoryUsage();
+    return { rss: m.rss, heap: m.heapUsed, buffers: m.arrayBuffers, cache: this.fs.dev.reader.cacheStats.bytes, pending: this.fs.pendingBytes };
+  }
+
   /** What the control channel answers: the administration table plus mounting. */
   private ops(): Record<string, ControlOp> {
     const host: AdminHost = {
       fs: this.fs,
       mounts: () => this.mounts(),
-      describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket }),
+      describe: () => ({ pid: process.pid, devices: this.o.devices, socket: this.socket, memory: this.memory() }),
       settle: (label) => this.settle(label),
     };
     const mountedRw = (args: Record<string, unknown>, why = 'copies need a read-write mount'): string => {

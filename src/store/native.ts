@@ -18,6 +18,8 @@ export interface NativeShim {
   mkfifo?(path: string, mode: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
+  /** mallopt M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (absent in older builds). */
+  holdFreedMemory?(trimBytes: number, mmapBytes: number): boolean;
 }
 
 /** The name of an errno value (the shim returns -errno), or `fallback`. */
@@ -28,6 +30,17 @@ export function errnoName(n: number, fallback = 'EIO'): string {
 /** Return memory freed to malloc to the kernel, where the shim can. */
 export function trimMemory(): void {
   nativeShim()?.trimMemory?.();
+}
+
+/**
+ * Keep memory freed to malloc in the process (up to `bytes` at the top of
+ * its heap, and blocks below `bytes` off mmap) instead of giving it back at
+ * every free: a process that trims when it is idle (trimMemory) does not
+ * pay for faulting the same pages in again through every burst of work.
+ * False where the shim or glibc cannot.
+ */
+export function holdFreedMemory(bytes: number): boolean {
+  return nativeShim()?.holdFreedMemory?.(bytes, bytes) ?? false;
 }
 
 let loaded: NativeShim | null | undefined;
