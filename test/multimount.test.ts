@@ -203,6 +203,11 @@ t.test('hammer2 against live mounts', { skip }, async (t) => {
   const info = JSON.parse(r.out)[0];
   t.equal(info.pid, d.proc.pid);
   t.same(info.mounts.map((m: { label: string }) => m.label).sort(), ['HOME', 'ROOT', 'ROOT.snap1']);
+  // The daemon says where its memory is.
+  t.ok(info.memory.rss > 0 && info.memory.heap > 0 && info.memory.rss >= info.memory.heap, `memory: ${JSON.stringify(info.memory)}`);
+  t.ok(info.memory.cache >= 0 && info.memory.pending >= 0);
+  r = await run(H2, ['info', a]);
+  t.match(r.out, /memory +[\d.]+ MiB resident: JS heap [\d.]+ MiB, buffers [\d.]+ MiB \(metadata cache [\d.]+ MiB, data awaiting commit [\d.]+ MiB\)/);
 
   for (const m of [a, b, s]) spawnSync('fusermount3', ['-u', m]);
   t.ok(await waitGone(d.proc.pid!));

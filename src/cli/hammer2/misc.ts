@@ -8,6 +8,8 @@ interface Info {
   devices: string;
   writable: boolean;
   socket: string | null;
+  /** The daemon's, in bytes (absent without a daemon). */
+  memory?: { rss: number; heap: number; buffers: number; cache: number; pending: number };
   mounts: { label: string; mountpoint: string; readonly: boolean }[];
   header: { fsid: string; version: number; volumes: { path: string; size: number }[]; size: string; allocatorSize: string; allocatorFree: string; mirrorTid: string; freemapTid: string };
 }
@@ -56,6 +58,11 @@ const info: Directive = async (ctx, args) => {
     ctx.io.out(`    fsid            ${h.fsid}\n    version         ${h.version}\n    size            ${h.size}\n`);
     ctx.io.out(`    free            ${h.allocatorFree} of ${h.allocatorSize}\n    mirror_tid      0x${BigInt(h.mirrorTid).toString(16).padStart(16, '0')}\n`);
     ctx.io.out(`    daemon          ${i.socket ? `pid ${i.pid}, ${i.writable ? 'read-write' : 'read-only'}` : 'none (not mounted)'}\n`);
+    if (i.memory) {
+      const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+      const m = i.memory;
+      ctx.io.out(`    memory          ${mib(m.rss)} resident: JS heap ${mib(m.heap)}, buffers ${mib(m.buffers)} (metadata cache ${mib(m.cache)}, data awaiting commit ${mib(m.pending)})\n`);
+    }
     for (const m of i.mounts) ctx.io.out(`    mounted         @${m.label} on ${m.mountpoint}${m.readonly ? ' (ro)' : ''}\n`);
   }
   return 0;
