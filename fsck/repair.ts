@@ -48,7 +48,7 @@ import {
   DIRHASH_LOMASK,
   emptyBlockref,
   encMethods,
-  encodeBlockref,
+  encodeEntry,
   encodeInode,
   encodeVolumeHeader,
   icrc32,
@@ -550,7 +550,7 @@ async function mediaRound(spec: string, cur: CheckResult, o: RepairOptions, act:
         for (let i = 0; i < table.length; i++) {
           if (table[i].type === BrefType.EMPTY) continue;
           children++;
-          encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
+          encodeEntry(table[i], buf, i * BLOCKREF_BYTES);
         }
         const r = chooseSlot(key, keybits, usedSlots, 0);
         const b = freemapBref(BrefType.FREEMAP_NODE, key, keybits, r, buf, tid);

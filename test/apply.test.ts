@@ -3,8 +3,8 @@
 // round that every blocktable is sorted, within capacity and inside its
 // parent's key range, and that a full walk yields exactly the expected leaves.
 import t from 'tap';
-import { applyUpdates, LeafUpdate, scanRange, TreeContext } from '../src/engine';
-import { Blockref, brefKeyEnd, BrefType, emptyBlockref, KEY_MAX } from '../src/media';
+import { applyUpdates, LeafUpdate, PreparedTable, rollupStats, scanRange, TreeContext } from '../src/engine';
+import { Blockref, brefKeyEnd, BrefType, decodeBlockrefArray, emptyBlockref, encodeEntry, KEY_MAX, TableEntry } from '../src/media';
 
 function makeStore(indirectBytes: (depth: number) => number) {
   const blocks = new Map<bigint, Blockref[]>();
@@ -134,4 +134,71 @@ t.test('directory-like trees: hashed keys fill a radix trie', async (t) => {
   const del = [...model.keys()].sort((a, b) => (a < b ? -1 : 1)).map((key) => ({ key, bref: null }));
   root = applyUpdates(ctx, root, 4, del);
   t.equal(root.length, 0, 'empty tree after deleting every entry');
+});
+
+/**
+ * A store of encoded blocktables; with `inPlace`, tables are read as a
+ * mounted filesystem reads them (PreparedTable.fromBytes), so that entries
+ * passed on unchanged come back as SlotRefs and are copied as bytes.
+ */
+function byteStore(inPlace: boolean) {
+  const blocks = new Map<bigint, Buffer>();
+  let next = 1n;
+  const written: Buffer[] = [];
+  const ctx: TreeContext = {
+    reader: {
+      readBlockrefs(b: Blockref) {
+        const raw = blocks.get(b.dataOff)!;
+        return decodeBlockrefArray(raw, 0, raw.length / 128);
+      },
+      ...(inPlace ? { readTable: (b: Blockref) => PreparedTable.fromBytes(blocks.get(b.dataOff)!, b.key, brefKeyEnd(b), b.dataOff) } : {}),
+    },
+    indirectBytes: () => 4096,
+    writeIndirect(key: bigint, keybits: number, table: TableEntry[]) {
+      const buf = Buffer.alloc(table.length * 128);
+      for (let i = 0; i < table.length; i++) if (table[i].type !== BrefType.EMPTY) encodeEntry(table[i], buf, i * 128);
+      const b = emptyBlockref();
+      b.type = BrefType.INDIRECT;
+      b.key = key;
+      b.keybits = keybits;
+      b.dataOff = (next++ << 16n) | 12n;
+      b.modifyTid = next;
+      rollupStats(b, table);
+      blocks.set(b.dataOff, buf);
+      written.push(buf);
+      return b;
+    },
+  };
+  return { ctx, written };
+}
+
+t.test('entries passed on as their bytes: the same tables, byte for byte, as decoding and encoding them', async (t) => {
+  const a = byteStore(false);
+  const b = byteStore(true);
+  let ra: Blockref[] = [];
+  let rb: Blockref[] = [];
+  let seed = 11;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  for (let round = 0; round < 40; round++) {
+    const ups = new Map<bigint, LeafUpdate>();
+    const n = 1 + rnd(round < 10 ? 300 : 30);
+    for (let i = 0; i < n; i++) {
+      const k = BigInt(rnd(20000)) << 16n;
+      if (rnd(6) === 0) ups.set(k, { key: k, bref: null });
+      else {
+        const l = leaf(k, 16, round * 100000 + i);
+        l.embed.writeBigUInt64LE(BigInt(i), 0);
+        l.check.writeBigUInt64LE(BigInt(round * 7 + i), 0);
+        l.leafCount = i & 0xffff;
+        ups.set(k, { key: k, bref: l });
+      }
+    }
+    const list = [...ups.values()].sort((x, y) => (x.key < y.key ? -1 : 1));
+    ra = applyUpdates(a.ctx, ra, 4, list);
+    rb = applyUpdates(b.ctx, rb, 4, list);
+  }
+  t.ok(b.written.length > 100, `${b.written.length} tables written`);
+  t.equal(b.written.length, a.written.length, 'as many tables');
+  t.ok(b.written.every((w, i) => w.equals(a.written[i])), 'every table the same bytes');
+  t.same(rb, ra, 'the same root');
 });

@@ -8,7 +8,7 @@
 // whose key ranges are aligned radix slices: keybits = (smallest child
 // keybits) + log2(entries per indirect block), widened until the groups fit.
 // Indirect blocks left empty by deletions disappear.
-import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, emptyBlockref, KEY_MAX } from '../media';
+import { BLOCKREF_BYTES, Blockref, brefBytes, brefKeyEnd, BrefType, emptyBlockref, entryBref, KEY_MAX, TableEntry } from '../media';
 import { TableSource } from './tree';
 import { hex, MediaError } from './errors';
 
@@ -25,15 +25,16 @@ export interface TreeContext {
   /**
    * Write a new indirect block holding `table` (length = its capacity) and
    * return its bref (type, key, keybits filled in here; data_off, check,
-   * tids and stats by the writer).
+   * tids and stats by the writer). Entries passed on unchanged from a table
+   * read in place come as SlotRefs (write them with encodeEntry).
    */
-  writeIndirect(key: bigint, keybits: number, table: Blockref[]): Blockref;
+  writeIndirect(key: bigint, keybits: number, table: TableEntry[]): Blockref;
   /** Restrict indirect key widths (the freemap uses fixed radix levels). */
   allowedBits?(bits: number): boolean;
 }
 
-const isNode = (b: Blockref) => b.type === BrefType.INDIRECT || b.type === BrefType.FREEMAP_NODE;
-const cmpKey = (a: Blockref, b: Blockref) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+const isNode = (b: TableEntry) => b.type === BrefType.INDIRECT || b.type === BrefType.FREEMAP_NODE;
+const cmpKey = (a: TableEntry, b: TableEntry) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 export interface ApplyOptions {
   /** Drop every leaf whose key is >= this (file truncation); straddling leaves are the caller's. */
@@ -55,9 +56,23 @@ export function applyUpdates(
   lo = 0n,
   hi = KEY_MAX,
 ): Blockref[] {
+  // (Entries of tables below stay in their bytes until written; none reach this level.)
+  return apply(ctx, table, capacity, updates, opts, depth, lo, hi).map(entryBref);
+}
+
+function apply(
+  ctx: TreeContext,
+  table: readonly TableEntry[],
+  capacity: number,
+  updates: readonly LeafUpdate[],
+  opts: ApplyOptions,
+  depth: number,
+  lo: bigint,
+  hi: bigint,
+): TableEntry[] {
   if (depth > 64) throw new MediaError('tree too deep while applying updates');
   const from = opts.truncateFrom;
-  const entries: Blockref[] = [];
+  const entries: TableEntry[] = [];
   for (const b of table) {
     if (b.type === BrefType.EMPTY) continue;
     if (from !== undefined && b.key >= from) continue; // whole subtree beyond EOF
@@ -66,7 +81,7 @@ export function applyUpdates(
   entries.sort(cmpKey);
 
   // Route each update to the indirect child that covers it, or to this level.
-  const routed = new Map<Blockref, LeafUpdate[]>();
+  const routed = new Map<TableEntry, LeafUpdate[]>();
   const here: LeafUpdate[] = [];
   let ei = 0;
   for (const u of updates) {
@@ -81,7 +96,7 @@ export function applyUpdates(
     }
   }
 
-  const out: Blockref[] = [];
+  const out: TableEntry[] = [];
   for (const e of entries) {
     const list = routed.get(e);
     const cut = from !== undefined && isNode(e) && brefKeyEnd(e) >= from;
@@ -89,10 +104,18 @@ export function applyUpdates(
       out.push(e);
       continue;
     }
-    // The table in place (checked, not kept decoded: this block is about to be replaced).
-    const childTable = ctx.reader.readTable ? ctx.reader.readTable(e).entries() : ctx.reader.readBlockrefs(e);
-    const childCap = brefBytes(e) / BLOCKREF_BYTES;
-    const sub = applyUpdates(ctx, childTable, childCap, list ?? [], opts, depth + 1, e.key, brefKeyEnd(e));
+    // The table in place (checked, not decoded: most of its entries go into
+    // the new block as the bytes they are).
+    const b = entryBref(e);
+    let childTable: TableEntry[];
+    if (ctx.reader.readTable) {
+      const t = ctx.reader.readTable(b);
+      childTable = t.slotRefs() ?? t.entries();
+    } else {
+      childTable = ctx.reader.readBlockrefs(b);
+    }
+    const childCap = brefBytes(b) / BLOCKREF_BYTES;
+    const sub = apply(ctx, childTable, childCap, list ?? [], opts, depth + 1, b.key, brefKeyEnd(b));
     if (sub.length === 0) continue; // emptied: the indirect block goes away
     out.push(ctx.writeIndirect(e.key, e.keybits, padTable(sub, childCap)));
   }
@@ -143,7 +166,7 @@ export function applyUpdates(
  * when no such split fits this table, the narrowest that does, and the
  * groups split again one level down.
  */
-function regroup(ctx: TreeContext, entries: Blockref[], capacity: number, depth: number, lo: bigint, hi: bigint): Blockref[] {
+function regroup(ctx: TreeContext, entries: TableEntry[], capacity: number, depth: number, lo: bigint, hi: bigint): TableEntry[] {
   const indBytes = ctx.indirectBytes(depth);
   const indCap = indBytes / BLOCKREF_BYTES;
   let minKb = 64;
@@ -161,7 +184,7 @@ function regroup(ctx: TreeContext, entries: Blockref[], capacity: number, depth:
   }
   const bits = fit >= 0 ? fit : narrowest;
   if (bits < 0) throw new MediaError('cannot fit blocktable entries under indirect blocks');
-  const out: Blockref[] = [];
+  const out: TableEntry[] = [];
   for (const g of groupBy(entries, bits)) {
     if (g.members.length === 1) {
       out.push(g.members[0]);
@@ -176,11 +199,11 @@ function regroup(ctx: TreeContext, entries: Blockref[], capacity: number, depth:
 
 interface Group {
   prefix: bigint;
-  members: Blockref[];
+  members: TableEntry[];
 }
 
 /** Entries wider than `bits` stand alone; the rest group by key >> bits (input is sorted). */
-function groupBy(entries: Blockref[], bits: number): Group[] {
+function groupBy(entries: TableEntry[], bits: number): Group[] {
   const out: Group[] = [];
   const sh = BigInt(bits);
   for (const e of entries) {
@@ -206,9 +229,9 @@ function log2Big(n: bigint): number {
 }
 
 /** A blocktable of exactly `capacity` entries: the given ones sorted, then empties. */
-export function padTable(entries: Blockref[], capacity: number): Blockref[] {
+export function padTable<T extends TableEntry>(entries: T[], capacity: number): (T | Blockref)[] {
   if (entries.length > capacity) throw new Error('blocktable overflow');
-  const t = entries.slice().sort(cmpKey);
+  const t: (T | Blockref)[] = entries.slice().sort(cmpKey);
   while (t.length < capacity) t.push(emptyRef());
   return t;
 }

@@ -19,7 +19,7 @@ import {
   CheckMethod,
   emptyBlockref,
   encMethods,
-  encodeBlockref,
+  encodeEntry,
   FREEMAP_BLOCK_SIZE,
   FREEMAP_COUNT,
   FREEMAP_LEVEL0_RADIX,
@@ -370,7 +370,7 @@ export class FreemapAllocator implements Allocator {
         for (let i = 0; i < table.length; i++) {
           if (table[i].type === BrefType.EMPTY) continue;
           children++;
-          encodeBlockref(table[i], buf, i * 128);
+          encodeEntry(table[i], buf, i * 128);
         }
         const b = this.freemapBref(BrefType.FREEMAP_NODE, key, keybits, r, buf, tid);
         b.embed.writeBigUInt64LE(BigInt(LEAF_BYTES * children), 0);

@@ -3,7 +3,7 @@
 // bref covers keys [key, key + 2^keybits). Walks check that every child lies
 // inside its parent's range and that ranges shrink going down, which bounds
 // depth and rejects reference loops in corrupt images.
-import { BLOCKREF_BYTES, Blockref, brefKeyEnd, BrefType, decodeBlockrefView, KEY_MAX, tableSlots } from '../media';
+import { BLOCKREF_BYTES, Blockref, brefKeyEnd, BrefType, decodeBlockrefView, KEY_MAX, SlotRef, tableSlots } from '../media';
 import { hex, MediaError } from './errors';
 
 const MAX_DEPTH = 64;
@@ -103,6 +103,22 @@ export class PreparedTable {
    */
   slot(i: number): Buffer | null {
     return this.raw ? this.raw.subarray(this.offs![i], this.offs![i] + BLOCKREF_BYTES) : null;
+  }
+
+  /**
+   * Every entry in key order as SlotRefs (keys and types read, nothing
+   * decoded), for a tree update that passes most of them on unchanged;
+   * null for a table built from decoded blockrefs.
+   */
+  slotRefs(): SlotRef[] | null {
+    if (!this.raw) return null;
+    const raw = this.raw;
+    const out: SlotRef[] = new Array(this.count);
+    for (let i = 0; i < this.count; i++) {
+      const off = this.offs![i];
+      out[i] = { type: raw[off], key: this.keys[i], keybits: raw[off + 3], raw, off };
+    }
+    return out;
   }
 
   /** Every entry in key order (a new array). */

@@ -12,7 +12,9 @@ import {
   computeCheck,
   emptyBlockref,
   encMethods,
-  encodeBlockref,
+  encodeEntry,
+  isSlotRef,
+  TableEntry,
   encodeData,
   encodeInode,
   InodeData,
@@ -175,10 +177,10 @@ export class BlockWriter {
   }
 
   /** Serialise a blocktable into a new indirect block. */
-  writeIndirect(key: bigint, keybits: number, table: Blockref[], checkAlgo: number): Blockref {
+  writeIndirect(key: bigint, keybits: number, table: readonly TableEntry[], checkAlgo: number): Blockref {
     const buf = Buffer.alloc(table.length * BLOCKREF_BYTES);
     // (Empty slots stay the zeros they were allocated as.)
-    for (let i = 0; i < table.length; i++) if (table[i].type !== BrefType.EMPTY) encodeBlockref(table[i], buf, i * BLOCKREF_BYTES);
+    for (let i = 0; i < table.length; i++) if (table[i].type !== BrefType.EMPTY) encodeEntry(table[i], buf, i * BLOCKREF_BYTES);
     const b = this.writeMeta(BrefType.INDIRECT, key, keybits, buf, checkAlgo);
     rollupStats(b, table);
     // The next commit walks this table again (a file's block map, the inode
@@ -195,12 +197,33 @@ export class BlockWriter {
  * PFS root counts what is under it but not itself (the super-root's totals
  * equal the sum of its PFSs). leaf_count is a heuristic (capped at 65535).
  */
-export function rollupStats(parent: Blockref, table: readonly Blockref[]): void {
+export function rollupStats(parent: Blockref, table: readonly TableEntry[]): void {
   let data = 0n;
   let inodes = 0n;
   let leaves = 0;
-  for (const c of table) {
-    if (c.type === BrefType.EMPTY) continue;
+  for (const e of table) {
+    if (e.type === BrefType.EMPTY) continue;
+    if (isSlotRef(e)) {
+      // The same sums, read from the entry's bytes.
+      const o = e.off;
+      const radix = e.raw[o + 0x20] & 0x3f;
+      const bytes = radix === 0 ? 0n : 1n << BigInt(radix);
+      if (e.type === BrefType.INDIRECT) {
+        data += bytes + e.raw.readBigUInt64LE(o + 0x30);
+        inodes += e.raw.readBigUInt64LE(o + 0x38);
+        leaves += e.raw.readUInt16LE(o + 6);
+      } else if (e.type === BrefType.INODE) {
+        const self = e.raw[o + 5] & BREF_FLAG_PFSROOT ? 0n : 1n;
+        data += self * bytes + e.raw.readBigUInt64LE(o + 0x30);
+        inodes += self + e.raw.readBigUInt64LE(o + 0x38);
+        leaves += 1;
+      } else {
+        data += bytes;
+        leaves += 1;
+      }
+      continue;
+    }
+    const c = e;
     const bytes = (c.dataOff & 0x3fn) === 0n ? 0n : 1n << (c.dataOff & 0x3fn);
     if (c.type === BrefType.INDIRECT) {
       data += bytes + c.embed.readBigUInt64LE(0);

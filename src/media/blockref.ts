@@ -124,6 +124,35 @@ export function encodeBlockref(b: Blockref, buf: Buffer, off: number): void {
   b.check.copy(buf, off + 0x40, 0, 64);
 }
 
+/**
+ * An entry of a blocktable read in place that a tree update passes on
+ * unchanged: only what routing needs is decoded, and it is written into the
+ * new table by copying its 128 bytes (encodeEntry), which is what decoding
+ * and encoding it again would give. `raw` is the table's cached block: never
+ * modify it.
+ */
+export interface SlotRef {
+  type: number;
+  key: bigint;
+  keybits: number;
+  raw: Buffer;
+  off: number;
+}
+
+/** A blocktable entry: decoded, or still in its table's bytes. */
+export type TableEntry = Blockref | SlotRef;
+
+export const isSlotRef = (e: TableEntry): e is SlotRef => (e as SlotRef).raw !== undefined;
+
+/** Write a blocktable entry at buf[off] (a SlotRef's bytes as they are). */
+export function encodeEntry(e: TableEntry, buf: Buffer, off: number): void {
+  if (isSlotRef(e)) e.raw.copy(buf, off, e.off, e.off + BLOCKREF_BYTES);
+  else encodeBlockref(e, buf, off);
+}
+
+/** The entry decoded (a SlotRef as a view of its table's bytes). */
+export const entryBref = (e: TableEntry): Blockref => (isSlotRef(e) ? decodeBlockrefView(e.raw, e.off) : e);
+
 /** Decode `count` consecutive blockrefs (a blockset or an indirect block). */
 export function decodeBlockrefArray(buf: Buffer, off: number, count: number): Blockref[] {
   const out: Blockref[] = new Array(count);
@@ -173,7 +202,7 @@ export const brefCheck = (b: Blockref): number => decCheck(b.methods);
 export const brefComp = (b: Blockref): number => decComp(b.methods);
 
 /** Last key covered by a bref: key | (2^keybits - 1). */
-export function brefKeyEnd(b: Blockref): bigint {
+export function brefKeyEnd(b: Pick<Blockref, 'key' | 'keybits'>): bigint {
   if (b.keybits >= 64) return 0xffffffffffffffffn;
   return b.key + (1n << BigInt(b.keybits)) - 1n;
 }
