@@ -541,7 +541,10 @@ static napi_value js_hold(napi_env env, napi_callback_info info) {
 		napi_throw_type_error(env, NULL, "holdFreedMemory(trimBytes, mmapBytes)");
 		return NULL;
 	}
-	int ok = mallopt(M_TRIM_THRESHOLD, trim) == 1 && mallopt(M_MMAP_THRESHOLD, mm) == 1;
+	/* Both are tried whatever the first gives. */
+	int t = mallopt(M_TRIM_THRESHOLD, trim) == 1;
+	int m = mallopt(M_MMAP_THRESHOLD, mm) == 1;
+	int ok = t && m;
 	napi_get_boolean(env, ok, &ret);
 	return ret;
 }

@@ -4,10 +4,10 @@
 // parent's key range, and that a full walk yields exactly the expected leaves.
 import t from 'tap';
 import { applyUpdates, LeafUpdate, PreparedTable, rollupStats, scanRange, TreeContext } from '../src/engine';
-import { Blockref, brefKeyEnd, BrefType, decodeBlockrefArray, emptyBlockref, encodeEntry, KEY_MAX, TableEntry } from '../src/media';
+import { Blockref, brefKeyEnd, BrefType, decodeBlockrefArray, emptyBlockref, encodeEntry, entryBref, KEY_MAX, TableEntry } from '../src/media';
 
 function makeStore(indirectBytes: (depth: number) => number) {
-  const blocks = new Map<bigint, Blockref[]>();
+  const blocks = new Map<bigint, TableEntry[]>();
   let next = 1n;
   let writes = 0;
   const ctx: TreeContext = {
@@ -15,7 +15,7 @@ function makeStore(indirectBytes: (depth: number) => number) {
       readBlockrefs(b: Blockref) {
         const tbl = blocks.get(b.dataOff);
         if (!tbl) throw new Error('missing block');
-        return tbl;
+        return tbl.map(entryBref);
       },
     },
     indirectBytes,

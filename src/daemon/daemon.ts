@@ -85,6 +85,7 @@ export class ImageDaemon {
   private pinned = new Map<string, { label: string; tid: bigint; inode: InodeData }>();
   private timer: NodeJS.Timeout | null = null;
   private trimmer: NodeJS.Timeout;
+  private quiet: NodeJS.Timeout | undefined;
   private control: ControlServer | null = null;
   private stopping = false;
   private resolveDone!: (code: number) => void;
@@ -105,7 +106,7 @@ export class ImageDaemon {
     // (when it is due: see trimDue). Between trims, free() keeps what it
     // frees (holdFreedMemory): returned at every free, each burst of work
     // faulted it in again.
-    holdFreedMemory(HOLD_FREED_BYTES);
+    if (!holdFreedMemory(HOLD_FREED_BYTES)) o.log('malloc keeps its default thresholds (no shim, or glibc refused): freed memory goes back at once');
     let last = performance.eventLoopUtilization();
     this.trimmer = setInterval(() => {
       const now = performance.eventLoopUtilization();
@@ -115,9 +116,10 @@ export class ImageDaemon {
       if (busy >= TRIM_IDLE_BELOW) return trimMemory();
       // Idle over the interval: trim if it is still idle a moment later, so
       // that a burst of work that began at the interval's end is not held up.
-      setTimeout(() => {
+      this.quiet = setTimeout(() => {
         if (performance.eventLoopUtilization(performance.eventLoopUtilization(), now).utilization < TRIM_IDLE_BELOW) trimMemory();
-      }, TRIM_QUIET_MS).unref();
+      }, TRIM_QUIET_MS);
+      this.quiet.unref();
     }, TRIM_EVERY_MS);
     this.trimmer.unref();
   }
@@ -295,6 +297,7 @@ export class ImageDaemon {
   private finish(): void {
     if (this.timer) clearInterval(this.timer);
     clearInterval(this.trimmer);
+    clearTimeout(this.quiet);
     this.control?.close();
     this.control = null;
     try {

@@ -47,7 +47,11 @@ export interface InodeData {
   filename: Buffer;
   /** The 512-byte union: blockset or embedded data. */
   u: Buffer;
-  /** Raw 1024 bytes; kept so reserved/unknown fields survive a rewrite. */
+  /**
+   * Raw 1024 bytes; kept so reserved/unknown fields survive a rewrite. Only
+   * a base for encodeInode: the fields above may be views of it (decodeInode)
+   * or of an older copy (after encodeInode), so read them, not these bytes.
+   */
   raw: Buffer;
 }
 
