@@ -173,14 +173,31 @@ function regroup(ctx: TreeContext, entries: TableEntry[], capacity: number, dept
   for (const e of entries) minKb = Math.min(minKb, e.keybits);
   // The parent's range bounds how wide a child may be (it must be narrower).
   const parentBits = hi - lo === KEY_MAX ? 64 : log2Big(hi - lo + 1n);
+  // Each width is tried by counting, not grouping: two neighbours (keys in
+  // order) share a group at width `bits` when neither stands alone and the
+  // highest bit in which their keys differ is below `bits`.
+  const n = entries.length;
+  const diff = new Uint8Array(n);
+  for (let i = 1; i < n; i++) diff[i] = bitLength(entries[i].key ^ entries[i - 1].key);
   let fit = -1;
   let narrowest = -1;
   for (let bits = parentBits - 1; bits > minKb; bits--) {
-    const groups = groupBy(entries, bits);
-    if (groups.length > capacity) break; // narrower splits only make more groups
+    let groups = 0;
+    let size = 0;
+    let largest = 0;
+    for (let i = 0; i < n; i++) {
+      const alone = entries[i].keybits >= bits;
+      if (i > 0 && !alone && size > 0 && diff[i] <= bits) size++;
+      else {
+        groups++;
+        size = alone ? 0 : 1;
+      }
+      if (size > largest) largest = size;
+    }
+    if (groups > capacity) break; // narrower splits only make more groups
     if (ctx.allowedBits && !ctx.allowedBits(bits)) continue;
     narrowest = bits;
-    if (fit < 0 && groups.every((g) => g.members.length <= indCap)) fit = bits;
+    if (fit < 0 && largest <= indCap) fit = bits;
   }
   const bits = fit >= 0 ? fit : narrowest;
   if (bits < 0) throw new MediaError('cannot fit blocktable entries under indirect blocks');
@@ -217,6 +234,12 @@ function groupBy(entries: TableEntry[], bits: number): Group[] {
     else out.push({ prefix: p, members: [e] });
   }
   return out;
+}
+
+/** Bits needed to write x (0 for 0), for x < 2^64. */
+function bitLength(x: bigint): number {
+  const hi = Number(x >> 32n);
+  return hi ? 64 - Math.clz32(hi) : 32 - Math.clz32(Number(x & 0xffffffffn));
 }
 
 function log2Big(n: bigint): number {
