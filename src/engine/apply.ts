@@ -173,12 +173,14 @@ function regroup(ctx: TreeContext, entries: TableEntry[], capacity: number, dept
   for (const e of entries) minKb = Math.min(minKb, e.keybits);
   // The parent's range bounds how wide a child may be (it must be narrower).
   const parentBits = hi - lo === KEY_MAX ? 64 : log2Big(hi - lo + 1n);
-  // Each width is tried by counting, not grouping: two neighbours (keys in
-  // order) share a group at width `bits` when neither stands alone and the
-  // highest bit in which their keys differ is below `bits`.
+  // Neighbours (keys in order) share a group at width `bits` when neither
+  // stands alone (as wide as the width or wider) and their keys agree above
+  // it: the highest bit in which they differ, found once, is below `bits`.
+  // So each width is tried by counting over small integers.
   const n = entries.length;
   const diff = new Uint8Array(n);
   for (let i = 1; i < n; i++) diff[i] = bitLength(entries[i].key ^ entries[i - 1].key);
+  const joins = (i: number, bits: number) => i > 0 && entries[i].keybits < bits && entries[i - 1].keybits < bits && diff[i] <= bits;
   let fit = -1;
   let narrowest = -1;
   for (let bits = parentBits - 1; bits > minKb; bits--) {
@@ -186,11 +188,10 @@ function regroup(ctx: TreeContext, entries: TableEntry[], capacity: number, dept
     let size = 0;
     let largest = 0;
     for (let i = 0; i < n; i++) {
-      const alone = entries[i].keybits >= bits;
-      if (i > 0 && !alone && size > 0 && diff[i] <= bits) size++;
+      if (joins(i, bits)) size++;
       else {
         groups++;
-        size = alone ? 0 : 1;
+        size = 1;
       }
       if (size > largest) largest = size;
     }
@@ -201,37 +202,20 @@ function regroup(ctx: TreeContext, entries: TableEntry[], capacity: number, dept
   }
   const bits = fit >= 0 ? fit : narrowest;
   if (bits < 0) throw new MediaError('cannot fit blocktable entries under indirect blocks');
-  const out: TableEntry[] = [];
-  for (const g of groupBy(entries, bits)) {
-    if (g.members.length === 1) {
-      out.push(g.members[0]);
-      continue;
-    }
-    const key = g.prefix << BigInt(bits);
-    const sub = g.members.length <= indCap ? g.members : regroup(ctx, g.members, indCap, depth + 1, key, key + (1n << BigInt(bits)) - 1n);
-    out.push(ctx.writeIndirect(key, bits, padTable(sub, indCap)));
+  const groups: TableEntry[][] = [];
+  for (let i = 0; i < n; i++) {
+    if (joins(i, bits)) groups[groups.length - 1].push(entries[i]);
+    else groups.push([entries[i]]);
   }
-  return out;
-}
-
-interface Group {
-  prefix: bigint;
-  members: TableEntry[];
-}
-
-/** Entries wider than `bits` stand alone; the rest group by key >> bits (input is sorted). */
-function groupBy(entries: TableEntry[], bits: number): Group[] {
-  const out: Group[] = [];
-  const sh = BigInt(bits);
-  for (const e of entries) {
-    if (e.keybits >= bits) {
-      out.push({ prefix: -1n, members: [e] });
+  const out: TableEntry[] = [];
+  for (const members of groups) {
+    if (members.length === 1) {
+      out.push(members[0]);
       continue;
     }
-    const p = e.key >> sh;
-    const last = out[out.length - 1];
-    if (last && last.prefix === p) last.members.push(e);
-    else out.push({ prefix: p, members: [e] });
+    const key = (members[0].key >> BigInt(bits)) << BigInt(bits);
+    const sub = members.length <= indCap ? members : regroup(ctx, members, indCap, depth + 1, key, key + (1n << BigInt(bits)) - 1n);
+    out.push(ctx.writeIndirect(key, bits, padTable(sub, indCap)));
   }
   return out;
 }

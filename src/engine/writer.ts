@@ -203,36 +203,19 @@ export function rollupStats(parent: Blockref, table: readonly TableEntry[]): voi
   let leaves = 0;
   for (const e of table) {
     if (e.type === BrefType.EMPTY) continue;
-    if (isSlotRef(e)) {
-      // The same sums, read from the entry's bytes.
-      const o = e.off;
-      const radix = e.raw[o + 0x20] & 0x3f;
-      const bytes = radix === 0 ? 0n : 1n << BigInt(radix);
-      if (e.type === BrefType.INDIRECT) {
-        data += bytes + e.raw.readBigUInt64LE(o + 0x30);
-        inodes += e.raw.readBigUInt64LE(o + 0x38);
-        leaves += e.raw.readUInt16LE(o + 6);
-      } else if (e.type === BrefType.INODE) {
-        const self = e.raw[o + 5] & BREF_FLAG_PFSROOT ? 0n : 1n;
-        data += self * bytes + e.raw.readBigUInt64LE(o + 0x30);
-        inodes += self + e.raw.readBigUInt64LE(o + 0x38);
-        leaves += 1;
-      } else {
-        data += bytes;
-        leaves += 1;
-      }
-      continue;
-    }
-    const c = e;
-    const bytes = (c.dataOff & 0x3fn) === 0n ? 0n : 1n << (c.dataOff & 0x3fn);
-    if (c.type === BrefType.INDIRECT) {
-      data += bytes + c.embed.readBigUInt64LE(0);
-      inodes += c.embed.readBigUInt64LE(8);
-      leaves += c.leafCount;
-    } else if (c.type === BrefType.INODE) {
-      const self = c.flags & BREF_FLAG_PFSROOT ? 0n : 1n;
-      data += self * bytes + c.embed.readBigUInt64LE(0);
-      inodes += self + c.embed.readBigUInt64LE(8);
+    // A SlotRef's fields are read from its bytes where it lies.
+    const slot = isSlotRef(e);
+    const radix = slot ? e.raw[e.off + 0x20] & 0x3f : Number(e.dataOff & 0x3fn);
+    const stat = (at: number) => (slot ? e.raw.readBigUInt64LE(e.off + 0x30 + at) : e.embed.readBigUInt64LE(at));
+    const bytes = radix === 0 ? 0n : 1n << BigInt(radix);
+    if (e.type === BrefType.INDIRECT) {
+      data += bytes + stat(0);
+      inodes += stat(8);
+      leaves += slot ? e.raw.readUInt16LE(e.off + 6) : e.leafCount;
+    } else if (e.type === BrefType.INODE) {
+      const self = (slot ? e.raw[e.off + 5] : e.flags) & BREF_FLAG_PFSROOT ? 0n : 1n;
+      data += self * bytes + stat(0);
+      inodes += self + stat(8);
       leaves += 1;
     } else {
       data += bytes;
