@@ -28,21 +28,25 @@ const TRIM_EVERY_MS = 2000;
 const HOLD_FREED_BYTES = 32 << 20;
 /** How long an idle daemon must stay idle before it trims. */
 const TRIM_QUIET_MS = 100;
-/** Below this share of busy time over the last interval, the daemon counts as idle. */
+/** Below this share of busy time over an interval, the daemon counts as idle. */
 const TRIM_IDLE_BELOW = 0.1;
+/** How long the daemon must have been idle before it gives its freed heap back. */
+export const TRIM_IDLE_MS = 30_000;
 /** Above this RSS (7/8 of the 256 MiB the daemon is to stay under), the heap is trimmed busy or not. */
 const TRIM_RSS_ABOVE = 224 << 20;
 
 /**
- * Whether to give the freed heap back now. malloc_trim walks the whole heap
- * and holds the event loop for 20–150 ms (a seventh of a busy mirroring
- * pass's profile), and the pages it gives back are faulted in again by the
- * next burst of allocations: so trim when the last interval was mostly
- * idle, or when RSS is high enough that the memory matters more than the
- * time.
+ * Whether to give the freed heap back now, after `idleFor` ms without work
+ * (0: the last interval was busy) and a trim already made in this idle
+ * spell or not. malloc_trim walks the whole heap and holds the event loop
+ * for 20–150 ms, and every page it gives back costs a fault (~11 us here)
+ * when the next burst of work takes it again: so trim once a spell of work
+ * is well over (bursts a few seconds apart, such as the passes of a
+ * mirror-stream, keep their pages), or whenever RSS is high enough that the
+ * memory matters more than the time.
  */
-export function trimDue(busy: number, rss: number): boolean {
-  return busy < TRIM_IDLE_BELOW || rss > TRIM_RSS_ABOVE;
+export function trimDue(idleFor: number, trimmed: boolean, rss: number): boolean {
+  return rss > TRIM_RSS_ABOVE || (idleFor >= TRIM_IDLE_MS && !trimmed);
 }
 
 /** How long mirror-write waits for the command's end of its FIFO to open (it opens within moments; tests shorten it). */
@@ -108,16 +112,25 @@ export class ImageDaemon {
     // faulted it in again.
     if (!holdFreedMemory(HOLD_FREED_BYTES)) o.log('malloc keeps its default thresholds (no shim, or glibc refused): freed memory goes back at once');
     let last = performance.eventLoopUtilization();
+    let idleSince = Date.now();
+    let trimmed = false;
     this.trimmer = setInterval(() => {
       const now = performance.eventLoopUtilization();
       const busy = performance.eventLoopUtilization(now, last).utilization;
       last = now;
-      if (!trimDue(busy, process.memoryUsage.rss())) return;
+      if (busy >= TRIM_IDLE_BELOW) {
+        idleSince = Date.now();
+        trimmed = false;
+      }
+      const idleFor = busy >= TRIM_IDLE_BELOW ? 0 : Date.now() - idleSince;
+      if (!trimDue(idleFor, trimmed, process.memoryUsage.rss())) return;
       if (busy >= TRIM_IDLE_BELOW) return trimMemory();
-      // Idle over the interval: trim if it is still idle a moment later, so
-      // that a burst of work that began at the interval's end is not held up.
+      // Idle: trim if it is still idle a moment later, so that a burst of
+      // work that began at the interval's end is not held up.
       this.quiet = setTimeout(() => {
-        if (performance.eventLoopUtilization(performance.eventLoopUtilization(), now).utilization < TRIM_IDLE_BELOW) trimMemory();
+        if (performance.eventLoopUtilization(performance.eventLoopUtilization(), now).utilization >= TRIM_IDLE_BELOW) return;
+        trimMemory();
+        trimmed = true;
       }, TRIM_QUIET_MS);
       this.quiet.unref();
     }, TRIM_EVERY_MS);
