@@ -5,3 +5,5 @@ export * from './paths';
 export { ControlServer, socketAlive } from './server';
 export type { ControlOp, OpContext, Peer, ControlServerOptions } from './server';
 export { ControlClient } from './client';
+export { openPeerPipe, ownPipe, pipeRefused } from './pipe';
+export type { PipeSpec } from './pipe';

@@ -18,6 +18,8 @@ export interface OpContext {
   peer: Peer;
   /** Report progress of a long operation to the requester. */
   progress(p: Progress): void;
+  /** Aborted when the requester's connection closes (it exited, or was killed). */
+  gone: AbortSignal;
 }
 
 export interface ControlOp {
@@ -83,7 +85,11 @@ export class ControlServer {
 
   private serve(sock: net.Socket, ops: Record<string, ControlOp>, o: ControlServerOptions): void {
     this.conns.add(sock);
-    sock.on('close', () => this.conns.delete(sock));
+    const gone = new AbortController();
+    sock.on('close', () => {
+      this.conns.delete(sock);
+      gone.abort();
+    });
     sock.on('error', () => sock.destroy());
     const peer = peerOf(sock);
     const send = (m: Message) => {
@@ -109,11 +115,13 @@ export class ControlServer {
           }
           o.log(`control: ${req.op} from pid ${peer.pid} (uid ${peer.uid})`);
         }
-        const ctx: OpContext = { peer: peer ?? { pid: 0, uid: -1, gid: -1 }, progress: (p) => send({ id: req.id, progress: p }) };
+        const ctx: OpContext = { peer: peer ?? { pid: 0, uid: -1, gid: -1 }, progress: (p) => send({ id: req.id, progress: p }), gone: gone.signal };
         const result = await op.run(req.args ?? {}, ctx);
         send({ id: req.id, ok: true, result: result ?? null });
       } catch (e) {
         const ce = asControlError(e);
+        // A change refused or failed is worth a line (the requester may be gone and never show it).
+        if (op?.changes) o.log(`control: ${req.op} failed: ${ce.code}: ${ce.message}`);
         send({ id: req.id, ok: false, error: { code: ce.code, message: ce.message } });
       }
     };

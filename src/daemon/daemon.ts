@@ -13,7 +13,7 @@ import { AdminHost, adminOps, MountedPfs } from '../admin';
 import { PfsCluster } from '../cluster';
 import { syncedTid } from '../sync';
 import { BLOCKREF_BYTES, Blockref, encodeBlockref, encodeInode, InodeData, PfsType } from '../media';
-import { ControlOp, ControlServer, runtimeDir, socketName } from '../control';
+import { ControlOp, ControlServer, openPeerPipe, runtimeDir, socketName } from '../control';
 import { FsError, MediaError } from '../engine';
 import { Hammer2Fs, Pfs } from '../fs';
 import { FuseSession } from '../fuse/lowlevel';
@@ -451,7 +451,9 @@ export class ImageDaemon {
           if (!/^\d+$/.test(sinceArg)) throw new FsError('EINVAL', `bad transaction id "${sinceArg}"`);
           const bandwidth = Number(args.bandwidth ?? 0);
           if (!Number.isFinite(bandwidth) || bandwidth < 0) throw new FsError('EINVAL', `bad bandwidth "${String(args.bandwidth)}"`);
-          const fifo = fifoArg(args, 'mirror-read');
+          // The command's own pipe (see control/pipe.ts), else a FIFO it made and relays from.
+          const direct = args.pipe !== undefined;
+          const fifo = direct ? '' : fifoArg(args, 'mirror-read');
           // A state the caller pinned before (mirror-pin: mirror-stream keeps it
           // as a snapshot afterwards), or the committed state now, pinned for the walk.
           let state: { label: string; tid: bigint; inode: InodeData };
@@ -476,7 +478,7 @@ export class ImageDaemon {
           try {
             let fd: number;
             try {
-              fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
+              fd = direct ? openPeerPipe(ctx.peer, args.pipe, 'write') : fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
             } catch (err) {
               if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new FsError('EPIPE', 'the command reading the stream went away');
               throw err;
@@ -492,29 +494,38 @@ export class ImageDaemon {
               throw err;
             }
             ctx.progress({ what: 'streaming', done: 0, total: 0 });
+            // Into the command's pipe, the stream would go on without the command
+            // (the reader at the other end holds the pipe): stop when it is gone,
+            // as a relaying command stops it by going away.
+            const stop = () => to.destroy(new FsError('EPIPE', 'the command went away'));
+            if (direct) ctx.gone.addEventListener('abort', stop, { once: true });
             try {
               await pumpSliced(s.batches, to, { bandwidth });
             } catch (err) {
               to.destroy();
               throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
+            } finally {
+              ctx.gone.removeEventListener('abort', stop);
             }
           } finally {
             this.fs.pins.delete(id);
           }
-          this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records, ${(s.stats.bytes / 1048576).toFixed(1)} MiB in ${Date.now() - t0} ms`);
-          return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead };
+          this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records, ${(s.stats.bytes / 1048576).toFixed(1)} MiB in ${Date.now() - t0} ms${direct ? " (into the command's pipe)" : ''}`);
+          return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead, direct };
         },
       },
       // mirror-write into a PFS of this image (a mounted slave): the stream
       // comes through a FIFO the command opened, and is applied as one commit.
       'mirror-write': {
         changes: true,
-        run: async (args) => {
+        run: async (args, ctx) => {
           const t0 = Date.now();
           const label = String(args.label ?? '');
           if (!this.fs.writable) throw new FsError('EROFS', `${this.o.devices} is open read-only by this daemon`);
-          // The stream arrives through a FIFO the command opened before asking.
-          const fifo = fifoArg(args, 'mirror-write');
+          // The stream arrives through the command's own pipe (see
+          // control/pipe.ts), or through a FIFO the command opened before asking.
+          const direct = args.pipe !== undefined;
+          const fifo = direct ? `descriptor ${String((args.pipe as { fd?: unknown })?.fd)} of the command` : fifoArg(args, 'mirror-write');
           // Take the whole stream in first, without blocking this daemon while
           // it arrives (the master may be served by this very daemon), into a
           // file beside the image; then apply it as one commit. Opened
@@ -523,11 +534,12 @@ export class ImageDaemon {
           // (Beside an image file; for a block device, in the temporary directory, not /dev.)
           const first = this.o.devices.split(':')[0];
           const spool = path.join(fs.statSync(first).isFile() ? path.dirname(first) : os.tmpdir(), `.h2mirror-${process.pid}-${Date.now()}`);
-          const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+          const fd = direct ? openPeerPipe(ctx.peer, args.pipe, 'read') : fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
           nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
           // While it arrives, what applying it will read of the slave is read
           // (between other requests): the commit then runs from memory.
           const ahead = mirrorWriteAhead(this.fs, label);
+          let gone = () => {};
           await new Promise<void>((res, rej) => {
             const from = new net.Socket({ fd, readable: true, writable: false });
             const to = fs.createWriteStream(spool, { mode: 0o600 });
@@ -535,8 +547,9 @@ export class ImageDaemon {
             // first, the kernel never signals the end of a FIFO that no writer
             // ever opened: look for a writer ourselves until the first bytes
             // come (a read finds EAGAIN while one is there, 0 while none is),
-            // and give up after WRITER_MS without one.
-            let got = false;
+            // and give up after WRITER_MS without one. (A pipe's writer was
+            // there before us, and its end is the end of the stream.)
+            let got = direct;
             let since = Date.now();
             const probe = Buffer.alloc(65536);
             const watch = setInterval(() => {
@@ -560,6 +573,10 @@ export class ImageDaemon {
                 from.destroy(new FsError('EPIPE', `no stream came through ${fifo} within ${WRITER_MS / 1000} s (the command sending it went away)`));
               }
             }, 250);
+            // From the command's pipe, the stream would go on without the
+            // command: a command that went away takes its stream with it.
+            gone = () => from.destroy(new FsError('EPIPE', 'the command sending the stream went away'));
+            if (direct) ctx.gone.addEventListener('abort', gone, { once: true });
             from.once('data', () => (got = true));
             from.on('data', (c: Buffer) => ahead.push(c));
             from.on('error', (e) => {
@@ -573,11 +590,13 @@ export class ImageDaemon {
               res();
             });
             from.pipe(to);
-          }).catch((e) => {
-            ahead.stop();
-            fs.rmSync(spool, { force: true });
-            throw e;
-          });
+          })
+            .catch((e) => {
+              ahead.stop();
+              fs.rmSync(spool, { force: true });
+              throw e;
+            })
+            .finally(() => ctx.gone.removeEventListener('abort', gone));
           const t1 = Date.now();
           let r: WriteResult;
           // The read-ahead kept the stream parsed: applied from there; else from the spool.
@@ -595,8 +614,8 @@ export class ImageDaemon {
             m.session.invalidate(1n);
             for (const ino of r.stats.changed) m.session.invalidate(ino);
           }
-          this.o.log(`mirror-write into ${label}: transaction ${r.from} -> ${r.header.to}, ${r.stats.inodes} inodes; stream ${t1 - t0} ms, apply and commit ${Date.now() - t1} ms`);
-          return { label, from: r.from.toString(), to: r.header.to.toString(), inodes: r.stats.inodes, leaves: r.stats.leaves, deleted: r.stats.deleted };
+          this.o.log(`mirror-write into ${label}: transaction ${r.from} -> ${r.header.to}, ${r.stats.inodes} inodes; stream ${t1 - t0} ms${direct ? " (from the command's pipe)" : ''}, apply and commit ${Date.now() - t1} ms`);
+          return { label, from: r.from.toString(), to: r.header.to.toString(), inodes: r.stats.inodes, leaves: r.stats.leaves, deleted: r.stats.deleted, direct };
         },
       },
       'pfs-tid': {

@@ -13,6 +13,7 @@ import type { Hammer2Fs } from '../../fs';
 import { BrefType, PfsType } from '../../media/constants';
 import type { InodeData } from '../../media';
 import type { ControlError } from '../../control/protocol';
+import { ownPipe, pipeRefused } from '../../control/pipe';
 import { hammer2MountOf } from '../../daemon/options';
 import { errnoName, nativeShim } from '../../store/native';
 import { parseDeviceSpec } from '../spec';
@@ -149,6 +150,8 @@ interface DaemonRead {
   records: number;
   bytes: number;
   blocksRead: number;
+  /** Written into the command's own pipe (absent from older daemons). */
+  direct?: boolean;
 }
 
 /**
@@ -222,8 +225,20 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promi
     if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
     // A pipe to the next command holds 1 MiB, not 64 KiB: fewer wakeups on both sides (not a pipe: no-op).
     nativeShim()?.pipeSize?.(1, 1 << 20);
-    const r = await daemonStream(t, { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 }, (c) => writeAll(1, c));
-    if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes\n`);
+    const args = { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 };
+    // Standard output a pipe: the daemon writes into it itself (control/pipe.ts), else we relay.
+    const pipe = ownPipe(1);
+    let r: DaemonRead | null = null;
+    if (pipe) {
+      try {
+        r = await t.request<DaemonRead>('mirror-read', { ...args, pipe });
+      } catch (e) {
+        if ((e as ControlError).code === 'EOPNOTSUPP') throw e;
+        if (!pipeRefused(e)) throw new DirectiveError(`mirror-read of ${t.label}: ${(e as Error).message}`);
+      }
+    }
+    r ??= await daemonStream(t, args, (c) => writeAll(1, c));
+    if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes${r.direct ? ', written by the daemon into the pipe' : ''}\n`);
     return 0;
   } catch (e) {
     if ((e as ControlError).code !== 'EOPNOTSUPP') throw e;
@@ -702,32 +717,46 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
   });
 }
 
-/** mirror-write into a PFS a daemon holds: standard input is fed to it until it answers. */
+/** Copy standard input into the daemon's FIFO `fd` until it ends or the daemon has answered. */
+async function relayStdin(fd: number, answered: AbortSignal): Promise<void> {
+  const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
+  // The daemon has read what it will once it answers: stop feeding it, even if standard input goes on.
+  answered.addEventListener('abort', () => inp.destroy());
+  const done = () => answered.aborted;
+  try {
+    for await (const chunk of inp as AsyncIterable<Buffer>) {
+      let at = 0;
+      while (at < chunk.length && !done()) {
+        try {
+          at += fs.writeSync(fd, chunk, at, chunk.length - at);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+          await new Promise((res) => setTimeout(res, 2));
+        }
+      }
+      if (done()) break;
+    }
+  } finally {
+    inp.destroy();
+  }
+}
+
+/** mirror-write into a PFS a daemon holds: it reads standard input (a pipe), or we feed it standard input until it answers. */
 async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
   try {
     nativeShim()?.pipeSize?.(0, 1 << 20); // as readMounted does for its standard output
-    const r = await streamToDaemon(t, label, async (fd, answered) => {
-      const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
-      // The daemon has read what it will once it answers: stop feeding it, even if standard input goes on.
-      answered.addEventListener('abort', () => inp.destroy());
-      const done = () => answered.aborted;
+    // Standard input a pipe: the daemon reads it itself (control/pipe.ts), else we relay.
+    const pipe = ownPipe(0);
+    let direct: DaemonWrite | null = null;
+    if (pipe) {
       try {
-        for await (const chunk of inp as AsyncIterable<Buffer>) {
-          let at = 0;
-          while (at < chunk.length && !done()) {
-            try {
-              at += fs.writeSync(fd, chunk, at, chunk.length - at);
-            } catch (e) {
-              if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-              await new Promise((res) => setTimeout(res, 2));
-            }
-          }
-          if (done()) break;
-        }
-      } finally {
-        inp.destroy();
+        direct = await t.request<DaemonWrite>('mirror-write', { label, pipe });
+      } catch (e) {
+        if (!pipeRefused(e)) throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
       }
-    });
+    }
+    const r = direct ?? (await streamToDaemon(t, label, relayStdin));
+    if (ctx.verbose > 0 && direct) ctx.io.err(`mirror-write: ${label}: the daemon read the stream from the pipe\n`);
     ctx.io.out(`${label}: transaction ${r.from} -> ${r.to}: ${r.inodes} inodes, ${r.leaves} blocks and entries written, ${r.deleted} removed\n`);
     return 0;
   } finally {

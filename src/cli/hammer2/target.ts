@@ -59,7 +59,7 @@ class ImageTarget implements Target {
     const o = this.ops[op];
     if (!o) throw new ControlError('EOPNOTSUPP', `unknown request "${op}"`);
     try {
-      return (await o.run(args, { peer: { pid: process.pid, uid: process.getuid?.() ?? 0, gid: 0 }, progress: progress ?? (() => {}) })) as T;
+      return (await o.run(args, { peer: { pid: process.pid, uid: process.getuid?.() ?? 0, gid: 0 }, progress: progress ?? (() => {}), gone: new AbortController().signal })) as T;
     } catch (e) {
       throw asControlError(e); // as a daemon would answer
     }
