@@ -439,9 +439,10 @@ export class ImageDaemon {
       },
       // mirror-read of a mounted master: this daemon commits what is pending,
       // pins that state and walks it itself, from its caches, in slices
-      // between its other requests, into a FIFO the command holds open for
-      // reading (it relays the stream to its standard output). A progress
-      // message says the FIFO is open for writing.
+      // between its other requests, into the command's standard output (a
+      // pipe, opened here: control/pipe.ts) or into a FIFO the command holds
+      // open for reading and relays. A progress message says the FIFO is
+      // open for writing.
       'mirror-read': {
         changes: true,
         run: async (args, ctx) => {
@@ -515,7 +516,8 @@ export class ImageDaemon {
         },
       },
       // mirror-write into a PFS of this image (a mounted slave): the stream
-      // comes through a FIFO the command opened, and is applied as one commit.
+      // comes from the command's standard input (a pipe, opened here) or
+      // through a FIFO the command feeds, and is applied as one commit.
       'mirror-write': {
         changes: true,
         run: async (args, ctx) => {
