@@ -92,10 +92,17 @@ t.test('mounted master to mounted slave: daemon to daemon through the pipe, or r
   // (The sleeps too: each pipeline is a process group of its own.)
   for (const p of [killed, reader]) process.kill(-p.pid!, 'SIGKILL');
 
-  // And it still takes the next pass.
+  // And it still takes the next pass, here with the master named as IMAGE@LABEL (its daemon streams it).
   fs.writeFileSync(path.join(mnt, 'f6'), 'last');
-  x = sh(`${h2} mirror-read ${mnt} ${await tid()} | ${h2} mirror-write ${smnt}`);
+  x = sh(`${h2} -v mirror-read ${A.img}@DATA ${await tid()} | ${h2} mirror-write ${smnt}`);
   t.equal(x.status, 0, `a last pass: ${x.stderr}`);
+  t.match(x.stderr, /written by the daemon into the pipe/, 'the master as IMAGE@LABEL, through its daemon');
+  t.equal(fs.readFileSync(path.join(smnt, 'f6'), 'utf8'), 'last');
+  // A directory that is no mount: said plainly, without the usage text.
+  x = sh(`${h2} mirror-read ${mnt} | ${h2} mirror-write ${B.dir}`);
+  t.not(x.status, 0, 'a plain directory refused');
+  t.match(x.stderr, /is not a mounted HAMMER2 PFS/, 'saying why');
+  t.notMatch(x.stderr, /pfs-list/, 'without the usage text');
   await sm.unmount();
   await m.unmount();
   await slaveHoldsMaster(t, A.img, B.img, 'M', 'after passes through the pipe and relayed');

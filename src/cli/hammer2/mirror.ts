@@ -96,6 +96,7 @@ function imageSpec(spec: string, what: string): { devices: string; label: string
     if (fs.existsSync(spec) && hammer2MountOf(path.resolve(spec))) {
       throw new DirectiveError(`${spec}: ${what} takes unmounted images (IMAGE@LABEL); mirror-read reads a mounted master and mirror-write writes into a mounted slave`);
     }
+    if (fs.existsSync(spec)) throw new DirectiveError(`${spec} is not a mounted HAMMER2 PFS: name a mountpoint, or an unmounted PFS as IMAGE@LABEL`);
     throw new UsageError(`${what}: name the PFS as IMAGE@LABEL`);
   }
   const { devices, label } = parseDeviceSpec(spec);
@@ -222,7 +223,8 @@ async function daemonStream(t: Target, args: Record<string, unknown>, sink: (chu
 async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
   const t = await openTarget(where, { write: true });
   try {
-    if (!t.mountpoint || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
+    // (A mountpoint, or IMAGE@LABEL of an image a daemon holds.)
+    if (!t.viaDaemon || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
     // A pipe to the next command holds 1 MiB, not 64 KiB: fewer wakeups on both sides (not a pipe: no-op).
     nativeShim()?.pipeSize?.(1, 1 << 20);
     const args = { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 };
@@ -799,6 +801,12 @@ export const directives: Record<string, Directive> = {
     if (args.length < 1 || args.length > 2) throw new UsageError('mirror-read: expected MASTER [SINCE_TID]');
     const since = tidArg(args[1]);
     if (!args[0].includes('@') && fs.existsSync(args[0]) && hammer2MountOf(path.resolve(args[0]))) return readMounted(ctx, args[0], since);
+    // IMAGE@LABEL of an image a daemon holds (mounted, maybe as another PFS): that daemon streams it.
+    const held = args[0].includes('@') ? await daemonFor(args[0]) : null;
+    if (held) {
+      await held.t.close();
+      return readMounted(ctx, args[0], since);
+    }
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
     try {

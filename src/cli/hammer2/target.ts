@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { adminOps } from '../../admin';
 import { ControlClient } from '../../control/client';
-import { allSockets, findSockets } from '../../control/paths';
+import { allSockets, findSockets, runtimeDir } from '../../control/paths';
 import { asControlError, ControlError, Progress } from '../../control/protocol';
 import { hammer2MountOf, mountTable } from '../../daemon/options';
 import type { Hammer2Fs } from '../../fs';
@@ -120,7 +120,7 @@ async function mountedTarget(p: string): Promise<Target | null> {
   }
   if (!client) {
     throw new DirectiveError(
-      `${m.point}: the daemon serving this mount does not answer on its control socket (was it killed? \`fusermount3 -u ${m.point}\` clears the mount)`,
+      `${m.point}: the daemon serving this mount does not answer on a control socket in ${runtimeDir()} (started with another HAMMER2_RUNDIR? if it was killed, \`fusermount3 -u ${m.point}\` clears the mount)`,
     );
   }
   return new DaemonTarget(client, m.point, spec.label, m.point);
