@@ -216,12 +216,14 @@ async function daemonStream(t: Target, args: Record<string, unknown>, sink: (chu
 }
 
 /**
- * mirror-read of a mounted master: its daemon commits what is pending, pins
- * that state and streams it (daemonStream); this process relays the stream
- * to its standard output and loads no filesystem code.
+ * mirror-read of a mounted master (`where`, or the target `opened` for it
+ * already): its daemon commits what is pending, pins that state and streams
+ * it into our standard output when that is a pipe, else through a FIFO
+ * that this process relays (daemonStream); either way this process loads
+ * no filesystem code.
  */
-async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint): Promise<number> {
-  const t = await openTarget(where, { write: true });
+async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint, opened?: Target): Promise<number> {
+  const t = opened ?? (await openTarget(where, { write: true }));
   try {
     // (A mountpoint, or IMAGE@LABEL of an image a daemon holds.)
     if (!t.viaDaemon || !t.label) throw new DirectiveError(`${where}: not a mounted HAMMER2 PFS`);
@@ -803,10 +805,7 @@ export const directives: Record<string, Directive> = {
     if (!args[0].includes('@') && fs.existsSync(args[0]) && hammer2MountOf(path.resolve(args[0]))) return readMounted(ctx, args[0], since);
     // IMAGE@LABEL of an image a daemon holds (mounted, maybe as another PFS): that daemon streams it.
     const held = args[0].includes('@') ? await daemonFor(args[0]) : null;
-    if (held) {
-      await held.t.close();
-      return readMounted(ctx, args[0], since);
-    }
+    if (held) return readMounted(ctx, args[0], since, held.t);
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
     try {
