@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { ControlClient, findSockets, pipeRefused } from '../src/control';
+import { ControlClient, findSockets, openPeerPipe, ownPipe, pipeRefused } from '../src/control';
 import { H2_BIN, runH2 } from './lib/cli';
 import { fuseUnavailable } from './lib/env';
 import { mount } from './lib/mount';
@@ -18,7 +18,15 @@ const sh = (cmd: string, env: NodeJS.ProcessEnv = {}) =>
   spawnSync('bash', ['-o', 'pipefail', '-c', cmd], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, NODE_OPTIONS: '', ...env } });
 
 t.test('what makes a command relay the stream itself', async (t) => {
-  t.ok(pipeRefused({ code: 'EBADF', message: 'x' }), 'a refused pipe');
+  let refusal: unknown = null;
+  try {
+    openPeerPipe({ pid: process.pid, uid: (process.geteuid?.() ?? 0) + 1, gid: 0 }, { fd: 0, dev: '1', ino: '1' }, 'read');
+  } catch (e) {
+    refusal = e;
+  }
+  t.match(refusal, { code: 'EBADF', message: /not this daemon's user/ }, "a command of another user: the daemon opens nothing of it");
+  t.ok(pipeRefused(refusal), 'and the command relays');
+  t.notOk(pipeRefused({ code: 'EBADF', message: 'x' }), 'an EBADF from elsewhere is an answer');
   t.ok(pipeRefused({ code: 'EINVAL', message: 'mirror-write needs the absolute path of a FIFO' }), 'a daemon that only knows FIFOs');
   t.notOk(pipeRefused({ code: 'EINVAL', message: 'not a HAMMER2 mirror stream' }), 'a bad stream is an answer, not a refusal');
   t.notOk(pipeRefused({ code: 'EROFS', message: 'x' }), 'nor is a read-only image');
@@ -67,7 +75,15 @@ t.test('mounted master to mounted slave: daemon to daemon through the pipe, or r
   // The daemon opens only the pipe the command described, and says EBADF otherwise.
   const c = await ControlClient.connect(findSockets(B.img)[0]);
   t.teardown(() => c.close());
-  await t.rejects(c.request('mirror-write', { label: 'M', pipe: { fd: 0, dev: '1', ino: '1' } }), { code: 'EBADF' }, 'not the pipe described');
+  // (A named FIFO of this process, opened read-write so that it opens at once.)
+  const fifo = path.join(B.dir, 'named.fifo');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const ffd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  t.teardown(() => fs.closeSync(ffd));
+  const fst = fs.fstatSync(ffd, { bigint: true });
+  await t.rejects(c.request('mirror-write', { label: 'M', pipe: { fd: ffd, dev: String(fst.dev), ino: String(fst.ino + 1n) } }), { code: 'EBADF', message: /not the pipe the command described/ }, 'not the pipe described');
+  await t.rejects(c.request('mirror-write', { label: 'M', pipe: { fd: ffd, dev: String(fst.dev), ino: String(fst.ino) } }), { code: 'EBADF', message: /not the pipe the command described/ }, 'a named FIFO is not opened (the command relays it)');
+  t.equal(ownPipe(ffd), null, 'nor offered');
   await t.rejects(c.request('mirror-write', { label: 'M', pipe: { fd: 'x' } }), { code: 'EBADF' }, 'a malformed description');
   await t.rejects(c.request('mirror-write', { label: 'M', pipe: { fd: 987, dev: '1', ino: '1' } }), { code: 'EBADF' }, 'a descriptor the command does not have');
 
@@ -78,19 +94,20 @@ t.test('mounted master to mounted slave: daemon to daemon through the pipe, or r
   };
   const before = sm.log().length;
   const killed = spawn('bash', ['-c', `sleep 60 | exec ${h2} mirror-write ${smnt}`], { stdio: 'ignore', detached: true, env: { ...process.env, NODE_OPTIONS: '' } });
+  // (Each pipeline is a process group of its own: the sleeps go with it, even if a check below throws.)
+  t.teardown(() => void spawnSync('kill', ['-KILL', `-${killed.pid}`]));
   t.ok(await waitFor(() => /mirror-write from pid/.test(sm.log().slice(before))), 'a mirror-write waits on a pipe nobody writes');
-  spawnSync('pkill', ['-KILL', '-f', `mirror-write ${smnt}`]);
+  spawnSync('pkill', ['-KILL', '-g', String(killed.pid), '-f', 'mirror-write']);
   t.ok(await waitFor(() => /the command sending the stream went away/.test(sm.log().slice(before))), "its daemon gives up when it is killed (not when sleep's pipe ends)");
   fs.writeFileSync(path.join(mnt, 'big'), randomBytes(3 << 20)); // more than the pipe holds
   const reader = spawn('bash', ['-c', `exec ${h2} mirror-read ${mnt} ${await tid()} | sleep 60`], { stdio: 'ignore', detached: true, env: { ...process.env, NODE_OPTIONS: '' } });
+  t.teardown(() => void spawnSync('kill', ['-KILL', `-${reader.pid}`]));
   const mbefore = m.log().length;
   t.ok(await waitFor(() => /mirror-read from pid/.test(m.log().slice(mbefore))), 'a mirror-read writes into a pipe nobody reads');
   await new Promise((r) => setTimeout(r, 500));
-  spawnSync('pkill', ['-KILL', '-f', `mirror-read ${mnt}`]);
+  spawnSync('pkill', ['-KILL', '-g', String(reader.pid), '-f', 'mirror-read']);
   t.ok(await waitFor(() => /mirror-read failed: EPIPE: the command went away/.test(m.log().slice(mbefore))), 'its daemon stops when it is killed');
   t.notMatch(m.log().slice(mbefore), /mirror-read of DATA/, 'without finishing the stream');
-  // (The sleeps too: each pipeline is a process group of its own.)
-  for (const p of [killed, reader]) process.kill(-p.pid!, 'SIGKILL');
 
   // And it still takes the next pass, here with the master named as IMAGE@LABEL (its daemon streams it).
   fs.writeFileSync(path.join(mnt, 'f6'), 'last');

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { nativeShim } from '../store/native';
+import { pipeRefused } from './pipe';
 import { asControlError, ControlError, lineReader, Message, Progress, Request } from './protocol';
 
 export interface Peer {
@@ -106,6 +107,7 @@ export class ControlServer {
         return;
       }
       const op = Object.prototype.hasOwnProperty.call(ops, req.op) ? ops[req.op] : undefined;
+      let admitted = false;
       try {
         if (!op) throw new ControlError('EOPNOTSUPP', `unknown request "${req.op}"`);
         if (op.changes) {
@@ -114,14 +116,16 @@ export class ControlServer {
             throw new ControlError('EPERM', `uid ${peer.uid} may not change this filesystem (only root or uid ${o.owner})`);
           }
           o.log(`control: ${req.op} from pid ${peer.pid} (uid ${peer.uid})`);
+          admitted = true;
         }
         const ctx: OpContext = { peer: peer ?? { pid: 0, uid: -1, gid: -1 }, progress: (p) => send({ id: req.id, progress: p }), gone: gone.signal };
         const result = await op.run(req.args ?? {}, ctx);
         send({ id: req.id, ok: true, result: result ?? null });
       } catch (e) {
         const ce = asControlError(e);
-        // A change refused or failed is worth a line (the requester may be gone and never show it).
-        if (op?.changes) o.log(`control: ${req.op} failed: ${ce.code}: ${ce.message}`);
+        // A change that failed is worth a line (the requester may be gone and never show it); not
+        // a refused asker (anyone may ask), nor a pipe the command will relay instead.
+        if (admitted && !pipeRefused(ce)) o.log(`control: ${req.op} failed: ${ce.code}: ${ce.message}`);
         send({ id: req.id, ok: false, error: { code: ce.code, message: ce.message } });
       }
     };

@@ -131,6 +131,8 @@ export class ImageDaemon {
         if (performance.eventLoopUtilization(performance.eventLoopUtilization(), now).utilization >= TRIM_IDLE_BELOW) return;
         trimMemory();
         trimmed = true;
+        // (The trim's own time is not work: it must not end the idle spell.)
+        last = performance.eventLoopUtilization();
       }, TRIM_QUIET_MS);
       this.quiet.unref();
     }, TRIM_EVERY_MS);
@@ -455,61 +457,78 @@ export class ImageDaemon {
           // The command's own pipe (see control/pipe.ts), else a FIFO it made and relays from.
           const direct = args.pipe !== undefined;
           const fifo = direct ? '' : fifoArg(args, 'mirror-read');
-          // A state the caller pinned before (mirror-pin: mirror-stream keeps it
-          // as a snapshot afterwards), or the committed state now, pinned for the walk.
+          // The pipe is opened first: a refusal then costs no commit.
+          let early = direct ? openPeerPipe(ctx.peer, args.pipe, 'write') : -1;
           let state: { label: string; tid: bigint; inode: InodeData };
-          let pin: Blockref;
-          if (args.pin !== undefined) {
-            const p = this.pinned.get(String(args.pin));
-            const held = this.fs.pins.get(String(args.pin));
-            if (!p || !held) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
-            state = p;
-            // Pinned for the walk as well: the caller's lease may run out during a long (throttled) one.
-            pin = held;
-          } else {
-            const e = await committed(label);
-            if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
-            state = { label, tid: e.bref.modifyTid, inode: e.inode };
-            pin = e.bref;
-          }
-          const s = mirrorReadBatches(this.fs.dev.reader, state.inode, state.tid, state.label, BigInt(sinceArg));
-          // Pinned while it is walked: bulkfree, run between the slices, keeps it.
-          const id = `${process.hrtime.bigint()}`;
-          this.fs.pins.set(id, pin);
+          let s: ReturnType<typeof mirrorReadBatches>;
           try {
-            let fd: number;
-            try {
-              fd = direct ? openPeerPipe(ctx.peer, args.pipe, 'write') : fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
-            } catch (err) {
-              if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new FsError('EPIPE', 'the command reading the stream went away');
-              throw err;
+            // A state the caller pinned before (mirror-pin: mirror-stream keeps it
+            // as a snapshot afterwards), or the committed state now, pinned for the walk.
+            let pin: Blockref;
+            if (args.pin !== undefined) {
+              const p = this.pinned.get(String(args.pin));
+              const held = this.fs.pins.get(String(args.pin));
+              if (!p || !held) throw new FsError('ENOENT', 'that pinned state was let go (its lease ran out?)');
+              state = p;
+              // Pinned for the walk as well: the caller's lease may run out during a long (throttled) one.
+              pin = held;
+            } else {
+              const e = await committed(label);
+              if (e.inode.meta.pfsType === PfsType.SUPROOT) throw new FsError('EINVAL', 'the super-root cannot be mirrored');
+              state = { label, tid: e.bref.modifyTid, inode: e.inode };
+              pin = e.bref;
             }
-            let to: net.Socket;
+            s = mirrorReadBatches(this.fs.dev.reader, state.inode, state.tid, state.label, BigInt(sinceArg));
+            // Pinned while it is walked: bulkfree, run between the slices, keeps it.
+            const id = `${process.hrtime.bigint()}`;
+            this.fs.pins.set(id, pin);
             try {
-              // What was opened, not only the path checked before, must be a FIFO.
-              if (!fs.fstatSync(fd).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
-              nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
-              to = new net.Socket({ fd, readable: false, writable: true });
-            } catch (err) {
-              fs.closeSync(fd);
-              throw err;
-            }
-            ctx.progress({ what: 'streaming', done: 0, total: 0 });
-            // Into the command's pipe, the stream would go on without the command
-            // (the reader at the other end holds the pipe): stop when it is gone,
-            // as a relaying command stops it by going away.
-            const stop = () => to.destroy(new FsError('EPIPE', 'the command went away'));
-            if (direct) ctx.gone.addEventListener('abort', stop, { once: true });
-            try {
-              await pumpSliced(s.batches, to, { bandwidth });
-            } catch (err) {
-              to.destroy();
-              throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
+              let fd: number;
+              if (direct) {
+                fd = early;
+                early = -1;
+              } else {
+                try {
+                  fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
+                } catch (err) {
+                  if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new FsError('EPIPE', 'the command reading the stream went away');
+                  throw err;
+                }
+              }
+              let to: net.Socket;
+              try {
+                // What was opened, not only the path checked before, must be a FIFO (openPeerPipe checked its own).
+                if (!direct && !fs.fstatSync(fd).isFIFO()) throw new FsError('EINVAL', `${fifo} is not a FIFO`);
+                nativeShim()?.pipeSize?.(fd, FIFO_BYTES);
+                to = new net.Socket({ fd, readable: false, writable: true });
+              } catch (err) {
+                fs.closeSync(fd);
+                throw err;
+              }
+              ctx.progress({ what: 'streaming', done: 0, total: 0 });
+              // Into the command's pipe, the stream would go on without the command
+              // (the reader at the other end holds the pipe): stop when it is gone,
+              // as a relaying command stops it by going away.
+              const gone = new FsError('EPIPE', 'the command went away');
+              const stop = () => to.destroy(gone);
+              if (direct) {
+                ctx.gone.addEventListener('abort', stop, { once: true });
+                if (ctx.gone.aborted) stop();
+              }
+              try {
+                await pumpSliced(s.batches, to, { bandwidth });
+              } catch (err) {
+                to.destroy();
+                if (direct && ctx.gone.aborted) throw gone;
+                throw (err as NodeJS.ErrnoException).code === 'EPIPE' ? new FsError('EPIPE', 'the command reading the stream went away') : err;
+              } finally {
+                ctx.gone.removeEventListener('abort', stop);
+              }
             } finally {
-              ctx.gone.removeEventListener('abort', stop);
+              this.fs.pins.delete(id);
             }
           } finally {
-            this.fs.pins.delete(id);
+            if (early >= 0) fs.closeSync(early);
           }
           this.o.log(`mirror-read of ${state.label}: transaction ${s.header.since} -> ${s.header.to}, ${s.stats.records} records, ${(s.stats.bytes / 1048576).toFixed(1)} MiB in ${Date.now() - t0} ms${direct ? " (into the command's pipe)" : ''}`);
           return { label: state.label, from: s.header.since.toString(), to: s.header.to.toString(), records: s.stats.records, bytes: s.stats.bytes, blocksRead: s.stats.blocksRead, direct };
@@ -578,7 +597,10 @@ export class ImageDaemon {
             // From the command's pipe, the stream would go on without the
             // command: a command that went away takes its stream with it.
             gone = () => from.destroy(new FsError('EPIPE', 'the command sending the stream went away'));
-            if (direct) ctx.gone.addEventListener('abort', gone, { once: true });
+            if (direct) {
+              ctx.gone.addEventListener('abort', gone, { once: true });
+              if (ctx.gone.aborted) gone();
+            }
             from.once('data', () => (got = true));
             from.on('data', (c: Buffer) => ahead.push(c));
             from.on('error', (e) => {
@@ -586,7 +608,12 @@ export class ImageDaemon {
               to.destroy();
               rej(e);
             });
-            to.on('error', rej);
+            // The spool failed (a full disk): let go of the stream's end too, so that its writer is not held.
+            to.on('error', (e) => {
+              clearInterval(watch);
+              from.destroy();
+              rej(e);
+            });
             to.on('finish', () => {
               clearInterval(watch);
               res();

@@ -14,6 +14,7 @@ import { BrefType, PfsType } from '../../media/constants';
 import type { InodeData } from '../../media';
 import type { ControlError } from '../../control/protocol';
 import { ownPipe, pipeRefused } from '../../control/pipe';
+import { findSockets } from '../../control/paths';
 import { hammer2MountOf } from '../../daemon/options';
 import { errnoName, nativeShim } from '../../store/native';
 import { parseDeviceSpec } from '../spec';
@@ -603,6 +604,15 @@ const mirrorStream: Directive = async (ctx, args) => {
 };
 
 /** The daemon holding the image of a mounted path or IMAGE@LABEL, if one does. */
+/** Whether a daemon's control socket exists for the image of `IMAGE@LABEL` (without opening the image). */
+function daemonSocketFor(spec: string): boolean {
+  try {
+    return findSockets(path.resolve(parseDeviceSpec(spec).devices.split(':')[0])).length > 0;
+  } catch {
+    return false;
+  }
+}
+
 async function daemonFor(spec: string): Promise<{ t: Target; label: string } | null> {
   const isPath = !spec.includes('@');
   if (isPath && !(fs.existsSync(spec) && hammer2MountOf(path.resolve(spec)))) return null;
@@ -804,7 +814,7 @@ export const directives: Record<string, Directive> = {
     const since = tidArg(args[1]);
     if (!args[0].includes('@') && fs.existsSync(args[0]) && hammer2MountOf(path.resolve(args[0]))) return readMounted(ctx, args[0], since);
     // IMAGE@LABEL of an image a daemon holds (mounted, maybe as another PFS): that daemon streams it.
-    const held = args[0].includes('@') ? await daemonFor(args[0]) : null;
+    const held = args[0].includes('@') && daemonSocketFor(args[0]) ? await daemonFor(args[0]) : null;
     if (held) return readMounted(ctx, args[0], since, held.t);
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
