@@ -231,16 +231,12 @@ async function readMounted(ctx: Hammer2Ctx, where: string, since: bigint, opened
     // A pipe to the next command holds 1 MiB, not 64 KiB: fewer wakeups on both sides (not a pipe: no-op).
     nativeShim()?.pipeSize?.(1, 1 << 20);
     const args = { label: t.label, since: since.toString(), bandwidth: ctx.bandwidth ?? 0 };
-    // Standard output a pipe: the daemon writes into it itself (control/pipe.ts), else we relay.
-    const pipe = ownPipe(1);
-    let r: DaemonRead | null = null;
-    if (pipe) {
-      try {
-        r = await t.request<DaemonRead>('mirror-read', { ...args, pipe });
-      } catch (e) {
-        if ((e as ControlError).code === 'EOPNOTSUPP') throw e;
-        if (!pipeRefused(e)) throw new DirectiveError(`mirror-read of ${t.label}: ${(e as Error).message}`);
-      }
+    let r: DaemonRead | null;
+    try {
+      r = await viaOwnPipe<DaemonRead>(t, 'mirror-read', args, 1);
+    } catch (e) {
+      if ((e as ControlError).code === 'EOPNOTSUPP') throw e;
+      throw new DirectiveError(`mirror-read of ${t.label}: ${(e as Error).message}`);
     }
     r ??= await daemonStream(t, args, (c) => writeAll(1, c));
     if (ctx.verbose > 0) ctx.io.err(`mirror-read: ${r.label} from ${since} to ${r.to}: ${r.records} records, ${r.bytes} bytes${r.direct ? ', written by the daemon into the pipe' : ''}\n`);
@@ -604,21 +600,14 @@ const mirrorStream: Directive = async (ctx, args) => {
 };
 
 /** The daemon holding the image of a mounted path or IMAGE@LABEL, if one does. */
-/** Whether a daemon's control socket exists for the image of `IMAGE@LABEL` (without opening the image). */
-function daemonSocketFor(spec: string): boolean {
-  try {
-    return findSockets(path.resolve(parseDeviceSpec(spec).devices.split(':')[0])).length > 0;
-  } catch {
-    return false;
-  }
-}
-
 async function daemonFor(spec: string): Promise<{ t: Target; label: string } | null> {
   const isPath = !spec.includes('@');
   if (isPath && !(fs.existsSync(spec) && hammer2MountOf(path.resolve(spec)))) return null;
   if (!isPath) {
     const { devices } = parseDeviceSpec(spec);
     if (!devices.split(':').every((d) => fs.existsSync(d))) return null;
+    // No daemon's socket for the image: nothing to ask (and the image is not opened here only to find that out).
+    if (!findSockets(path.resolve(devices.split(':')[0])).length) return null;
   }
   let t: Target;
   try {
@@ -731,6 +720,23 @@ async function streamToDaemon(t: Target, label: string, feed: (fd: number, answe
   });
 }
 
+/**
+ * Ask the daemon for `op` with our descriptor `fd` when it is a pipe the
+ * daemon may open itself (control/pipe.ts): its answer; null when `fd` is
+ * no such pipe or the daemon refused it, and the caller relays instead.
+ * Any other failure is thrown.
+ */
+async function viaOwnPipe<T>(t: Target, op: string, args: Record<string, unknown>, fd: number): Promise<T | null> {
+  const pipe = ownPipe(fd);
+  if (!pipe) return null;
+  try {
+    return await t.request<T>(op, { ...args, pipe });
+  } catch (e) {
+    if (pipeRefused(e)) return null;
+    throw e;
+  }
+}
+
 /** Copy standard input into the daemon's FIFO `fd` until it ends or the daemon has answered. */
 async function relayStdin(fd: number, answered: AbortSignal): Promise<void> {
   const inp = fs.createReadStream('', { fd: 0, autoClose: false, highWaterMark: 1 << 20 });
@@ -759,15 +765,11 @@ async function relayStdin(fd: number, answered: AbortSignal): Promise<void> {
 async function writeThroughDaemon(ctx: Hammer2Ctx, t: Target, label: string): Promise<number> {
   try {
     nativeShim()?.pipeSize?.(0, 1 << 20); // as readMounted does for its standard output
-    // Standard input a pipe: the daemon reads it itself (control/pipe.ts), else we relay.
-    const pipe = ownPipe(0);
-    let direct: DaemonWrite | null = null;
-    if (pipe) {
-      try {
-        direct = await t.request<DaemonWrite>('mirror-write', { label, pipe });
-      } catch (e) {
-        if (!pipeRefused(e)) throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
-      }
+    let direct: DaemonWrite | null;
+    try {
+      direct = await viaOwnPipe<DaemonWrite>(t, 'mirror-write', { label }, 0);
+    } catch (e) {
+      throw new DirectiveError(`${label}: stream refused, the slave is unchanged: ${(e as Error).message}`);
     }
     const r = direct ?? (await streamToDaemon(t, label, relayStdin));
     if (ctx.verbose > 0 && direct) ctx.io.err(`mirror-write: ${label}: the daemon read the stream from the pipe\n`);
@@ -814,7 +816,7 @@ export const directives: Record<string, Directive> = {
     const since = tidArg(args[1]);
     if (!args[0].includes('@') && fs.existsSync(args[0]) && hammer2MountOf(path.resolve(args[0]))) return readMounted(ctx, args[0], since);
     // IMAGE@LABEL of an image a daemon holds (mounted, maybe as another PFS): that daemon streams it.
-    const held = args[0].includes('@') && daemonSocketFor(args[0]) ? await daemonFor(args[0]) : null;
+    const held = args[0].includes('@') ? await daemonFor(args[0]) : null;
     if (held) return readMounted(ctx, args[0], since, held.t);
     const { devices, label } = imageSpec(args[0], 'mirror-read');
     const h = await open(devices, false);
