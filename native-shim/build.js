@@ -35,7 +35,7 @@ if (inc) {
   const cc = process.env.CC || 'cc';
   // Build beside and rename: a running daemon has the old file mapped.
   const tmp = `${out}.tmp-${process.pid}`;
-  r = run(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${inc}`, '-o', tmp, path.join(dir, 'hammer2_shim.c')], dir);
+  r = run(cc, ['-O2', '-Wall', '-pthread', '-shared', '-fPIC', `-I${inc}`, '-o', tmp, path.join(dir, 'hammer2_shim.c')], dir);
   if (r.ok && fs.existsSync(tmp)) fs.renameSync(tmp, out);
   else fs.rmSync(tmp, { force: true });
 } else {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -513,6 +514,296 @@ static napi_value js_iszero(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* ---- sealing data blocks ahead of the commit -----------------------------
+ * sealStart(block, zeroTest, tryLz4, check) -> job
+ * sealResult(job, checkOut)  -> 0 (all zeros: a hole), 2 (store as it is) or
+ *                               the LZ4 block to store (a Buffer), with the
+ *                               check code of what is stored in checkOut
+ * A whole 64 KiB block that a write hands over is final until the commit, so
+ * its zero test, compression and check code can be worked out on a thread of
+ * our own while the JS thread takes the next requests. The job holds a
+ * reference to the block until the thread is done with it, then a weak one,
+ * so that a block dropped before its commit is not kept. sealResult does a
+ * job the thread has not started itself and waits for one it is working on;
+ * a job collected before it started is dropped undone.
+ * What is stored is laid out exactly as encodeData does it in JS: the
+ * compressed length in 4 bytes LE, the LZ4 block, zeros up to a power of two
+ * of at least 1 KiB, and only when that is at most half the block.
+ */
+enum { SEAL_ZERO = 0, SEAL_LZ4 = 1, SEAL_RAW = 2 };
+enum { CHK_NONE = 0, CHK_CRC32C = 2, CHK_XXH64 = 3 };
+enum { QUEUED = 0, RUNNING = 1, DONE = 2 };
+
+typedef struct seal_job {
+	struct seal_job *next, *prev; /* in the queue while state is QUEUED */
+	const uint8_t *src;
+	size_t len;
+	int zero_test, try_lz4, check;
+	int state;           /* under seal_lock */
+	int listed;          /* in the done list (under seal_lock) */
+	int taken;
+	int kind;
+	uint8_t *stored;     /* the LZ4 block (malloc), SEAL_LZ4 only */
+	size_t stored_len;
+	uint8_t chk[8];
+	napi_ref src_ref;    /* JS thread only */
+} seal_job;
+
+static pthread_mutex_t seal_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t seal_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t seal_done = PTHREAD_COND_INITIALIZER;
+static seal_job *seal_head, *seal_tail;
+/* Jobs the thread finished whose block is still held strongly: the JS
+   thread makes those references weak (seal_drain), so that a block dropped
+   before its commit (overwritten, truncated, its file deleted) can go. */
+static seal_job *done_head;
+static int seal_started;
+
+static void seal_compute(seal_job *j) {
+	const uint8_t *p = j->src;
+	size_t n = j->len;
+	if (j->zero_test) {
+		uint64_t acc = 0;
+		size_t i = 0;
+		for (; i + 64 <= n && !acc; i += 64)
+			for (int k = 0; k < 64; k += 8) acc |= rd64(p + i + k);
+		for (; !acc && i < n; i++) acc |= p[i];
+		if (!acc) {
+			j->kind = SEAL_ZERO;
+			return;
+		}
+	}
+	j->kind = SEAL_RAW;
+	if (j->try_lz4 && n > 8) {
+		size_t half = n >> 1;
+		uint8_t *out = malloc(half);
+		size_t clen = out ? lz4_compress(p, n, out + 4, half - 4) : 0;
+		size_t size = 1024;
+		while (size < clen + 4) size <<= 1;
+		if (clen && size < n) {
+			for (int i = 0; i < 4; i++) out[i] = (uint8_t)(clen >> (8 * i));
+			memset(out + 4 + clen, 0, size - 4 - clen);
+			j->kind = SEAL_LZ4;
+			j->stored = out;
+			j->stored_len = size;
+			p = out;
+			n = size;
+		} else {
+			free(out);
+		}
+	}
+	memset(j->chk, 0, sizeof j->chk);
+	if (j->check == CHK_XXH64) {
+		uint64_t h = xxh64(p, n, 0x4d617474446c6c6eULL);
+		for (int i = 0; i < 8; i++) j->chk[i] = (uint8_t)(h >> (8 * i));
+	} else if (j->check == CHK_CRC32C) {
+		uint32_t c = crc32c(0, p, n);
+		for (int i = 0; i < 4; i++) j->chk[i] = (uint8_t)(c >> (8 * i));
+	}
+}
+
+/* Take a queued job out of the queue (caller holds seal_lock). */
+static void seal_unlink(seal_job *j) {
+	if (j->prev) j->prev->next = j->next;
+	else seal_head = j->next;
+	if (j->next) j->next->prev = j->prev;
+	else seal_tail = j->prev;
+	j->next = j->prev = NULL;
+}
+
+static void *seal_thread(void *arg) {
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&seal_lock);
+		while (!seal_head) pthread_cond_wait(&seal_work, &seal_lock);
+		seal_job *j = seal_head;
+		seal_unlink(j);
+		j->state = RUNNING;
+		pthread_mutex_unlock(&seal_lock);
+		seal_compute(j);
+		pthread_mutex_lock(&seal_lock);
+		j->state = DONE;
+		j->prev = NULL;
+		j->next = done_head;
+		if (done_head) done_head->prev = j;
+		done_head = j;
+		j->listed = 1;
+		pthread_cond_broadcast(&seal_done);
+		pthread_mutex_unlock(&seal_lock);
+	}
+	return NULL;
+}
+
+/* Off the done list (caller holds seal_lock). */
+static void seal_unlist(seal_job *j) {
+	if (!j->listed) return;
+	if (j->prev) j->prev->next = j->next;
+	else done_head = j->next;
+	if (j->next) j->next->prev = j->prev;
+	j->next = j->prev = NULL;
+	j->listed = 0;
+}
+
+/* JS thread: the thread no longer reads the blocks of finished jobs; hold them weakly. */
+static void seal_drain(napi_env env) {
+	for (;;) {
+		pthread_mutex_lock(&seal_lock);
+		seal_job *j = done_head;
+		if (j) seal_unlist(j);
+		pthread_mutex_unlock(&seal_lock);
+		if (!j) return;
+		uint32_t left;
+		if (j->src_ref) napi_reference_unref(env, j->src_ref, &left);
+	}
+}
+
+/* Make sure the job is done: one the thread has not started yet is done
+   here (the caller needs it now), one it is working on is waited for.
+   `skip`: a job nobody needs any more is only taken out of the queue. */
+static void seal_finish(seal_job *j, int skip) {
+	pthread_mutex_lock(&seal_lock);
+	if (j->state == QUEUED) {
+		seal_unlink(j);
+		j->state = RUNNING;
+		pthread_mutex_unlock(&seal_lock);
+		if (!skip) seal_compute(j);
+		pthread_mutex_lock(&seal_lock);
+		j->state = DONE;
+	}
+	while (j->state != DONE) pthread_cond_wait(&seal_done, &seal_lock);
+	pthread_mutex_unlock(&seal_lock);
+}
+
+static void seal_release(napi_env env, seal_job *j) {
+	if (j->src_ref) {
+		napi_delete_reference(env, j->src_ref);
+		j->src_ref = NULL;
+	}
+}
+
+static void seal_finalize(napi_env env, void *data, void *hint) {
+	(void)hint;
+	seal_job *j = data;
+	seal_finish(j, 1); /* the thread may still be reading the block */
+	pthread_mutex_lock(&seal_lock);
+	seal_unlist(j);
+	pthread_mutex_unlock(&seal_lock);
+	seal_release(env, j);
+	if (!j->taken) free(j->stored);
+	free(j);
+}
+
+static void free_stored(napi_env env, void *data, void *hint) {
+	(void)env;
+	(void)hint;
+	free(data);
+}
+
+static napi_value js_seal_start(napi_env env, napi_callback_info info) {
+	size_t argc = 4;
+	napi_value argv[4], ret;
+	uint8_t *p;
+	size_t len;
+	bool zero = false, lz4 = false;
+	int32_t check;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 4 || !bytes_of(env, argv[0], &p, &len) || napi_get_value_bool(env, argv[1], &zero) != napi_ok ||
+	    napi_get_value_bool(env, argv[2], &lz4) != napi_ok || !get_i32(env, argv[3], &check) ||
+	    (check != CHK_NONE && check != CHK_CRC32C && check != CHK_XXH64)) {
+		napi_throw_type_error(env, NULL, "sealStart(block, zeroTest, tryLz4, check: 0 | 2 | 3)");
+		return NULL;
+	}
+	seal_drain(env);
+	seal_job *j = calloc(1, sizeof *j);
+	if (!j) {
+		napi_throw_error(env, "ENOMEM", "sealStart: out of memory");
+		return NULL;
+	}
+	j->src = p;
+	j->len = len;
+	j->zero_test = zero;
+	j->try_lz4 = lz4;
+	j->check = check;
+	if (napi_create_reference(env, argv[0], 1, &j->src_ref) != napi_ok ||
+	    napi_create_external(env, j, seal_finalize, NULL, &ret) != napi_ok) {
+		if (j->src_ref) napi_delete_reference(env, j->src_ref);
+		free(j);
+		napi_throw_error(env, NULL, "sealStart: cannot hold the block");
+		return NULL;
+	}
+	pthread_mutex_lock(&seal_lock);
+	if (!seal_started) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		seal_started = pthread_create(&t, &a, seal_thread, NULL) == 0 ? 1 : -1;
+		pthread_attr_destroy(&a);
+	}
+	if (seal_started < 0) {
+		/* No thread: seal here, as the caller would have. */
+		pthread_mutex_unlock(&seal_lock);
+		seal_compute(j);
+		j->state = DONE;
+		return ret;
+	}
+	j->prev = seal_tail;
+	if (seal_tail) seal_tail->next = j;
+	else seal_head = j;
+	seal_tail = j;
+	pthread_cond_signal(&seal_work);
+	pthread_mutex_unlock(&seal_lock);
+	return ret;
+}
+
+static napi_value js_seal_drain(napi_env env, napi_callback_info info) {
+	(void)info;
+	seal_drain(env);
+	return NULL;
+}
+
+static napi_value js_seal_result(napi_env env, napi_callback_info info) {
+	size_t argc = 2;
+	napi_value argv[2], ret;
+	void *data;
+	uint8_t *o;
+	size_t olen;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	if (argc < 2 || napi_get_value_external(env, argv[0], &data) != napi_ok || !bytes_of(env, argv[1], &o, &olen) || olen < 8) {
+		napi_throw_type_error(env, NULL, "sealResult(job, checkOut)");
+		return NULL;
+	}
+	seal_job *j = data;
+	if (j->taken) {
+		napi_throw_error(env, NULL, "sealResult: already taken");
+		return NULL;
+	}
+	seal_finish(j, 0);
+	pthread_mutex_lock(&seal_lock);
+	seal_unlist(j);
+	pthread_mutex_unlock(&seal_lock);
+	seal_release(env, j);
+	seal_drain(env);
+	memcpy(o, j->chk, 8);
+	if (j->kind != SEAL_LZ4) {
+		j->taken = 1;
+		napi_create_int32(env, j->kind, &ret);
+		return ret;
+	}
+	if (napi_create_external_buffer(env, j->stored_len, j->stored, free_stored, NULL, &ret) != napi_ok) {
+		/* Runtimes without external buffers: a copy. */
+		void *copy;
+		if (napi_create_buffer_copy(env, j->stored_len, j->stored, &copy, &ret) != napi_ok) {
+			napi_throw_error(env, NULL, "sealResult: cannot hand the block over");
+			return NULL;
+		}
+		free(j->stored);
+	}
+	j->stored = NULL;
+	j->taken = 1;
+	return ret;
+}
+
 /* trimMemory(): give memory free()d to malloc back to the kernel. Block
    buffers come and go in bursts (commits, sequential reads); glibc keeps
    the freed pages of its heap, so without this the daemon's RSS only ever
@@ -597,6 +888,7 @@ static napi_value init(napi_env env, napi_value exports) {
 		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size}, {"mkfifo", js_mkfifo},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
+		{"sealStart", js_seal_start}, {"sealResult", js_seal_result}, {"sealDrain", js_seal_drain},
 	};
 	codec_init();
 	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -22,6 +22,7 @@ import {
   isAllZero,
   PBUFSIZE,
 } from '../media';
+import { accel } from '../media/accel';
 import { VolumeSet } from '../store';
 import { BlockReader } from './blocks';
 
@@ -56,6 +57,54 @@ export function physicalSize(fileSize: bigint, lbase: bigint): number {
 /** Per-file count of blocks that did not compress (the reference's comp_heuristic). */
 export interface CompHeuristic {
   n: number;
+}
+
+/**
+ * Data blocks whose zero test, compression and check code are being worked
+ * out ahead of their commit, on the shim's thread (see sealAhead). Keyed by
+ * the pending block itself: whoever changes a block's bytes calls unseal().
+ */
+interface Seal {
+  job: object;
+  comp: number;
+  check: number;
+}
+const seals = new WeakMap<Uint8Array, Seal>();
+
+/** The shim's code for a check method it can compute, or -1. */
+function sealCheck(check: number): number {
+  if (check === CheckMethod.NONE || check === CheckMethod.DISABLED) return 0;
+  if (check === CheckMethod.ISCSI32) return 2;
+  if (check === CheckMethod.XXHASH64) return 3;
+  return -1;
+}
+
+/**
+ * A whole 64 KiB pending block that will not change before the commit (a
+ * write adopted it): start working out what writeData will store for it
+ * under `compAlgo` and `checkAlgo`, on the shim's thread, so that the
+ * commit finds it done and the JS thread meanwhile serves requests. LZ4 is
+ * always tried there (off this thread it is cheap); the commit keeps the
+ * per-file heuristic's counts as if it had decided. A no-op without the
+ * shim's thread, for other sizes, SHA192 or zlib.
+ */
+export function sealAhead(block: Uint8Array, compAlgo: number, checkAlgo: number): void {
+  if (!accel?.sealStart || block.length !== PBUFSIZE) return;
+  const algo = compAlgo & 15;
+  const check = sealCheck(checkAlgo);
+  if (check < 0 || algo >= CompMethod.ZLIB) return;
+  const zeroTest = algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE;
+  seals.set(block, { job: accel.sealStart(block, zeroTest, algo === CompMethod.LZ4, check), comp: compAlgo, check: checkAlgo });
+}
+
+/** `block`'s bytes are about to change: what was worked out for it no longer holds. */
+export function unseal(block: Uint8Array): void {
+  seals.delete(block);
+}
+
+/** After a commit: blocks sealed but dropped before it (overwritten, truncated, deleted) may go. */
+export function settleSeals(): void {
+  accel?.sealDrain?.();
 }
 
 export class BlockWriter {
@@ -102,6 +151,11 @@ export class BlockWriter {
    * (all zeros under autozero/lz4/zlib with a check method, as the reference).
    */
   writeData(lbase: bigint, data: Buffer, compAlgo: number, checkAlgo: number, heur?: CompHeuristic): Blockref | null {
+    const seal = seals.get(data);
+    if (seal) {
+      seals.delete(data);
+      if (seal.comp === compAlgo && seal.check === checkAlgo) return this.writeSealed(lbase, data, seal, heur);
+    }
     const algo = compAlgo & 15;
     const level = (compAlgo >> 4) & 15;
     if (algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE && isAllZero(data)) return null;
@@ -141,6 +195,28 @@ export class BlockWriter {
       }
       this.reader.seed(b, keep);
     }
+    return b;
+  }
+
+  /** writeData for a block sealAhead worked out (the same result, with the work done elsewhere). */
+  private writeSealed(lbase: bigint, data: Buffer, seal: Seal, heur?: CompHeuristic): Blockref | null {
+    const b = emptyBlockref();
+    const r = accel!.sealResult!(seal.job, b.check);
+    if (r === 0) return null;
+    const stored = r === 2 ? data : r;
+    if (heur && (seal.comp & 15) === CompMethod.LZ4) {
+      // Counted as writeData counts: a block it would have tried, or skipped.
+      const h = heur.n;
+      if (r !== 2) heur.n = 0;
+      else if (h < 8 || (h & 7) === 0) heur.n = h + 1 > 128 ? 8 : h + 1;
+      else heur.n = h + 1;
+    }
+    b.type = BrefType.DATA;
+    b.key = lbase;
+    b.keybits = 16;
+    b.methods = encMethods(seal.check, r === 2 ? CompMethod.NONE : CompMethod.LZ4);
+    b.dataOff = this.place(stored.length, BrefType.DATA, stored);
+    this.stamp(b);
     return b;
   }
 

@@ -19,6 +19,7 @@ import {
   OpenOptions,
   padTable,
   rollupStats,
+  settleSeals,
   TreeContext,
 } from '../engine';
 import { Allocator } from '../engine/writer';
@@ -505,6 +506,7 @@ export class Hammer2Fs {
       for (const l of this.commitListeners) l(tid);
     } finally {
       w.recent?.clear();
+      settleSeals();
     }
     return this.lastFlush;
   }

@@ -75,7 +75,9 @@ function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdat
         updates.push({ key: lbase, bref: null });
         continue;
       }
-      const b = w.writeData(lbase, buf.subarray(0, psize), comp, check, (n.compHeuristic ??= { n: 0 }));
+      // The block itself when whole: what sealAhead started for it is found by that.
+      const data = psize === buf.length ? buf : buf.subarray(0, psize);
+      const b = w.writeData(lbase, data, comp, check, (n.compHeuristic ??= { n: 0 }));
       updates.push({ key: lbase, bref: b });
     }
   }

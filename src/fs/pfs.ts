@@ -34,7 +34,7 @@ import {
   SET_COUNT,
   emptyBlockref,
 } from '../media';
-import { BlockReader, FsError, hex, lookupKey, LruCache, MediaError, PfsEntry, PreparedTable, prepareTable, scanRange } from '../engine';
+import { BlockReader, FsError, hex, inodeCheck, inodeComp, lookupKey, LruCache, MediaError, PfsEntry, PreparedTable, prepareTable, scanRange, sealAhead, unseal } from '../engine';
 
 export const ROOT_INUM = 1n;
 
@@ -753,11 +753,16 @@ export class Pfs {
     return this.read(n, 0, Number(n.data.meta.size));
   }
 
-  /** The pending 64 KiB buffer for block `lbase`, created from committed data. */
+  /**
+   * The pending 64 KiB buffer for block `lbase`, created from committed
+   * data, for the caller to change: the only way to a pending block that
+   * changes it (what sealAhead worked out for it is dropped).
+   */
   private blockFor(n: Node, lbase: bigint): Buffer {
     const map = (n.blocks ??= new Map());
     let b = map.get(lbase);
-    if (!b) {
+    if (b) unseal(b);
+    else {
       b = Buffer.allocUnsafe(PBUFSIZE); // every byte is filled from committed data or zeros
       this.readCommittedBlock(n, lbase, b);
       map.set(lbase, b);
@@ -809,11 +814,14 @@ export class Pfs {
           // A whole block: adopt the caller's bytes (replacing any pending copy).
           const map = (n.blocks ??= new Map());
           if (!map.has(lbase)) this.pendingBytes += PBUFSIZE;
-          map.set(lbase, Buffer.from(buf.buffer, buf.byteOffset + done, PBUFSIZE));
+          const blk = Buffer.from(buf.buffer, buf.byteOffset + done, PBUFSIZE);
+          map.set(lbase, blk);
+          // Nothing changes it before the commit (see blockFor): its check and compression can start now.
+          sealAhead(blk, inodeComp(d), inodeCheck(d));
           done += cnt;
           continue;
         }
-        const blk = n.blocks?.get(lbase) ?? this.blockFor(n, lbase);
+        const blk = this.blockFor(n, lbase);
         blk.set(buf.subarray(done, done + cnt), off);
         done += cnt;
       }

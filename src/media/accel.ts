@@ -14,6 +14,17 @@ export interface CodecAccel {
   /** Decode one raw LZ4 block src[start,end) into dst; bytes produced, -1 if malformed or too big. */
   lz4Decompress(src: Uint8Array, start: number, end: number, dst: Uint8Array): number;
   isZero(buf: Uint8Array): boolean;
+  /**
+   * Start working out, on the shim's own thread, what a data block is to be
+   * stored as: its zero test, an LZ4 attempt and the check code (0 none,
+   * 2 CRC32C, 3 XXH64) of what would be stored. `block` must not change
+   * until the job is collected or its result taken (absent in older builds).
+   */
+  sealStart?(block: Uint8Array, zeroTest: boolean, tryLz4: boolean, check: number): object;
+  /** The job's result (done here if the thread has not started it): 0 all zeros, 2 as it is, or the LZ4 block to store; its check code in checkOut[0..8). Once. */
+  sealResult?(job: object, checkOut: Uint8Array): 0 | 2 | Buffer;
+  /** Let go (weakly hold) the blocks of jobs the thread has finished: sealStart and sealResult do it too. */
+  sealDrain?(): void;
   /** Whether crc32c runs on the CPU's CRC32 instruction. */
   crc32cHw: boolean;
 }
