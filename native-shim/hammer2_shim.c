@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,10 +516,12 @@ static napi_value js_iszero(napi_env env, napi_callback_info info) {
 }
 
 /* ---- sealing data blocks ahead of the commit -----------------------------
- * sealStart(block, zeroTest, tryLz4, check) -> job
+ * sealStart(block, zeroTest, tryLz4, check) -> job (null: no thread)
  * sealResult(job, checkOut)  -> 0 (all zeros: a hole), 2 (store as it is) or
  *                               the LZ4 block to store (a Buffer), with the
  *                               check code of what is stored in checkOut
+ * sealCancel(job)            the block is about to change: drop the job
+ * sealPending(job)           the thread has not finished it yet
  * A whole 64 KiB block that a write hands over is final until the commit, so
  * its zero test, compression and check code can be worked out on a thread of
  * our own while the JS thread takes the next requests. The job holds a
@@ -547,7 +550,11 @@ typedef struct seal_job {
 	size_t stored_len;
 	uint8_t chk[8];
 	napi_ref src_ref;    /* JS thread only */
+	napi_env env;        /* whose reference it is (worker threads have their own) */
 } seal_job;
+
+/* Marks our jobs, so that sealResult is never handed some other external. */
+static const napi_type_tag SEAL_TAG = {0x68616d6d65723273ULL, 0x7365616c6a6f6221ULL};
 
 static pthread_mutex_t seal_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t seal_work = PTHREAD_COND_INITIALIZER;
@@ -580,7 +587,7 @@ static void seal_compute(seal_job *j) {
 		size_t clen = out ? lz4_compress(p, n, out + 4, half - 4) : 0;
 		size_t size = 1024;
 		while (size < clen + 4) size <<= 1;
-		if (clen && size < n) {
+		if (clen && size <= half && size < n) {
 			for (int i = 0; i < 4; i++) out[i] = (uint8_t)(clen >> (8 * i));
 			memset(out + 4 + clen, 0, size - 4 - clen);
 			j->kind = SEAL_LZ4;
@@ -644,11 +651,13 @@ static void seal_unlist(seal_job *j) {
 	j->listed = 0;
 }
 
-/* JS thread: the thread no longer reads the blocks of finished jobs; hold them weakly. */
+/* JS thread: the thread no longer reads the blocks of finished jobs; hold
+   them weakly. Only this env's jobs: a reference belongs to its env. */
 static void seal_drain(napi_env env) {
 	for (;;) {
 		pthread_mutex_lock(&seal_lock);
 		seal_job *j = done_head;
+		while (j && j->env != env) j = j->next;
 		if (j) seal_unlist(j);
 		pthread_mutex_unlock(&seal_lock);
 		if (!j) return;
@@ -714,6 +723,27 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 		return NULL;
 	}
 	seal_drain(env);
+	pthread_mutex_lock(&seal_lock);
+	if (!seal_started) {
+		/* Signals stay with the threads that handle them (as fuse_ll's threads). */
+		sigset_t all, old;
+		pthread_t t;
+		pthread_attr_t a;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		seal_started = pthread_create(&t, &a, seal_thread, NULL) == 0 ? 1 : -1;
+		pthread_attr_destroy(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	int no_thread = seal_started < 0;
+	pthread_mutex_unlock(&seal_lock);
+	if (no_thread) {
+		napi_value none;
+		napi_get_null(env, &none);
+		return none;
+	}
 	seal_job *j = calloc(1, sizeof *j);
 	if (!j) {
 		napi_throw_error(env, "ENOMEM", "sealStart: out of memory");
@@ -724,6 +754,12 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 	j->zero_test = zero;
 	j->try_lz4 = lz4;
 	j->check = check;
+	j->env = env;
+	if (len > 0x7fffffff) {
+		free(j);
+		napi_throw_range_error(env, NULL, "sealStart: block too large");
+		return NULL;
+	}
 	if (napi_create_reference(env, argv[0], 1, &j->src_ref) != napi_ok ||
 	    napi_create_external(env, j, seal_finalize, NULL, &ret) != napi_ok) {
 		if (j->src_ref) napi_delete_reference(env, j->src_ref);
@@ -731,22 +767,15 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 		napi_throw_error(env, NULL, "sealStart: cannot hold the block");
 		return NULL;
 	}
-	pthread_mutex_lock(&seal_lock);
-	if (!seal_started) {
-		pthread_t t;
-		pthread_attr_t a;
-		pthread_attr_init(&a);
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		seal_started = pthread_create(&t, &a, seal_thread, NULL) == 0 ? 1 : -1;
-		pthread_attr_destroy(&a);
-	}
-	if (seal_started < 0) {
-		/* No thread: seal here, as the caller would have. */
-		pthread_mutex_unlock(&seal_lock);
-		seal_compute(j);
+	if (napi_type_tag_object(env, ret, &SEAL_TAG) != napi_ok) {
+		/* Never queued: its finalizer only lets go of the block. */
 		j->state = DONE;
-		return ret;
+		j->taken = 1;
+		napi_throw_error(env, NULL, "sealStart: cannot tag the job");
+		return NULL;
 	}
+	pthread_mutex_lock(&seal_lock);
+
 	j->prev = seal_tail;
 	if (seal_tail) seal_tail->next = j;
 	else seal_head = j;
@@ -762,18 +791,68 @@ static napi_value js_seal_drain(napi_env env, napi_callback_info info) {
 	return NULL;
 }
 
+/* The job behind a sealStart result, or NULL for anything else. */
+static seal_job *job_of(napi_env env, napi_value v) {
+	bool ours = false;
+	void *data = NULL;
+	if (napi_check_object_type_tag(env, v, &SEAL_TAG, &ours) != napi_ok || !ours) return NULL;
+	if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
+	return data;
+}
+
+/* sealPending(job): whether the thread has yet to finish it (tests wait on this). */
+static napi_value js_seal_pending(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	seal_job *j = argc < 1 ? NULL : job_of(env, argv[0]);
+	if (!j) {
+		napi_throw_type_error(env, NULL, "sealPending(job)");
+		return NULL;
+	}
+	pthread_mutex_lock(&seal_lock);
+	int pending = j->state != DONE;
+	pthread_mutex_unlock(&seal_lock);
+	napi_get_boolean(env, pending, &ret);
+	return ret;
+}
+
+/* sealCancel(job): its block is about to change. A queued job is dropped,
+   one the thread is reading is waited for (so the change cannot race the
+   read), and the block is let go of at once. */
+static napi_value js_seal_cancel(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1];
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	seal_job *j = argc < 1 ? NULL : job_of(env, argv[0]);
+	if (!j) {
+		napi_throw_type_error(env, NULL, "sealCancel(job)");
+		return NULL;
+	}
+	seal_finish(j, 1);
+	pthread_mutex_lock(&seal_lock);
+	seal_unlist(j);
+	pthread_mutex_unlock(&seal_lock);
+	seal_release(env, j);
+	if (!j->taken) {
+		free(j->stored);
+		j->stored = NULL;
+		j->taken = 1;
+	}
+	return NULL;
+}
+
 static napi_value js_seal_result(napi_env env, napi_callback_info info) {
 	size_t argc = 2;
 	napi_value argv[2], ret;
-	void *data;
 	uint8_t *o;
 	size_t olen;
 	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-	if (argc < 2 || napi_get_value_external(env, argv[0], &data) != napi_ok || !bytes_of(env, argv[1], &o, &olen) || olen < 8) {
+	seal_job *j = argc < 2 ? NULL : job_of(env, argv[0]);
+	if (!j || !bytes_of(env, argv[1], &o, &olen) || olen < 8) {
 		napi_throw_type_error(env, NULL, "sealResult(job, checkOut)");
 		return NULL;
 	}
-	seal_job *j = data;
 	if (j->taken) {
 		napi_throw_error(env, NULL, "sealResult: already taken");
 		return NULL;
@@ -889,6 +968,7 @@ static napi_value init(napi_env env, napi_value exports) {
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
 		{"sealStart", js_seal_start}, {"sealResult", js_seal_result}, {"sealDrain", js_seal_drain},
+		{"sealCancel", js_seal_cancel}, {"sealPending", js_seal_pending},
 	};
 	codec_init();
 	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

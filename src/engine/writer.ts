@@ -68,6 +68,7 @@ interface Seal {
   job: object;
   comp: number;
   check: number;
+  triedLz4: boolean;
 }
 const seals = new WeakMap<Uint8Array, Seal>();
 
@@ -84,22 +85,35 @@ function sealCheck(check: number): number {
  * write adopted it): start working out what writeData will store for it
  * under `compAlgo` and `checkAlgo`, on the shim's thread, so that the
  * commit finds it done and the JS thread meanwhile serves requests. LZ4 is
- * always tried there (off this thread it is cheap); the commit keeps the
- * per-file heuristic's counts as if it had decided. A no-op without the
- * shim's thread, for other sizes, SHA192 or zlib.
+ * tried as the file's heuristic says at this moment (`heur`, `lbase`: after
+ * 8 blocks would not compress, every 8th); the commit then counts the
+ * result as writeData would. Nothing happens without the shim's thread,
+ * for other sizes, SHA192 or zlib, or if the shim refuses: the commit does
+ * the work then, as always.
  */
-export function sealAhead(block: Uint8Array, compAlgo: number, checkAlgo: number): void {
+export function sealAhead(block: Uint8Array, lbase: bigint, compAlgo: number, checkAlgo: number, heur?: CompHeuristic): void {
   if (!accel?.sealStart || block.length !== PBUFSIZE) return;
   const algo = compAlgo & 15;
   const check = sealCheck(checkAlgo);
   if (check < 0 || algo >= CompMethod.ZLIB) return;
   const zeroTest = algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE;
-  seals.set(block, { job: accel.sealStart(block, zeroTest, algo === CompMethod.LZ4, check), comp: compAlgo, check: checkAlgo });
+  const tryLz4 = algo === CompMethod.LZ4 && ((heur?.n ?? 0) < 8 || ((lbase >> 16n) & 7n) === 0n);
+  let job: object | null;
+  try {
+    job = accel.sealStart(block, zeroTest, tryLz4, check);
+  } catch {
+    return; // out of memory in the shim: an optimisation, not a failure
+  }
+  if (job) seals.set(block, { job, comp: compAlgo, check: checkAlgo, triedLz4: tryLz4 });
 }
 
 /** `block`'s bytes are about to change: what was worked out for it no longer holds. */
 export function unseal(block: Uint8Array): void {
+  const s = seals.get(block);
+  if (!s) return;
   seals.delete(block);
+  // Waits if the thread is reading it right now, so the change cannot race that read.
+  accel?.sealCancel?.(s.job);
 }
 
 /** After a commit: blocks sealed but dropped before it (overwritten, truncated, deleted) may go. */
@@ -198,18 +212,16 @@ export class BlockWriter {
     return b;
   }
 
-  /** writeData for a block sealAhead worked out (the same result, with the work done elsewhere). */
+  /** writeData for a block sealAhead worked out (the work done elsewhere; LZ4 tried on the block sealAhead chose). */
   private writeSealed(lbase: bigint, data: Buffer, seal: Seal, heur?: CompHeuristic): Blockref | null {
     const b = emptyBlockref();
     const r = accel!.sealResult!(seal.job, b.check);
     if (r === 0) return null;
     const stored = r === 2 ? data : r;
     if (heur && (seal.comp & 15) === CompMethod.LZ4) {
-      // Counted as writeData counts: a block it would have tried, or skipped.
-      const h = heur.n;
+      // Counted as writeData counts a block it tried or skipped.
       if (r !== 2) heur.n = 0;
-      else if (h < 8 || (h & 7) === 0) heur.n = h + 1 > 128 ? 8 : h + 1;
-      else heur.n = h + 1;
+      else if (++heur.n > 128 && seal.triedLz4) heur.n = 8;
     }
     b.type = BrefType.DATA;
     b.key = lbase;

@@ -817,7 +817,7 @@ export class Pfs {
           const blk = Buffer.from(buf.buffer, buf.byteOffset + done, PBUFSIZE);
           map.set(lbase, blk);
           // Nothing changes it before the commit (see blockFor): its check and compression can start now.
-          sealAhead(blk, inodeComp(d), inodeCheck(d));
+          sealAhead(blk, lbase, inodeComp(d), inodeCheck(d), n.compHeuristic);
           done += cnt;
           continue;
         }

@@ -18,13 +18,18 @@ export interface CodecAccel {
    * Start working out, on the shim's own thread, what a data block is to be
    * stored as: its zero test, an LZ4 attempt and the check code (0 none,
    * 2 CRC32C, 3 XXH64) of what would be stored. `block` must not change
-   * until the job is collected or its result taken (absent in older builds).
+   * until the job is collected, cancelled or its result taken. Null when
+   * the shim has no thread to do it on (absent in older builds).
    */
-  sealStart?(block: Uint8Array, zeroTest: boolean, tryLz4: boolean, check: number): object;
+  sealStart?(block: Uint8Array, zeroTest: boolean, tryLz4: boolean, check: number): object | null;
   /** The job's result (done here if the thread has not started it): 0 all zeros, 2 as it is, or the LZ4 block to store; its check code in checkOut[0..8). Once. */
   sealResult?(job: object, checkOut: Uint8Array): 0 | 2 | Buffer;
   /** Let go (weakly hold) the blocks of jobs the thread has finished: sealStart and sealResult do it too. */
   sealDrain?(): void;
+  /** The job's block is about to change: drop the job (waiting if the thread is reading the block). */
+  sealCancel?(job: object): void;
+  /** Whether the thread has yet to finish the job. */
+  sealPending?(job: object): boolean;
   /** Whether crc32c runs on the CPU's CRC32 instruction. */
   crc32cHw: boolean;
 }
