@@ -59,6 +59,12 @@ function direntBref(w: BlockWriter, e: DirEntry, dir: InodeData): Blockref {
   return b;
 }
 
+function padded(buf: Buffer, size: number): Buffer {
+  const out = Buffer.alloc(size);
+  buf.copy(out);
+  return out;
+}
+
 /** Content updates (file blocks or directory entries) of one node. */
 function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdate[]; truncateFrom?: bigint } {
   const m = n.data.meta;
@@ -76,7 +82,8 @@ function contentUpdates(pfs: Pfs, w: BlockWriter, n: Node): { updates: LeafUpdat
         continue;
       }
       // The block itself when whole: what sealAhead started for it is found by that.
-      const data = psize === buf.length ? buf : buf.subarray(0, psize);
+      // A short pending block (zeros past its end) the file has since grown over is padded.
+      const data = psize === buf.length ? buf : psize < buf.length ? buf.subarray(0, psize) : padded(buf, psize);
       const b = w.writeData(lbase, data, comp, check, (n.compHeuristic ??= { n: 0 }));
       updates.push({ key: lbase, bref: b });
     }

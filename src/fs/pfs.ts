@@ -26,6 +26,7 @@ import {
   NAME_MAX,
   ObjType,
   OPFLAG_DIRECTDATA,
+  ALLOC_MIN,
   PBUFSIZE,
   uuidToXid,
   xidToUuid,
@@ -201,6 +202,20 @@ function blocksetTable(ip: InodeData): PreparedTable {
   return t;
 }
 
+/** The size of a pending block holding `bytes` of data: a power of two from 1 KiB to 64 KiB. */
+function pendingSize(bytes: number): number {
+  let p = ALLOC_MIN;
+  while (p < bytes && p < PBUFSIZE) p <<= 1;
+  return p;
+}
+
+/** Memory held by a node's pending blocks. */
+function heldBytes(blocks: Map<bigint, Buffer>): number {
+  let n = 0;
+  for (const b of blocks.values()) n += b.length;
+  return n;
+}
+
 export class Pfs {
   readonly root: Node;
   /** Nodes with pending changes or open handles (strongly held). */
@@ -211,7 +226,7 @@ export class Pfs {
   readonly removed = new Set<bigint>();
   /** ... of which these never reached media (no index entry to remove). */
   readonly removedNew = new Set<bigint>();
-  /** Bytes of pending file data, for flush pacing. */
+  /** Pending file data, 64 KiB a block whatever its buffer holds, for flush pacing. */
   pendingBytes = 0;
   /** Media bytes of removed inodes (their data), for pacing reclaim. */
   releasedBytes = 0;
@@ -614,7 +629,7 @@ export class Pfs {
     return inodeBlockset(n.disk);
   }
 
-  /** Read committed data of logical block `lbase` into out (64 KiB). */
+  /** Read committed data of logical block `lbase` into out (its first out.length bytes: a pending block may be short). */
   private readCommittedBlock(n: Node, lbase: bigint, out: Buffer): void {
     if (out.length > PBUFSIZE) out.fill(0, PBUFSIZE);
     this.readCommittedPart(n, lbase, 0, out.subarray(0, PBUFSIZE));
@@ -742,8 +757,11 @@ export class Pfs {
       const from = Math.max(pos, lb);
       const to = Math.min(end, lb + PBUFSIZE);
       const pend = n.blocks?.get(BigInt(lb));
-      if (pend) pend.copy(out, from - pos, from - lb, to - lb);
-      else this.readCommittedPart(n, BigInt(lb), from - lb, out.subarray(from - pos, to - pos));
+      if (pend) {
+        // A short pending block holds zeros past its end.
+        const got = pend.copy(out, from - pos, Math.min(from - lb, pend.length), Math.min(to - lb, pend.length));
+        if (got < to - from) out.fill(0, from - pos + got, to - pos);
+      } else this.readCommittedPart(n, BigInt(lb), from - lb, out.subarray(from - pos, to - pos));
     }
     return out;
   }
@@ -754,20 +772,35 @@ export class Pfs {
   }
 
   /**
-   * The pending 64 KiB buffer for block `lbase`, created from committed
-   * data, for the caller to change: the only way to a pending block that
-   * changes it (what sealAhead worked out for it is dropped).
+   * The pending buffer for block `lbase`, created from committed data, for
+   * the caller to change up to `need` bytes into it: the only way to a
+   * pending block that changes it (what sealAhead worked out for it is
+   * dropped). A block holding EOF is kept short (a power of two of at least
+   * 1 KiB covering the file's bytes in it and `need`; zeros past its end):
+   * a small file's pending data must not touch 64 KiB until the commit. The
+   * dirty limit still counts 64 KiB a block (pendingBytes): counted by what
+   * they hold, small files committed eight times less often, and the larger
+   * commits held more at their peak than the buffers saved.
    */
-  private blockFor(n: Node, lbase: bigint): Buffer {
+  private blockFor(n: Node, lbase: bigint, need = 0): Buffer {
     const map = (n.blocks ??= new Map());
     let b = map.get(lbase);
-    if (b) unseal(b);
-    else {
-      b = Buffer.allocUnsafe(PBUFSIZE); // every byte is filled from committed data or zeros
-      this.readCommittedBlock(n, lbase, b);
-      map.set(lbase, b);
-      this.pendingBytes += PBUFSIZE;
+    if (b) {
+      unseal(b);
+      if (b.length >= need) return b;
+      const grown = Buffer.alloc(pendingSize(need));
+      b.copy(grown);
+      map.set(lbase, grown);
+      return grown;
     }
+    // The committed bytes of this block (up to the larger of the old and new size) must fit.
+    const was = n.disk?.meta.size ?? 0n;
+    const size = was > n.data.meta.size ? was : n.data.meta.size;
+    const inBlock = size <= lbase ? 0 : size - lbase >= LBLOCK ? PBUFSIZE : Number(size - lbase);
+    b = Buffer.allocUnsafe(pendingSize(Math.max(need, inBlock))); // every byte is filled from committed data or zeros
+    this.readCommittedBlock(n, lbase, b);
+    map.set(lbase, b);
+    this.pendingBytes += PBUFSIZE;
     return b;
   }
 
@@ -776,7 +809,7 @@ export class Pfs {
     const d = n.data;
     if (!(d.meta.opFlags & OPFLAG_DIRECTDATA)) return;
     const size = Number(d.meta.size);
-    const b0 = Buffer.alloc(PBUFSIZE);
+    const b0 = Buffer.alloc(pendingSize(size));
     d.u.copy(b0, 0, 0, Math.min(size, EMBEDDED_BYTES));
     d.meta.opFlags &= ~OPFLAG_DIRECTDATA;
     d.u.fill(0);
@@ -821,7 +854,7 @@ export class Pfs {
           done += cnt;
           continue;
         }
-        const blk = this.blockFor(n, lbase);
+        const blk = this.blockFor(n, lbase, off + cnt);
         blk.set(buf.subarray(done, done + cnt), off);
         done += cnt;
       }
@@ -1220,7 +1253,7 @@ export class Pfs {
     let bytes = 0;
     if (!(m.opFlags & OPFLAG_DIRECTDATA)) {
       if (n.bref && n !== this.root) bytes = Number(brefStats(n.bref).dataCount);
-      if (n.blocks?.size) bytes += n.blocks.size * PBUFSIZE;
+      if (n.blocks?.size) bytes += heldBytes(n.blocks);
     }
     return {
       ino: Number(n.inum),
