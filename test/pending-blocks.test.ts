@@ -1,4 +1,4 @@
-// Pending blocks at EOF are kept short (Pfs.blockFor): a small file's data
+// A small file's pending block 0 is kept short (Pfs.blockFor): its data
 // holds a power of two of at least 1 KiB until the commit, not 64 KiB.
 // Every path that meets a short block (reads past its end, growth by writes
 // and by truncation, holes, whole-block writes over it, a commit that pads
@@ -102,6 +102,35 @@ t.test('short pending blocks: accounting, growth, reads, commit', async (t) => {
   pfs.write(k, 5000, more, now);
   put('shrunk', Buffer.concat([kd.subarray(0, 1200), Buffer.alloc(5000 - 1200), more]));
 
+  // fallocate's zeroing over a short block the file has grown past (by truncate, by a later write).
+  const z1 = mk('zero-grown-by-truncate');
+  pfs.write(z1, 0, bytes(600, 11), now);
+  pfs.truncate(z1, 4096n, now);
+  pfs.zeroRange(z1, 0n, 4096n, now);
+  put('zero-grown-by-truncate', Buffer.alloc(4096));
+  const z2 = mk('punch-grown-by-write');
+  const z2d = Buffer.concat([bytes(600, 12), Buffer.alloc(70000 - 600), Buffer.from([5])]);
+  pfs.write(z2, 0, z2d.subarray(0, 600), now);
+  pfs.write(z2, 70000, Buffer.from([5]), now);
+  pfs.zeroRange(z2, 500n, 5000n, now);
+  z2d.fill(0, 500, 5000);
+  put('punch-grown-by-write', z2d);
+  // Truncated down to a point past a short block's end.
+  const tr = mk('truncated-past-short');
+  pfs.write(tr, 0, bytes(600, 13), now);
+  pfs.write(tr, 70000, Buffer.from([6]), now);
+  pfs.truncate(tr, 5000n, now);
+  put('truncated-past-short', Buffer.concat([bytes(600, 13), Buffer.alloc(5000 - 600)]));
+
+  // Everything reads back before the commit too, also into a reused, dirty buffer.
+  for (const [name, data] of want) {
+    const n = pfs.resolve(name);
+    if (!pfs.read(n, 0, data.length + 10).equals(data)) t.fail(`${name}: read before the commit`);
+    const into = Buffer.alloc(data.length + 200000, 0xee);
+    if (!pfs.readInto(n, 0, data.length, into).equals(data)) t.fail(`${name}: readInto a dirty buffer before the commit`);
+  }
+  t.ok(pfs.attr(pfs.resolve('small3')).blocks >= 2, 'st_blocks counts pending data');
+
   h2.flush();
   t.equal(pfs.pendingBytes, 0, 'nothing held after the commit');
 
@@ -112,6 +141,30 @@ t.test('short pending blocks: accounting, growth, reads, commit', async (t) => {
   Buffer.from('changed').copy(cd, 10);
   put('small5', cd);
   t.equal(c.blocks!.get(0n)!.length, 1024, 'a committed 720-byte file changed holds 1 KiB');
+  // A committed short block grown past its size before the next commit.
+  const c2 = pfs.resolve('small7');
+  const c2d = Buffer.concat([want.get('small7')!, bytes(3000, 14)]);
+  pfs.write(c2, want.get('small7')!.length, bytes(3000, 14), now);
+  put('small7', c2d);
+  // A committed embedded file (512 bytes or less) grown by a write and by truncation.
+  const e1 = mk('embedded-then-written');
+  const e2 = mk('embedded-then-truncated');
+  pfs.write(e1, 0, bytes(300, 15), now);
+  pfs.write(e2, 0, bytes(400, 16), now);
+  h2.flush();
+  pfs.write(e1, 300, bytes(2000, 17), now);
+  put('embedded-then-written', Buffer.concat([bytes(300, 15), bytes(2000, 17)]));
+  pfs.truncate(e2, 9000n, now);
+  pfs.write(e2, 8000, Buffer.from('tail'), now);
+  put('embedded-then-truncated', Buffer.concat([bytes(400, 16), Buffer.alloc(8000 - 400), Buffer.from('tail'), Buffer.alloc(996)]));
+  // A committed 64 KiB+ file cut back to a block boundary, then written a little.
+  const big = mk('cut-then-written');
+  const bigd = bytes(3 * B, 18);
+  pfs.write(big, 0, bigd, now);
+  h2.flush();
+  pfs.truncate(big, BigInt(B), now);
+  pfs.write(big, B + 10, Buffer.from('after'), now);
+  put('cut-then-written', Buffer.concat([bigd.subarray(0, B), Buffer.alloc(10), Buffer.from('after')]));
   const shrinkCommitted = pfs.resolve('grown');
   pfs.truncate(shrinkCommitted, 70000n, now);
   put('grown', gd.subarray(0, 70000));

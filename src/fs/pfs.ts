@@ -775,9 +775,9 @@ export class Pfs {
    * The pending buffer for block `lbase`, created from committed data, for
    * the caller to change up to `need` bytes into it: the only way to a
    * pending block that changes it (what sealAhead worked out for it is
-   * dropped). A block holding EOF is kept short (a power of two of at least
-   * 1 KiB covering the file's bytes in it and `need`; zeros past its end):
-   * a small file's pending data must not touch 64 KiB until the commit. The
+   * dropped). A small file's block 0 is kept short (a power of two of at
+   * least 1 KiB covering the file's bytes in it and `need`; zeros past its
+   * end): its pending data must not touch 64 KiB until the commit. The
    * dirty limit still counts 64 KiB a block (pendingBytes): counted by what
    * they hold, small files committed eight times less often, and the larger
    * commits held more at their peak than the buffers saved.
@@ -788,7 +788,7 @@ export class Pfs {
     if (b) {
       unseal(b);
       if (b.length >= need) return b;
-      const grown = Buffer.alloc(pendingSize(need));
+      const grown = Buffer.alloc(lbase === 0n ? pendingSize(need) : PBUFSIZE);
       b.copy(grown);
       map.set(lbase, grown);
       return grown;
@@ -797,7 +797,8 @@ export class Pfs {
     const was = n.disk?.meta.size ?? 0n;
     const size = was > n.data.meta.size ? was : n.data.meta.size;
     const inBlock = size <= lbase ? 0 : size - lbase >= LBLOCK ? PBUFSIZE : Number(size - lbase);
-    b = Buffer.allocUnsafe(pendingSize(Math.max(need, inBlock))); // every byte is filled from committed data or zeros
+    // Only block 0 is kept short: a file past 64 KiB is not small, and growing each block it appends to would copy it over and over.
+    b = Buffer.allocUnsafe(lbase === 0n ? pendingSize(Math.max(need, inBlock)) : PBUFSIZE); // every byte is filled from committed data or zeros
     this.readCommittedBlock(n, lbase, b);
     map.set(lbase, b);
     this.pendingBytes += PBUFSIZE;
@@ -894,7 +895,7 @@ export class Pfs {
       if (partial !== 0n) {
         const lbase = size - partial;
         const blk = this.blockFor(n, lbase);
-        blk.fill(0, Number(partial));
+        if (Number(partial) < blk.length) blk.fill(0, Number(partial));
       }
       if (n.blocks) {
         for (const k of [...n.blocks.keys()]) {
@@ -936,7 +937,9 @@ export class Pfs {
     const zeroPart = (lbase: bigint) => {
       const from = start > lbase ? start : lbase;
       const to = end < lbase + LBLOCK ? end : lbase + LBLOCK;
-      this.blockFor(n, lbase).fill(0, Number(from - lbase), Number(to - lbase));
+      // A short block's bytes past its end are zeros already.
+      const blk = this.blockFor(n, lbase);
+      blk.fill(0, Math.min(Number(from - lbase), blk.length), Math.min(Number(to - lbase), blk.length));
     };
     if (firstFull >= fullEnd) {
       // No whole block inside: one or two partial blocks.
