@@ -690,14 +690,19 @@ static void seal_release(napi_env env, seal_job *j) {
 	}
 }
 
-static void seal_finalize(napi_env env, void *data, void *hint) {
-	(void)hint;
-	seal_job *j = data;
-	seal_finish(j, 1); /* the thread may still be reading the block */
+/* The job done (or dropped undone: `skip`), off the done list, its block let go of (JS thread). */
+static void seal_settle(napi_env env, seal_job *j, int skip) {
+	seal_finish(j, skip);
 	pthread_mutex_lock(&seal_lock);
 	seal_unlist(j);
 	pthread_mutex_unlock(&seal_lock);
 	seal_release(env, j);
+}
+
+static void seal_finalize(napi_env env, void *data, void *hint) {
+	(void)hint;
+	seal_job *j = data;
+	seal_settle(env, j, 1); /* the thread may still be reading the block */
 	if (!j->taken) free(j->stored);
 	free(j);
 }
@@ -829,11 +834,7 @@ static napi_value js_seal_cancel(napi_env env, napi_callback_info info) {
 		napi_throw_type_error(env, NULL, "sealCancel(job)");
 		return NULL;
 	}
-	seal_finish(j, 1);
-	pthread_mutex_lock(&seal_lock);
-	seal_unlist(j);
-	pthread_mutex_unlock(&seal_lock);
-	seal_release(env, j);
+	seal_settle(env, j, 1);
 	if (!j->taken) {
 		free(j->stored);
 		j->stored = NULL;
@@ -857,11 +858,7 @@ static napi_value js_seal_result(napi_env env, napi_callback_info info) {
 		napi_throw_error(env, NULL, "sealResult: already taken");
 		return NULL;
 	}
-	seal_finish(j, 0);
-	pthread_mutex_lock(&seal_lock);
-	seal_unlist(j);
-	pthread_mutex_unlock(&seal_lock);
-	seal_release(env, j);
+	seal_settle(env, j, 0);
 	seal_drain(env);
 	memcpy(o, j->chk, 8);
 	if (j->kind != SEAL_LZ4) {

@@ -110,14 +110,18 @@ t.test('the compression heuristic backs off on incompressible data and comes bac
   let tries = 0;
   (accel as { sealStart: typeof start }).sealStart = (blk, zero, lz4, check) => ((tries += lz4 ? 1 : 0), start(blk, zero, lz4, check));
   t.teardown(() => void ((accel as { sealStart: typeof start }).sealStart = start));
+  /** Block `i` of the file: sealed, then written by the commit. */
+  const sealed = async (i: number, data: Buffer) => {
+    const lbase = BigInt(i) * BigInt(B);
+    const blk = Buffer.from(data);
+    await sealAndWait([[blk, lbase]], CompMethod.LZ4, CheckMethod.XXHASH64, ha);
+    return { lbase, r: a.w.writeData(lbase, blk, CompMethod.LZ4, CheckMethod.XXHASH64, ha)! };
+  };
   // Incompressible blocks: stored as the commit would, and after 8 of them
   // only every 8th is tried (past the count's wrap at 128 too).
   for (let i = 0; i < 260; i++) {
     const data = randomBytes(B);
-    const lbase = BigInt(i) * BigInt(B);
-    const blk = Buffer.from(data);
-    await sealAndWait([[blk, lbase]], CompMethod.LZ4, CheckMethod.XXHASH64, ha);
-    const ra = a.w.writeData(lbase, blk, CompMethod.LZ4, CheckMethod.XXHASH64, ha)!;
+    const { lbase, r: ra } = await sealed(i, data);
     const rb = b.w.writeData(lbase, Buffer.from(data), CompMethod.LZ4, CheckMethod.XXHASH64, { n: 0 })!;
     if (ra.methods !== rb.methods || !ra.check.equals(rb.check)) t.fail(`block ${i}: stored differently`);
     if (i >= 8 && ha.n < 8) t.fail(`block ${i}: the heuristic did not back off (${ha.n})`);
@@ -127,10 +131,7 @@ t.test('the compression heuristic backs off on incompressible data and comes bac
   let first = -1;
   for (let i = 260; i < 280; i++) {
     const data = text(B);
-    const lbase = BigInt(i) * BigInt(B);
-    const blk = Buffer.from(data);
-    await sealAndWait([[blk, lbase]], CompMethod.LZ4, CheckMethod.XXHASH64, ha);
-    const r = a.w.writeData(lbase, blk, CompMethod.LZ4, CheckMethod.XXHASH64, ha)!;
+    const { r } = await sealed(i, data);
     const back = Buffer.alloc(B);
     decodeData(r.methods & 15, stored(a.media, r)!, back);
     if (!back.equals(data)) t.fail(`block ${i} does not decode`);
