@@ -165,38 +165,50 @@ export class BlockWriter {
    * (all zeros under autozero/lz4/zlib with a check method, as the reference).
    */
   writeData(lbase: bigint, data: Buffer, compAlgo: number, checkAlgo: number, heur?: CompHeuristic): Blockref | null {
+    const b = emptyBlockref();
     const seal = seals.get(data);
-    if (seal) {
-      seals.delete(data);
-      if (seal.comp === compAlgo && seal.check === checkAlgo) return this.writeSealed(lbase, data, seal, heur);
-    }
-    const algo = compAlgo & 15;
-    const level = (compAlgo >> 4) & 15;
-    if (algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE && isAllZero(data)) return null;
+    if (seal) seals.delete(data);
     let stored: Buffer = data;
     let comp: number = CompMethod.NONE;
-    if (algo === CompMethod.LZ4 || algo === CompMethod.ZLIB) {
-      // As the reference: after 8 blocks of a file would not compress, try only every 8th.
-      const h = heur?.n ?? 0;
-      if (h < 8 || (h & 7) === 0) {
-        const c = encodeData(algo, level, data);
-        if (c) {
-          stored = c;
-          comp = algo;
-          if (heur) heur.n = 0;
-        } else if (heur && ++heur.n > 128) {
-          heur.n = 8;
-        }
-      } else if (heur) {
-        heur.n++;
+    if (seal && seal.comp === compAlgo && seal.check === checkAlgo) {
+      // Worked out on the shim's thread (sealAhead), its check code already in b.check.
+      const r = accel!.sealResult!(seal.job, b.check);
+      if (r === 0) return null;
+      if (r !== 2) {
+        stored = r;
+        comp = CompMethod.LZ4;
       }
+      if (heur && (compAlgo & 15) === CompMethod.LZ4) {
+        // Counted as below, for a block sealAhead tried or skipped.
+        if (r !== 2) heur.n = 0;
+        else if (++heur.n > 128 && seal.triedLz4) heur.n = 8;
+      }
+    } else {
+      const algo = compAlgo & 15;
+      const level = (compAlgo >> 4) & 15;
+      if (algo !== CompMethod.NONE && checkAlgo !== CheckMethod.NONE && isAllZero(data)) return null;
+      if (algo === CompMethod.LZ4 || algo === CompMethod.ZLIB) {
+        // As the reference: after 8 blocks of a file would not compress, try only every 8th.
+        const h = heur?.n ?? 0;
+        if (h < 8 || (h & 7) === 0) {
+          const c = encodeData(algo, level, data);
+          if (c) {
+            stored = c;
+            comp = algo;
+            if (heur) heur.n = 0;
+          } else if (heur && ++heur.n > 128) {
+            heur.n = 8;
+          }
+        } else if (heur) {
+          heur.n++;
+        }
+      }
+      computeCheck(checkAlgo, stored, b.check);
     }
-    const b = emptyBlockref();
     b.type = BrefType.DATA;
     b.key = lbase;
     b.keybits = 16;
     b.methods = encMethods(checkAlgo, comp);
-    computeCheck(checkAlgo, stored, b.check);
     b.dataOff = this.place(stored.length, BrefType.DATA, stored);
     this.stamp(b);
     // A block cut at EOF is what the next append to the file reads back
@@ -209,26 +221,6 @@ export class BlockWriter {
       }
       this.reader.seed(b, keep);
     }
-    return b;
-  }
-
-  /** writeData for a block sealAhead worked out (the work done elsewhere; LZ4 tried on the block sealAhead chose). */
-  private writeSealed(lbase: bigint, data: Buffer, seal: Seal, heur?: CompHeuristic): Blockref | null {
-    const b = emptyBlockref();
-    const r = accel!.sealResult!(seal.job, b.check);
-    if (r === 0) return null;
-    const stored = r === 2 ? data : r;
-    if (heur && (seal.comp & 15) === CompMethod.LZ4) {
-      // Counted as writeData counts a block it tried or skipped.
-      if (r !== 2) heur.n = 0;
-      else if (++heur.n > 128 && seal.triedLz4) heur.n = 8;
-    }
-    b.type = BrefType.DATA;
-    b.key = lbase;
-    b.keybits = 16;
-    b.methods = encMethods(seal.check, r === 2 ? CompMethod.NONE : CompMethod.LZ4);
-    b.dataOff = this.place(stored.length, BrefType.DATA, stored);
-    this.stamp(b);
     return b;
   }
 
