@@ -495,23 +495,29 @@ static napi_value js_lz4d(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* Every byte zero? (64 bytes at a time, stopping at the first that is not.) */
+static int all_zero(const uint8_t *p, size_t len) {
+	uint64_t acc = 0;
+	size_t i = 0;
+	for (; i + 64 <= len; i += 64) {
+		for (int k = 0; k < 64; k += 8) acc |= rd64(p + i + k);
+		if (acc) return 0;
+	}
+	for (; i < len; i++) acc |= p[i];
+	return acc == 0;
+}
+
 static napi_value js_iszero(napi_env env, napi_callback_info info) {
 	size_t argc = 1;
 	napi_value argv[1], ret;
 	uint8_t *p;
-	size_t len, i = 0;
+	size_t len;
 	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
 	if (argc < 1 || !bytes_of(env, argv[0], &p, &len)) {
 		napi_throw_type_error(env, NULL, "isZero(bytes)");
 		return NULL;
 	}
-	uint64_t acc = 0;
-	for (; i + 64 <= len; i += 64) {
-		for (int k = 0; k < 64; k += 8) acc |= rd64(p + i + k);
-		if (acc) break;
-	}
-	for (; !acc && i < len; i++) acc |= p[i];
-	napi_get_boolean(env, acc == 0, &ret);
+	napi_get_boolean(env, all_zero(p, len), &ret);
 	return ret;
 }
 
@@ -569,16 +575,9 @@ static int seal_started;
 static void seal_compute(seal_job *j) {
 	const uint8_t *p = j->src;
 	size_t n = j->len;
-	if (j->zero_test) {
-		uint64_t acc = 0;
-		size_t i = 0;
-		for (; i + 64 <= n && !acc; i += 64)
-			for (int k = 0; k < 64; k += 8) acc |= rd64(p + i + k);
-		for (; !acc && i < n; i++) acc |= p[i];
-		if (!acc) {
-			j->kind = SEAL_ZERO;
-			return;
-		}
+	if (j->zero_test && all_zero(p, n)) {
+		j->kind = SEAL_ZERO;
+		return;
 	}
 	j->kind = SEAL_RAW;
 	if (j->try_lz4 && n > 8) {
@@ -727,6 +726,10 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 		napi_throw_type_error(env, NULL, "sealStart(block, zeroTest, tryLz4, check: 0 | 2 | 3)");
 		return NULL;
 	}
+	if (len > 0x7fffffff) {
+		napi_throw_range_error(env, NULL, "sealStart: block too large");
+		return NULL;
+	}
 	seal_drain(env);
 	pthread_mutex_lock(&seal_lock);
 	if (!seal_started) {
@@ -760,11 +763,6 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 	j->try_lz4 = lz4;
 	j->check = check;
 	j->env = env;
-	if (len > 0x7fffffff) {
-		free(j);
-		napi_throw_range_error(env, NULL, "sealStart: block too large");
-		return NULL;
-	}
 	if (napi_create_reference(env, argv[0], 1, &j->src_ref) != napi_ok ||
 	    napi_create_external(env, j, seal_finalize, NULL, &ret) != napi_ok) {
 		if (j->src_ref) napi_delete_reference(env, j->src_ref);
@@ -780,7 +778,6 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 		return NULL;
 	}
 	pthread_mutex_lock(&seal_lock);
-
 	j->prev = seal_tail;
 	if (seal_tail) seal_tail->next = j;
 	else seal_head = j;

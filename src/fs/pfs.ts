@@ -788,7 +788,7 @@ export class Pfs {
     if (b) {
       unseal(b);
       if (b.length >= need) return b;
-      const grown = Buffer.alloc(lbase === 0n ? pendingSize(need) : PBUFSIZE);
+      const grown = Buffer.alloc(pendingSize(need)); // (only block 0 is ever short)
       b.copy(grown);
       map.set(lbase, grown);
       return grown;
