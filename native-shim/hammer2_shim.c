@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <node_api.h>
@@ -877,6 +878,264 @@ static napi_value js_seal_result(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* ---- writing a commit behind the JS thread ---------------------------------
+ * ioStart(steps) -> job (null: no thread)
+ *   steps: [[0, fd, pos, buffers]]  pwritev of the buffers back to back at pos
+ *          [[1, fd]]                fdatasync
+ *          [[2, fd, pos, [buffer]]] pwrite from an aligned copy (O_DIRECT fd)
+ * ioDone(job)  -> whether the thread has finished (or stopped at an error)
+ * ioWait(job)  -> 0, or -errno of the step that failed; waits for the thread
+ *                 and lets go of the buffers
+ * A commit's blocks, its sync, its volume header and the second sync are
+ * done in that order on a thread of ours, so that the JS thread takes the
+ * next requests meanwhile. The steps array is held (and through it every
+ * buffer) until ioWait; its buffers must not change before then.
+ */
+enum { IO_WRITE = 0, IO_SYNC = 1, IO_ALIGNED = 2 };
+
+typedef struct io_step {
+	int kind, fd, iovcnt;
+	int64_t pos;
+	struct iovec *iov;
+} io_step;
+
+typedef struct io_job {
+	struct io_job *next;
+	io_step *steps;
+	int nsteps;
+	int state;      /* QUEUED, RUNNING, DONE: under io_lock */
+	int err;        /* 0 or -errno */
+	napi_ref hold;  /* the steps array: JS thread only */
+} io_job;
+
+static const napi_type_tag IO_TAG = {0x68616d6d65723273ULL, 0x636f6d6d69746a6fULL};
+static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t io_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t io_done = PTHREAD_COND_INITIALIZER;
+static io_job *io_head, *io_tail;
+static int io_started;
+
+static int io_writev(int fd, struct iovec *iov, int cnt, int64_t pos) {
+	while (cnt > 0) {
+		ssize_t n = pwritev(fd, iov, cnt > 1024 ? 1024 : cnt, pos);
+		if (n < 0) {
+			if (errno == EINTR) continue;
+			return -errno;
+		}
+		if (n == 0) return -EIO;
+		pos += n;
+		/* Short: step past what went out and go on. */
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0 && n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static int io_step_run(io_step *s) {
+	if (s->kind == IO_SYNC) {
+		while (fdatasync(s->fd) != 0) {
+			if (errno != EINTR) return -errno;
+		}
+		return 0;
+	}
+	if (s->kind == IO_WRITE) return io_writev(s->fd, s->iov, s->iovcnt, s->pos);
+	size_t len = s->iov[0].iov_len;
+	void *a = NULL;
+	if (posix_memalign(&a, 4096, len ? len : 4096) != 0) return -ENOMEM;
+	memcpy(a, s->iov[0].iov_base, len);
+	struct iovec one = {a, len};
+	int r = io_writev(s->fd, &one, 1, s->pos);
+	free(a);
+	return r;
+}
+
+static void *io_thread(void *arg) {
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&io_lock);
+		while (!io_head) pthread_cond_wait(&io_work, &io_lock);
+		io_job *j = io_head;
+		io_head = j->next;
+		if (!io_head) io_tail = NULL;
+		j->state = RUNNING;
+		pthread_mutex_unlock(&io_lock);
+		int err = 0;
+		for (int i = 0; i < j->nsteps && !err; i++) err = io_step_run(&j->steps[i]);
+		pthread_mutex_lock(&io_lock);
+		j->err = err;
+		j->state = DONE;
+		pthread_cond_broadcast(&io_done);
+		pthread_mutex_unlock(&io_lock);
+	}
+	return NULL;
+}
+
+static void io_free_steps(io_job *j) {
+	for (int i = 0; i < j->nsteps; i++) free(j->steps[i].iov);
+	free(j->steps);
+	j->steps = NULL;
+	j->nsteps = 0;
+}
+
+/* Wait for the thread, then let go of the buffers (JS thread). */
+static void io_settle(napi_env env, io_job *j) {
+	pthread_mutex_lock(&io_lock);
+	while (j->state != DONE) pthread_cond_wait(&io_done, &io_lock);
+	pthread_mutex_unlock(&io_lock);
+	if (j->hold) {
+		napi_delete_reference(env, j->hold);
+		j->hold = NULL;
+	}
+	io_free_steps(j);
+}
+
+static void io_finalize(napi_env env, void *data, void *hint) {
+	(void)hint;
+	io_job *j = data;
+	io_settle(env, j);
+	free(j);
+}
+
+static int io_parse(napi_env env, napi_value steps, io_job *j) {
+	uint32_t n;
+	bool arr = false;
+	if (napi_is_array(env, steps, &arr) != napi_ok || !arr || napi_get_array_length(env, steps, &n) != napi_ok) return 0;
+	j->steps = calloc(n ? n : 1, sizeof *j->steps);
+	if (!j->steps) return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		napi_value s, v;
+		int32_t kind, fd;
+		uint32_t len = 0;
+		io_step *st = &j->steps[i];
+		j->nsteps = (int)i + 1;
+		if (napi_get_element(env, steps, i, &s) != napi_ok || napi_get_element(env, s, 0, &v) != napi_ok || !get_i32(env, v, &kind) ||
+		    napi_get_element(env, s, 1, &v) != napi_ok || !get_i32(env, v, &fd) || fd < 0)
+			return 0;
+		st->kind = kind;
+		st->fd = fd;
+		if (kind == IO_SYNC) continue;
+		if (kind != IO_WRITE && kind != IO_ALIGNED) return 0;
+		napi_value bufs;
+		if (napi_get_element(env, s, 2, &v) != napi_ok || napi_get_value_int64(env, v, &st->pos) != napi_ok || st->pos < 0 ||
+		    napi_get_element(env, s, 3, &bufs) != napi_ok || napi_get_array_length(env, bufs, &len) != napi_ok || len == 0 ||
+		    (kind == IO_ALIGNED && len != 1))
+			return 0;
+		st->iov = calloc(len, sizeof *st->iov);
+		if (!st->iov) return 0;
+		st->iovcnt = (int)len;
+		for (uint32_t k = 0; k < len; k++) {
+			uint8_t *p;
+			size_t bl;
+			if (napi_get_element(env, bufs, k, &v) != napi_ok || !bytes_of(env, v, &p, &bl)) return 0;
+			st->iov[k].iov_base = p;
+			st->iov[k].iov_len = bl;
+		}
+	}
+	return 1;
+}
+
+static napi_value js_io_start(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	pthread_mutex_lock(&io_lock);
+	if (!io_started) {
+		sigset_t all, old;
+		pthread_t t;
+		pthread_attr_t a;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		io_started = pthread_create(&t, &a, io_thread, NULL) == 0 ? 1 : -1;
+		pthread_attr_destroy(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	int no_thread = io_started < 0;
+	pthread_mutex_unlock(&io_lock);
+	if (no_thread) {
+		napi_get_null(env, &ret);
+		return ret;
+	}
+	io_job *j = calloc(1, sizeof *j);
+	if (!j) {
+		napi_throw_error(env, "ENOMEM", "ioStart: out of memory");
+		return NULL;
+	}
+	j->state = DONE; /* until queued: the finalizer then has nothing to wait for */
+	if (argc < 1 || !io_parse(env, argv[0], j)) {
+		io_free_steps(j);
+		free(j);
+		napi_throw_type_error(env, NULL, "ioStart([[0, fd, pos, buffers] | [1, fd] | [2, fd, pos, [buffer]], ...])");
+		return NULL;
+	}
+	if (napi_create_reference(env, argv[0], 1, &j->hold) != napi_ok ||
+	    napi_create_external(env, j, io_finalize, NULL, &ret) != napi_ok) {
+		if (j->hold) napi_delete_reference(env, j->hold);
+		io_free_steps(j);
+		free(j);
+		napi_throw_error(env, NULL, "ioStart: cannot hold the buffers");
+		return NULL;
+	}
+	if (napi_type_tag_object(env, ret, &IO_TAG) != napi_ok) {
+		napi_throw_error(env, NULL, "ioStart: cannot tag the job");
+		return NULL;
+	}
+	pthread_mutex_lock(&io_lock);
+	j->state = QUEUED;
+	if (io_tail) io_tail->next = j;
+	else io_head = j;
+	io_tail = j;
+	pthread_cond_signal(&io_work);
+	pthread_mutex_unlock(&io_lock);
+	return ret;
+}
+
+static io_job *io_of(napi_env env, napi_value v) {
+	bool ours = false;
+	void *data = NULL;
+	if (napi_check_object_type_tag(env, v, &IO_TAG, &ours) != napi_ok || !ours) return NULL;
+	if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
+	return data;
+}
+
+static napi_value js_io_done(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	io_job *j = argc < 1 ? NULL : io_of(env, argv[0]);
+	if (!j) {
+		napi_throw_type_error(env, NULL, "ioDone(job)");
+		return NULL;
+	}
+	pthread_mutex_lock(&io_lock);
+	int done = j->state == DONE;
+	pthread_mutex_unlock(&io_lock);
+	napi_get_boolean(env, done, &ret);
+	return ret;
+}
+
+static napi_value js_io_wait(napi_env env, napi_callback_info info) {
+	size_t argc = 1;
+	napi_value argv[1], ret;
+	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+	io_job *j = argc < 1 ? NULL : io_of(env, argv[0]);
+	if (!j) {
+		napi_throw_type_error(env, NULL, "ioWait(job)");
+		return NULL;
+	}
+	io_settle(env, j);
+	napi_create_int32(env, j->err, &ret);
+	return ret;
+}
+
 /* trimMemory(): give memory free()d to malloc back to the kernel. Block
    buffers come and go in bursts (commits, sequential reads); glibc keeps
    the freed pages of its heap, so without this the daemon's RSS only ever
@@ -963,6 +1222,7 @@ static napi_value init(napi_env env, napi_value exports) {
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},
 		{"sealStart", js_seal_start}, {"sealResult", js_seal_result}, {"sealDrain", js_seal_drain},
 		{"sealCancel", js_seal_cancel}, {"sealPending", js_seal_pending},
+		{"ioStart", js_io_start}, {"ioDone", js_io_done}, {"ioWait", js_io_wait},
 	};
 	codec_init();
 	for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -163,11 +163,12 @@ export class ImageDaemon {
 
   private tick(): void {
     try {
+      this.fs.pollBehind();
       if (!this.fs.dirty) {
         this.fs.idleTick();
         return;
       }
-      this.fs.flush();
+      this.fs.flushBehind();
       this.fs.maybeReclaim();
     } catch (e) {
       this.o.log(`background flush failed: ${(e as Error).message}`);

@@ -23,7 +23,7 @@ import {
   TreeContext,
 } from '../engine';
 import { Allocator } from '../engine/writer';
-import { DeviceError, syncTogether, VolumeSet } from '../store';
+import { CommitInFlight, DeviceError, syncTogether, VolumeSet } from '../store';
 import {
   Blockref,
   BrefType,
@@ -336,6 +336,7 @@ export class Hammer2Fs {
    */
   idleTick(): BulkfreeResult | null {
     if (!this.writable || this.failed || this.dirty) return null;
+    this.settle();
     const r = this.maybeReclaim();
     if (r || this.releaseTid === 0n) return r;
     const hdr = this.dev.header;
@@ -370,6 +371,7 @@ export class Hammer2Fs {
   private retireOlderHeaders(): void {
     const n = this.headerSlots();
     if (n < 2) return;
+    this.settle();
     const raw = encodeVolumeHeader(this.dev.header);
     this.dev.vols.sync();
     for (let z = 0; z < n; z++) if (z !== this.dev.vols.headerZone) this.dev.vols.writeHeader(0, z, raw);
@@ -390,13 +392,89 @@ export class Hammer2Fs {
   }
 
   /**
+   * Commit everything pending without waiting for the disk, for commits
+   * nobody waits on (the dirty limit, the held-inode limit, the timer):
+   * the blocks, their sync, the volume header and its sync are written in
+   * that order on the shim's I/O thread while requests go on, and memory
+   * holds the committed state at once. Where that cannot be (copies commit
+   * along, no I/O thread, the crash tests' header fault) it is flush().
+   * Everything that commits, reclaims or writes a header settles it first.
+   */
+  flushBehind(): void {
+    this.settle();
+    if (this.participants.size) {
+      this.flush();
+      return;
+    }
+    const vs = this.dev.vols;
+    // The commit's blocks stay queued for the thread (memory: the pending blocks it holds anyway).
+    const limit = vs.queueLimit;
+    vs.queueLimit = Infinity;
+    let p: PreparedCommit | null;
+    try {
+      p = this.prepareCommit({ keepQueued: true });
+    } finally {
+      vs.queueLimit = limit;
+    }
+    if (!p) return;
+    const hdr = this.dev.header;
+    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
+    this.setHeader(p);
+    const zone = (vs.headerZone + 1) % this.headerSlots();
+    let io: CommitInFlight | null;
+    try {
+      io = vs.commitBehind(zone, encodeVolumeHeader(hdr));
+    } catch (e) {
+      Object.assign(hdr, saved);
+      this.abortCommit(p);
+      throw asFsError(e);
+    }
+    if (!io) {
+      Object.assign(hdr, saved);
+      this.finishCommit(p);
+      return;
+    }
+    vs.headerZone = zone;
+    this.applyCommit(p);
+    this.behind = { io, tid: p.tid };
+    settleSeals();
+  }
+
+  /** The commit flushBehind started, until settle() has seen it durable. */
+  private behind: { io: CommitInFlight; tid: bigint } | null = null;
+
+  /**
+   * Wait until the commit flushBehind started is on media. If its writes
+   * failed they are done again here; if that fails too, the error is
+   * thrown and the commit is kept (reads still see it; no later commit can
+   * start), to be tried again by the next call.
+   */
+  settle(): void {
+    const b = this.behind;
+    if (!b) return;
+    try {
+      b.io.finish();
+    } catch (e) {
+      throw asFsError(e);
+    }
+    this.behind = null;
+    for (const l of this.commitListeners) l(b.tid);
+  }
+
+  /** settle() if the thread is done with the commit in flight (cheap: call it often). */
+  pollBehind(): void {
+    if (this.behind?.io.done()) this.settle();
+  }
+
+  /**
    * First half of a commit: write every new block (data, trees, super-root,
    * freemap), nothing synced, no header. Null when there is nothing to
    * commit. On failure everything is as before and the error is thrown.
    */
-  prepareCommit(): PreparedCommit | null {
+  prepareCommit(o: { keepQueued?: boolean } = {}): PreparedCommit | null {
     if (!this.writable || !this.writer || !this.allocator) return null;
     if (this.failed) throw new FsError('EIO', `the volume header could not be written: ${this.failed.message}`);
+    this.settle();
     if (!this.dirty) return null;
     const t0 = Date.now();
     const w = this.writer;
@@ -428,7 +506,7 @@ export class Hammer2Fs {
       srootUpdates.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
       const sroot = srootUpdates.length ? [this.writeSuperRoot(w, srootUpdates), ...hdr.sroot.slice(1)] : hdr.sroot;
       const fm = this.allocator.commit(tid);
-      this.dev.vols.flushWrites();
+      if (!o.keepQueued) this.dev.vols.flushWrites();
       return { tid, sroot, fm, commits, roots, t0, b0, y0 };
     } catch (e) {
       this.dev.vols.discardWrites();
@@ -477,11 +555,7 @@ export class Hammer2Fs {
         if (res[0]) throw res[0];
         for (let i = 1; i < sets.length; i++) if (res[i]) owners[i - 1].syncFailed(sets[i], res[i]!);
       }
-      hdr.sroot = p.sroot;
-      hdr.freemap = p.fm.freemap;
-      hdr.mirrorTid = tid;
-      hdr.freemapTid = tid;
-      hdr.allocatorFree = p.fm.free;
+      this.setHeader(p);
       headerStarted = true;
       this.writeHeader();
       this.dev.vols.sync();
@@ -496,11 +570,7 @@ export class Hammer2Fs {
       if (headerStarted) this.failed = e as Error;
       throw asFsError(e);
     }
-    for (const c of p.commits) c.apply();
-    this.maxTid = tid;
-    this.staged.clear();
-    this.headerDirty = false;
-    this.lastFlush = { tid, blocks: w.blocksWritten - p.b0, bytes: w.bytesWritten - p.y0, ms: Date.now() - p.t0 };
+    this.applyCommit(p);
     try {
       for (const part of joined) part.commit(tid);
       for (const l of this.commitListeners) l(tid);
@@ -508,7 +578,27 @@ export class Hammer2Fs {
       w.recent?.clear();
       settleSeals();
     }
-    return this.lastFlush;
+    return this.lastFlush!;
+  }
+
+  /** The volume header fields a prepared commit sets. */
+  private setHeader(p: PreparedCommit): void {
+    const hdr = this.dev.header;
+    hdr.sroot = p.sroot;
+    hdr.freemap = p.fm.freemap;
+    hdr.mirrorTid = p.tid;
+    hdr.freemapTid = p.tid;
+    hdr.allocatorFree = p.fm.free;
+  }
+
+  /** Memory takes the state a commit wrote: pending becomes committed. */
+  private applyCommit(p: PreparedCommit): void {
+    const w = this.writer!;
+    for (const c of p.commits) c.apply();
+    this.maxTid = p.tid;
+    this.staged.clear();
+    this.headerDirty = false;
+    this.lastFlush = { tid: p.tid, blocks: w.blocksWritten - p.b0, bytes: w.bytesWritten - p.y0, ms: Date.now() - p.t0 };
   }
 
   // ------------------------------------------------------------ PFS management
@@ -861,6 +951,11 @@ export class Hammer2Fs {
   }
 
   close(): void {
+    try {
+      this.settle();
+    } catch {
+      // Its error went to the final flush's caller already; what it could not write is lost.
+    }
     this.dev.close();
   }
 }

@@ -106,7 +106,8 @@ export class Hammer2Ops {
     if (this.fs.failed) throw new FsError('EIO', 'the filesystem stopped accepting changes after a failed flush');
     // Changed inodes stay in memory until a commit; bound how many (rm -r or
     // untar of a large tree within one flush interval), as dirtyLimit bounds data.
-    if (this.pfs.live.size >= LIVE_LIMIT) this.fs.flush();
+    this.fs.pollBehind();
+    if (this.pfs.live.size >= LIVE_LIMIT) this.fs.flushBehind();
   }
 
   // ------------------------------------------------------------ lookups
@@ -278,7 +279,7 @@ export class Hammer2Ops {
     // Commit before taking more than the dirty limit: if the commit fails,
     // this write fails whole and nothing half-accepted is left behind.
     if (this.fs.pendingBytes > 0 && this.fs.pendingBytes + buf.length > this.dirtyLimit) {
-      this.fs.flush();
+      this.fs.flushBehind();
       this.fs.maybeReclaim();
     }
     return this.pfs.write(n, off, buf, fromCache ? null : this.now());

@@ -157,7 +157,29 @@ export class Device {
   writeWhole(pos: number, buf: Uint8Array): void {
     const shim = nativeShim();
     const aligned = pos % 4096 === 0 && buf.length % 4096 === 0;
-    if (this.direct === undefined && aligned && shim?.pwriteAligned && this.writable) {
+    if (aligned) this.directFd();
+    if (typeof this.direct !== 'number' || !aligned || !shim?.pwriteAligned) return this.write(pos, buf);
+    if (pos < 0 || pos + buf.length > this.size) throw new DeviceError(`${this.path}: write at ${pos}+${buf.length} outside device of ${this.size} bytes`);
+    const r = shim.pwriteAligned(this.direct, buf, pos);
+    if (r === buf.length) return;
+    if (r === -22) {
+      // EINVAL: this host takes no direct I/O of that shape after all.
+      fs.closeSync(this.direct);
+      this.direct = null;
+      return this.write(pos, buf);
+    }
+    const code = r < 0 ? errnoName(-r) : 'EIO';
+    throw new DeviceError(`${this.path}: write error at ${pos}: ${r < 0 ? code : `short write (${r} bytes)`}`, code, true);
+  }
+
+  /**
+   * The O_DIRECT descriptor writeWhole uses (opened on first use), or null
+   * where there is none: the host refuses it, the shim is absent, or the
+   * path no longer names our file.
+   */
+  directFd(): number | null {
+    const shim = nativeShim();
+    if (this.direct === undefined && shim?.pwriteAligned && this.writable) {
       try {
         this.direct = fs.openSync(this.path, fs.constants.O_WRONLY | fs.constants.O_DIRECT);
         const a = fs.fstatSync(this.direct);
@@ -171,18 +193,7 @@ export class Device {
         this.direct = null;
       }
     }
-    if (typeof this.direct !== 'number' || !aligned || !shim?.pwriteAligned) return this.write(pos, buf);
-    if (pos < 0 || pos + buf.length > this.size) throw new DeviceError(`${this.path}: write at ${pos}+${buf.length} outside device of ${this.size} bytes`);
-    const r = shim.pwriteAligned(this.direct, buf, pos);
-    if (r === buf.length) return;
-    if (r === -22) {
-      // EINVAL: this host takes no direct I/O of that shape after all.
-      fs.closeSync(this.direct);
-      this.direct = null;
-      return this.write(pos, buf);
-    }
-    const code = r < 0 ? errnoName(-r) : 'EIO';
-    throw new DeviceError(`${this.path}: write error at ${pos}: ${r < 0 ? code : `short write (${r} bytes)`}`, code, true);
+    return typeof this.direct === 'number' ? this.direct : null;
   }
 
   /** Write `bufs` back to back at `pos` (`bytes` = their total), one pwritev when the kernel takes it all. */

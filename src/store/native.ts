@@ -18,9 +18,18 @@ export interface NativeShim {
   mkfifo?(path: string, mode: number): number;
   /** malloc_trim(0): return freed heap pages to the kernel (absent in older builds). */
   trimMemory?(): boolean;
+  /** Start writes and syncs on the shim's I/O thread, in order (absent in older builds; null: no thread). */
+  ioStart?(steps: IoStep[]): object | null;
+  /** Whether the thread is done with a job (finished or stopped at an error). */
+  ioDone?(job: object): boolean;
+  /** Wait for a job; 0 or -errno of the step that failed. Lets go of its buffers. */
+  ioWait?(job: object): number;
   /** mallopt M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (absent in older builds). */
   holdFreedMemory?(trimBytes: number, mmapBytes: number): boolean;
 }
+
+/** One step of an ioStart job: pwritev of buffers back to back, fdatasync, or a write from an aligned copy (O_DIRECT). */
+export type IoStep = [0, number, number, Uint8Array[]] | [1, number] | [2, number, number, [Uint8Array]];
 
 /** The name of an errno value (the shim returns -errno), or `fallback`. */
 export function errnoName(n: number, fallback = 'EIO'): string {

@@ -18,6 +18,7 @@ import { PHYS_BUFFER, PhysBufferCache } from './bufcache';
 /** Largest block read through the 64 KiB buffer cache (see read). */
 const SMALL_BLOCK = 8192;
 import { Device, DeviceError } from './device';
+import { errnoName, IoStep, nativeShim } from './native';
 
 /**
  * HAMMER2_FAULT_HEADER=N:BYTES (crash tests only): the Nth volume header
@@ -192,6 +193,12 @@ export class VolumeSet {
     const base = loff - (loff % PHYS_BUFFER);
     // Reads see queued writes. (Checked by 64 KiB buffer: that covers the whole buffer the cache may load.)
     if (this.queue.length && this.queuedWithin(loff, loff + len)) this.flushWrites();
+    // And the blocks of a commit in flight, which the media may not hold yet.
+    if (this.behind?.touches(loff, loff + len)) {
+      const r = v.dev.read(loff - v.offset, len, out, outOff);
+      this.behind.overlay(loff, len, r, outOff ?? 0);
+      return r;
+    }
     // A whole 64 KiB buffer gains nothing from the cache (nothing else lives
     // in it) and would cost a copy: only smaller blocks go through it. Blocks
     // of 16 KiB and more (blocktables, which the block reader keeps itself)
@@ -211,6 +218,8 @@ export class VolumeSet {
    */
   readSpan(loff: number, len: number, out: Buffer, outOff = 0): void {
     if (this.queue.length && this.queuedWithin(loff, loff + len)) this.flushWrites(); // reads see queued writes
+    const inFlight = this.behind?.touches(loff, loff + len) ? this.behind : null;
+    const [lo, n0, o0] = [loff, len, outOff];
     while (len > 0) {
       const v = this.volumeFor(loff, 1);
       const n = Math.min(len, v.offset + v.size - loff);
@@ -219,6 +228,7 @@ export class VolumeSet {
       outOff += n;
       len -= n;
     }
+    inFlight?.overlay(lo, n0, out, o0);
   }
 
   write(loff: number, buf: Uint8Array): void {
@@ -228,7 +238,9 @@ export class VolumeSet {
   }
 
   /** Writes waiting in writeQueued's queue, in order; adjacent ones merge into one run. */
-  private queue: { loff: number; bufs: Uint8Array[]; bytes: number }[] = [];
+  private queue: QueuedRun[] = [];
+  /** Queued bytes past which writeQueued writes the queue out. */
+  queueLimit = 16 << 20;
   private queuedBytes = 0;
   /** The 64 KiB buffers (offset / PHYS_BUFFER) the queued writes touch. */
   private queuedBufs = new Set<number>();
@@ -262,7 +274,7 @@ export class VolumeSet {
     }
     this.queuedBytes += buf.length;
     for (let b = Math.floor(loff / PHYS_BUFFER); b * PHYS_BUFFER < loff + buf.length; b++) this.queuedBufs.add(b);
-    if (this.queuedBytes >= 16 << 20) this.flushWrites();
+    if (this.queuedBytes >= this.queueLimit) this.flushWrites();
   }
 
   /**
@@ -358,6 +370,123 @@ export class VolumeSet {
 
   close(): void {
     if (this.queue.length) this.flushWrites();
+    try {
+      this.behind?.finish();
+    } catch {
+      // A commit that cannot be written even now is given up with the descriptors (its caller was told).
+    }
+    this.behind = null;
     for (const v of this.volumes) v.dev.close();
+  }
+
+  /** The commit being written on the shim's thread (see commitBehind). */
+  behind: CommitInFlight | null = null;
+
+  /**
+   * Write out the queued blocks, sync, write `raw` as the header into
+   * `zone` of the root volume and sync again, all on the shim's I/O thread,
+   * in that order; return at once. Reads meanwhile see the commit's blocks
+   * (from memory while the media may not hold them). Null where there is
+   * no such thread (the caller commits the usual way); only one at a time.
+   */
+  commitBehind(zone: number, raw: Buffer): CommitInFlight | null {
+    const shim = nativeShim();
+    if (!shim?.ioStart || !shim.ioWait || !shim.ioDone || headerFault || this.behind) return null;
+    const root = this.volumes[0];
+    if (zone * ZONE_BYTES + raw.length > root.size) throw new DeviceError(`header zone ${zone} lies outside the root volume`);
+    const runs = this.queue;
+    const steps: IoStep[] = [];
+    for (const run of runs) {
+      const v = this.volumeFor(run.loff, run.bytes);
+      steps.push([0, v.dev.fd, run.loff - v.offset, run.bufs]);
+    }
+    for (const v of this.volumes) steps.push([1, v.dev.fd]);
+    const direct = root.dev.directFd();
+    steps.push(direct !== null ? [2, direct, zone * ZONE_BYTES, [raw]] : [0, root.dev.fd, zone * ZONE_BYTES, [raw]]);
+    for (const v of this.volumes) steps.push([1, v.dev.fd]);
+    const job = shim.ioStart(steps);
+    if (!job) return null;
+    this.bufCache.invalidate(root.offset + zone * ZONE_BYTES, raw.length);
+    this.behind = new CommitInFlight(this, job, runs, new Set(this.queuedBufs), zone, raw);
+    this.queue = [];
+    this.queuedBytes = 0;
+    this.queuedBufs.clear();
+    return this.behind;
+  }
+
+  /** CommitInFlight's redo: the same writes and syncs, here and synchronously. */
+  redoCommit(runs: QueuedRun[], zone: number, raw: Buffer): void {
+    for (const run of runs) {
+      const v = this.volumeFor(run.loff, run.bytes);
+      v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
+    }
+    this.syncDevices();
+    this.writeHeader(0, zone, raw);
+    this.syncDevices();
+  }
+}
+
+type QueuedRun = { loff: number; bufs: Uint8Array[]; bytes: number };
+
+/**
+ * A commit whose blocks and header the shim's thread is writing. finish()
+ * waits for it; if the thread met an error, it writes everything again
+ * itself (Linux may have dropped the pages of a failed write, so a second
+ * sync alone proves nothing) and throws if that fails too, keeping the
+ * commit for the next try: until it succeeds, no later commit can start
+ * and reads keep seeing its blocks from memory.
+ */
+export class CommitInFlight {
+  private settled = false;
+
+  constructor(
+    private readonly vols: VolumeSet,
+    private job: object | null,
+    private readonly runs: QueuedRun[],
+    private readonly bufs: Set<number>,
+    readonly zone: number,
+    private readonly raw: Buffer,
+  ) {}
+
+  /** Whether the thread is done (finish() then does not wait). */
+  done(): boolean {
+    return this.settled || !this.job || nativeShim()!.ioDone!(this.job);
+  }
+
+  finish(): void {
+    if (this.settled) return;
+    let err: Error | null = null;
+    if (this.job) {
+      const r = nativeShim()!.ioWait!(this.job);
+      this.job = null;
+      if (r !== 0) err = new DeviceError(`${this.vols.volumes[0].dev.path}: commit write failed: ${errnoName(-r)}`, errnoName(-r), true);
+    } else {
+      err = new DeviceError('commit write failed earlier');
+    }
+    if (err) this.vols.redoCommit(this.runs, this.zone, this.raw); // throws if it fails again
+    this.settled = true;
+    if (this.vols.behind === this) this.vols.behind = null;
+  }
+
+  /** Whether this commit writes anywhere in [lo, hi) (by 64 KiB buffer). */
+  touches(lo: number, hi: number): boolean {
+    for (let b = Math.floor(lo / PHYS_BUFFER); b * PHYS_BUFFER < hi; b++) if (this.bufs.has(b)) return true;
+    return false;
+  }
+
+  /** Put this commit's bytes for [loff, loff+len) over what was read into out at outOff. */
+  overlay(loff: number, len: number, out: Uint8Array, outOff: number): void {
+    const hi = loff + len;
+    for (const run of this.runs) {
+      if (run.loff >= hi || run.loff + run.bytes <= loff) continue;
+      let at = run.loff;
+      for (const b of run.bufs) {
+        const s = Math.max(at, loff);
+        const e = Math.min(at + b.length, hi);
+        if (s < e) out.set(b.subarray(s - at, e - at), outOff + (s - loff));
+        at += b.length;
+        if (at >= hi) break;
+      }
+    }
   }
 }
