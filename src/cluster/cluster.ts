@@ -184,6 +184,8 @@ export class PfsCluster implements PfsRedundancy {
   ) {
     this.stepBytes = o.stepBytes ?? 8 << 20;
     pfs.redundancy = this;
+    // A commit written behind (no copies then) must be on media before any copy can follow it.
+    primary.settle();
     primary.participants.add(this.participant);
     primary.keepCommitBlocks = true;
   }

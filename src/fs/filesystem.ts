@@ -410,13 +410,20 @@ export class Hammer2Fs {
     // The commit's blocks stay queued for the thread (memory: the pending blocks it holds anyway).
     const limit = vs.queueLimit;
     vs.queueLimit = Infinity;
+    vs.recordWrites(true);
     let p: PreparedCommit | null;
     try {
       p = this.prepareCommit({ keepQueued: true });
+    } catch (e) {
+      vs.recordWrites(false);
+      throw e;
     } finally {
       vs.queueLimit = limit;
     }
-    if (!p) return;
+    if (!p) {
+      vs.recordWrites(false);
+      return;
+    }
     const hdr = this.dev.header;
     const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
     this.setHeader(p);
@@ -425,10 +432,12 @@ export class Hammer2Fs {
     try {
       io = vs.commitBehind(zone, encodeVolumeHeader(hdr));
     } catch (e) {
+      vs.recordWrites(false);
       Object.assign(hdr, saved);
       this.abortCommit(p);
       throw asFsError(e);
     }
+    vs.recordWrites(false);
     if (!io) {
       Object.assign(hdr, saved);
       this.finishCommit(p);
@@ -461,9 +470,13 @@ export class Hammer2Fs {
     for (const l of this.commitListeners) l(b.tid);
   }
 
-  /** settle() if the thread is done with the commit in flight (cheap: call it often). */
+  /**
+   * settle() if the thread has written the commit in flight (cheap: call
+   * it often). One whose writes failed is left to the next commit, which
+   * retries it and reports the error; other changes go on in memory.
+   */
   pollBehind(): void {
-    if (this.behind?.io.done()) this.settle();
+    if (this.behind?.io.state() === 'ok') this.settle();
   }
 
   /**

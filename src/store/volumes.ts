@@ -18,7 +18,7 @@ import { PHYS_BUFFER, PhysBufferCache } from './bufcache';
 /** Largest block read through the 64 KiB buffer cache (see read). */
 const SMALL_BLOCK = 8192;
 import { Device, DeviceError } from './device';
-import { errnoName, IoStep, nativeShim } from './native';
+import { IoStep, nativeShim } from './native';
 
 /**
  * HAMMER2_FAULT_HEADER=N:BYTES (crash tests only): the Nth volume header
@@ -235,6 +235,19 @@ export class VolumeSet {
     const v = this.volumeFor(loff, buf.length);
     v.dev.write(loff - v.offset, buf);
     this.bufCache.update(loff, buf);
+    // A copy: the caller (the freemap) changes its buffer in place later.
+    this.written?.push({ loff, bufs: [Buffer.from(buf)], bytes: buf.length });
+  }
+
+  /**
+   * Every write since recordWrites() (write() and the runs flushWrites()
+   * sends), for commitBehind: if a sync of the commit fails, the kernel
+   * may have dropped any page written since the last good sync, so a retry
+   * must write all of them again, not only what was still queued.
+   */
+  private written: QueuedRun[] | null = null;
+  recordWrites(on: boolean): void {
+    this.written = on ? [] : null;
   }
 
   /** Writes waiting in writeQueued's queue, in order; adjacent ones merge into one run. */
@@ -296,6 +309,7 @@ export class VolumeSet {
     this.queue = [];
     this.queuedBytes = 0;
     this.queuedBufs.clear();
+    this.written?.push(...q);
     try {
       for (const run of q) {
         const v = this.volumeFor(run.loff, run.bytes);
@@ -396,6 +410,8 @@ export class VolumeSet {
     if (zone * ZONE_BYTES + raw.length > root.size) throw new DeviceError(`header zone ${zone} lies outside the root volume`);
     const runs = this.queue;
     const steps: IoStep[] = [];
+    // What a retry writes again: everything written since recordWrites(true), then the queue.
+    const redo = [...(this.written ?? []), ...runs];
     for (const run of runs) {
       const v = this.volumeFor(run.loff, run.bytes);
       steps.push([0, v.dev.fd, run.loff - v.offset, run.bufs]);
@@ -407,7 +423,7 @@ export class VolumeSet {
     const job = shim.ioStart(steps);
     if (!job) return null;
     this.bufCache.invalidate(root.offset + zone * ZONE_BYTES, raw.length);
-    this.behind = new CommitInFlight(this, job, runs, new Set(this.queuedBufs), zone, raw);
+    this.behind = new CommitInFlight(this, job, runs, redo, new Set(this.queuedBufs), zone, raw);
     this.queue = [];
     this.queuedBytes = 0;
     this.queuedBufs.clear();
@@ -438,32 +454,41 @@ type QueuedRun = { loff: number; bufs: Uint8Array[]; bytes: number };
  */
 export class CommitInFlight {
   private settled = false;
+  /** The thread's result once collected: 0 or -errno. */
+  private result: number | null = null;
 
   constructor(
     private readonly vols: VolumeSet,
     private job: object | null,
+    /** What the thread writes (reads are overlaid with these). */
     private readonly runs: QueuedRun[],
+    /** What a retry writes: every write of the commit. */
+    private readonly redo: QueuedRun[],
     private readonly bufs: Set<number>,
     readonly zone: number,
     private readonly raw: Buffer,
   ) {}
 
-  /** Whether the thread is done (finish() then does not wait). */
-  done(): boolean {
-    return this.settled || !this.job || nativeShim()!.ioDone!(this.job);
+  /** 'running', 'ok' (finish() will not wait), or 'failed' (finish() retries, and may throw). */
+  state(): 'running' | 'ok' | 'failed' {
+    if (this.settled) return 'ok';
+    if (this.result === null) {
+      if (!nativeShim()!.ioDone!(this.job!)) return 'running';
+      this.collect();
+    }
+    return this.result === 0 ? 'ok' : 'failed';
+  }
+
+  private collect(): void {
+    this.result = nativeShim()!.ioWait!(this.job!);
+    this.job = null;
   }
 
   finish(): void {
     if (this.settled) return;
-    let err: Error | null = null;
-    if (this.job) {
-      const r = nativeShim()!.ioWait!(this.job);
-      this.job = null;
-      if (r !== 0) err = new DeviceError(`${this.vols.volumes[0].dev.path}: commit write failed: ${errnoName(-r)}`, errnoName(-r), true);
-    } else {
-      err = new DeviceError('commit write failed earlier');
-    }
-    if (err) this.vols.redoCommit(this.runs, this.zone, this.raw); // throws if it fails again
+    if (this.result === null) this.collect();
+    if (this.result !== 0) this.vols.redoCommit(this.redo, this.zone, this.raw); // throws if it fails again
+    this.result = 0;
     this.settled = true;
     if (this.vols.behind === this) this.vols.behind = null;
   }
