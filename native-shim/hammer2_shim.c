@@ -522,6 +522,31 @@ static napi_value js_iszero(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* A detached thread of ours: 1, or -1 if it could not be created. Signals
+   stay with the threads that handle them (as fuse_ll's threads). */
+static int start_thread(void *(*fn)(void *)) {
+	sigset_t all, old;
+	pthread_t t;
+	pthread_attr_t a;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	int ok = pthread_create(&t, &a, fn, NULL) == 0;
+	pthread_attr_destroy(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ok ? 1 : -1;
+}
+
+/* The data of an external made by us with `tag`, or NULL for anything else. */
+static void *tagged(napi_env env, napi_value v, const napi_type_tag *tag) {
+	bool ours = false;
+	void *data = NULL;
+	if (napi_check_object_type_tag(env, v, tag, &ours) != napi_ok || !ours) return NULL;
+	if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
+	return data;
+}
+
 /* ---- sealing data blocks ahead of the commit -----------------------------
  * sealStart(block, zeroTest, tryLz4, check) -> job (null: no thread)
  * sealResult(job, checkOut)  -> 0 (all zeros: a hole), 2 (store as it is) or
@@ -733,19 +758,7 @@ static napi_value js_seal_start(napi_env env, napi_callback_info info) {
 	}
 	seal_drain(env);
 	pthread_mutex_lock(&seal_lock);
-	if (!seal_started) {
-		/* Signals stay with the threads that handle them (as fuse_ll's threads). */
-		sigset_t all, old;
-		pthread_t t;
-		pthread_attr_t a;
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		pthread_attr_init(&a);
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		seal_started = pthread_create(&t, &a, seal_thread, NULL) == 0 ? 1 : -1;
-		pthread_attr_destroy(&a);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-	}
+	if (!seal_started) seal_started = start_thread(seal_thread);
 	int no_thread = seal_started < 0;
 	pthread_mutex_unlock(&seal_lock);
 	if (no_thread) {
@@ -796,11 +809,7 @@ static napi_value js_seal_drain(napi_env env, napi_callback_info info) {
 
 /* The job behind a sealStart result, or NULL for anything else. */
 static seal_job *job_of(napi_env env, napi_value v) {
-	bool ours = false;
-	void *data = NULL;
-	if (napi_check_object_type_tag(env, v, &SEAL_TAG, &ours) != napi_ok || !ours) return NULL;
-	if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
-	return data;
+	return tagged(env, v, &SEAL_TAG);
 }
 
 /* sealPending(job): whether the thread has yet to finish it (tests wait on this). */
@@ -1046,18 +1055,7 @@ static napi_value js_io_start(napi_env env, napi_callback_info info) {
 	napi_value argv[1], ret;
 	napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
 	pthread_mutex_lock(&io_lock);
-	if (!io_started) {
-		sigset_t all, old;
-		pthread_t t;
-		pthread_attr_t a;
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		pthread_attr_init(&a);
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		io_started = pthread_create(&t, &a, io_thread, NULL) == 0 ? 1 : -1;
-		pthread_attr_destroy(&a);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-	}
+	if (!io_started) io_started = start_thread(io_thread);
 	int no_thread = io_started < 0;
 	pthread_mutex_unlock(&io_lock);
 	if (no_thread) {
@@ -1099,11 +1097,7 @@ static napi_value js_io_start(napi_env env, napi_callback_info info) {
 }
 
 static io_job *io_of(napi_env env, napi_value v) {
-	bool ours = false;
-	void *data = NULL;
-	if (napi_check_object_type_tag(env, v, &IO_TAG, &ours) != napi_ok || !ours) return NULL;
-	if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
-	return data;
+	return tagged(env, v, &IO_TAG);
 }
 
 static napi_value js_io_done(napi_env env, napi_callback_info info) {

@@ -5,7 +5,6 @@
 // from it, and leaves the in-sync set when its host fills up, to rejoin
 // once there is room again.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,7 +14,7 @@ import { Hammer2Fs, Pfs } from '../src/fs';
 import { BrefType, inodeBlockset, ObjType } from '../src/media';
 import { formatHammer2 } from '../mkfs/newfs';
 import { newImage } from './lib/cli';
-import { flipByte, haveRef, refRead, fileHashes, tempDir } from './lib/env';
+import { flipByte, haveRef, refRead, fileHashes, smallHost, tempDir } from './lib/env';
 import { content, imageTree, mkfile, openRw, pfsTree, tick, treeDiff, twoNodes, fsckBoth } from './lib/pfstree';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
@@ -128,11 +127,9 @@ t.test('a copy is filled, follows commits, and repairs the primary', async (t) =
 
 t.test('a copy whose host fills up leaves the in-sync set and rejoins', async (t) => {
   const dir = tempDir(t);
-  const host = path.join(dir, 'host');
-  fs.mkdirSync(host);
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', host]);
-  if (r.status !== 0) return t.skip(`cannot mount a tmpfs: ${r.stderr}`);
-  t.teardown(() => spawnSync('umount', ['-l', host]));
+  const h = smallHost(t, dir, 40);
+  if ('why' in h) return t.skip(h.why);
+  const { host } = h;
   const A = await newImage(t, 256 << 20, ['DATA']);
   const bImg = path.join(host, 'copy.img');
   await formatHammer2({ paths: [bImg], sizes: [256 << 20], labels: ['none'] });

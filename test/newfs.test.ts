@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 process.env.HAMMER2_QUIET_SHIM = '1';
+import { readAt } from './lib/env';
 
 import {
   Blockref,
@@ -69,16 +70,6 @@ function sparse(name: string, size: number): string {
   return p;
 }
 
-function readAt(p: string, pos: number, len: number): Buffer {
-  const fd = fs.openSync(p, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, pos);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Size, allocation, mtime and a hash of the first 8 MiB and of any header copies: enough to see a format. */
 function fingerprint(p: string): string {

@@ -29,6 +29,31 @@ export function tempDir(t: { teardown: (fn: () => void) => void }, prefix = 'h2t
   return d;
 }
 
+/** `len` bytes of a file at `pos`, read straight from it (what is on media, past any cache of ours). */
+export function readAt(file: string, pos: number, len: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, pos);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * A tmpfs of `mib` MiB at `dir`/host, unmounted at teardown: a host disk
+ * that fills up. Null (with the reason) where no tmpfs can be mounted.
+ */
+export function smallHost(t: { teardown: (fn: () => void) => void }, dir: string, mib: number): { host: string } | { why: string } {
+  const host = path.join(dir, 'host');
+  fs.mkdirSync(host, { recursive: true });
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', host]);
+  if (r.status !== 0) return { why: `cannot mount a tmpfs: ${r.stderr}` };
+  t.teardown(() => void spawnSync('umount', ['-l', host]));
+  return { host };
+}
+
 export interface Manifest {
   name: string;
   archive: string;
