@@ -407,37 +407,30 @@ export class Hammer2Fs {
       return;
     }
     const vs = this.dev.vols;
+    const hdr = this.dev.header;
+    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
     // The commit's blocks stay queued for the thread (memory: the pending blocks it holds anyway).
     const limit = vs.queueLimit;
     vs.queueLimit = Infinity;
     vs.recordWrites(true);
     let p: PreparedCommit | null;
+    let io: CommitInFlight | null;
+    const zone = (vs.headerZone + 1) % this.headerSlots();
     try {
       p = this.prepareCommit({ keepQueued: true });
-    } catch (e) {
-      vs.recordWrites(false);
-      throw e;
+      if (!p) return;
+      this.setHeader(p);
+      try {
+        io = vs.commitBehind(zone, encodeVolumeHeader(hdr));
+      } catch (e) {
+        Object.assign(hdr, saved);
+        this.abortCommit(p);
+        throw asFsError(e);
+      }
     } finally {
       vs.queueLimit = limit;
-    }
-    if (!p) {
       vs.recordWrites(false);
-      return;
     }
-    const hdr = this.dev.header;
-    const saved = { sroot: hdr.sroot, freemap: hdr.freemap, mirrorTid: hdr.mirrorTid, freemapTid: hdr.freemapTid, allocatorFree: hdr.allocatorFree };
-    this.setHeader(p);
-    const zone = (vs.headerZone + 1) % this.headerSlots();
-    let io: CommitInFlight | null;
-    try {
-      io = vs.commitBehind(zone, encodeVolumeHeader(hdr));
-    } catch (e) {
-      vs.recordWrites(false);
-      Object.assign(hdr, saved);
-      this.abortCommit(p);
-      throw asFsError(e);
-    }
-    vs.recordWrites(false);
     if (!io) {
       Object.assign(hdr, saved);
       this.finishCommit(p);
