@@ -97,6 +97,7 @@ t.test('VolumeSet.commitBehind: reads see the commit, a failed write is done aga
   const w = fs.openSync(img, 'r+');
   fs.writeSync(w, Buffer.alloc(4096, 0x11), 0, 4096, leafAt);
   fs.closeSync(w);
+  t.ok(vs.read(leafAt, 4096).equals(leafWant), 'reads see that block as the commit wrote it meanwhile');
   Object.defineProperty(dev, 'fd', { value: good, configurable: true, writable: true });
   io.finish();
   t.equal(io.state(), 'ok');

@@ -286,7 +286,7 @@ export class VolumeSet {
       this.queue.push({ loff, bufs: [buf], bytes: buf.length });
     }
     this.queuedBytes += buf.length;
-    for (let b = Math.floor(loff / PHYS_BUFFER); b * PHYS_BUFFER < loff + buf.length; b++) this.queuedBufs.add(b);
+    addBufs(this.queuedBufs, loff, buf.length);
     if (this.queuedBytes >= this.queueLimit) this.flushWrites();
   }
 
@@ -299,23 +299,33 @@ export class VolumeSet {
   private queuedWithin(lo: number, hi: number): boolean {
     // By buffer, not by run: a commit's data, inode and table blocks come
     // from separate allocator cursors and queue as many short runs.
-    for (let b = Math.floor(lo / PHYS_BUFFER); b * PHYS_BUFFER < hi; b++) if (this.queuedBufs.has(b)) return true;
-    return false;
+    return touchesBufs(this.queuedBufs, lo, hi);
   }
 
-  /** Write out everything writeQueued holds (one pwritev per run). */
-  flushWrites(): void {
+  /** The queue's runs, leaving it empty. */
+  private takeQueue(): QueuedRun[] {
     const q = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
     this.queuedBufs.clear();
+    return q;
+  }
+
+  /** Write runs where they belong, one pwritev each. */
+  private writeRuns(runs: QueuedRun[]): void {
+    for (const run of runs) {
+      const v = this.volumeFor(run.loff, run.bytes);
+      if (run.bufs.length === 1) v.dev.write(run.loff - v.offset, run.bufs[0]);
+      else v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
+    }
+  }
+
+  /** Write out everything writeQueued holds (one pwritev per run). */
+  flushWrites(): void {
+    const q = this.takeQueue();
     this.written?.push(...q);
     try {
-      for (const run of q) {
-        const v = this.volumeFor(run.loff, run.bytes);
-        if (run.bufs.length === 1) v.dev.write(run.loff - v.offset, run.bufs[0]);
-        else v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
-      }
+      this.writeRuns(q);
     } catch (e) {
       // The cache took bytes the media may not hold.
       this.bufCache.clear();
@@ -325,9 +335,7 @@ export class VolumeSet {
 
   /** Forget queued writes (a failed commit: nothing refers to those blocks). */
   discardWrites(): void {
-    this.queue = [];
-    this.queuedBytes = 0;
-    this.queuedBufs.clear();
+    this.takeQueue();
     // the cache took their bytes: let it read the media again
     this.bufCache.clear();
   }
@@ -410,8 +418,6 @@ export class VolumeSet {
     if (zone * ZONE_BYTES + raw.length > root.size) throw new DeviceError(`header zone ${zone} lies outside the root volume`);
     const runs = this.queue;
     const steps: IoStep[] = [];
-    // What a retry writes again: everything written since recordWrites(true), then the queue.
-    const redo = [...(this.written ?? []), ...runs];
     for (const run of runs) {
       const v = this.volumeFor(run.loff, run.bytes);
       steps.push([0, v.dev.fd, run.loff - v.offset, run.bufs]);
@@ -423,19 +429,15 @@ export class VolumeSet {
     const job = shim.ioStart(steps);
     if (!job) return null;
     this.bufCache.invalidate(root.offset + zone * ZONE_BYTES, raw.length);
-    this.behind = new CommitInFlight(this, job, runs, redo, new Set(this.queuedBufs), zone, raw);
-    this.queue = [];
-    this.queuedBytes = 0;
-    this.queuedBufs.clear();
+    // Everything written since recordWrites(true), then the queue: what reads
+    // see over the media, and what a retry writes again.
+    this.behind = new CommitInFlight(this, job, [...(this.written ?? []), ...this.takeQueue()], zone, raw);
     return this.behind;
   }
 
   /** CommitInFlight's redo: the same writes and syncs, here and synchronously. */
   redoCommit(runs: QueuedRun[], zone: number, raw: Buffer): void {
-    for (const run of runs) {
-      const v = this.volumeFor(run.loff, run.bytes);
-      v.dev.writev(run.loff - v.offset, run.bufs, run.bytes);
-    }
+    this.writeRuns(runs);
     this.syncDevices();
     this.writeHeader(0, zone, raw);
     this.syncDevices();
@@ -443,6 +445,17 @@ export class VolumeSet {
 }
 
 type QueuedRun = { loff: number; bufs: Uint8Array[]; bytes: number };
+
+/** Add the 64 KiB buffers (by index) that [loff, loff+len) touches. */
+function addBufs(set: Set<number>, loff: number, len: number): void {
+  for (let b = Math.floor(loff / PHYS_BUFFER); b * PHYS_BUFFER < loff + len; b++) set.add(b);
+}
+
+/** Whether [lo, hi) touches any 64 KiB buffer in the set. */
+function touchesBufs(set: Set<number>, lo: number, hi: number): boolean {
+  for (let b = Math.floor(lo / PHYS_BUFFER); b * PHYS_BUFFER < hi; b++) if (set.has(b)) return true;
+  return false;
+}
 
 /**
  * A commit whose blocks and header the shim's thread is writing. finish()
@@ -456,18 +469,19 @@ export class CommitInFlight {
   private settled = false;
   /** The thread's result once collected: 0 or -errno. */
   private result: number | null = null;
+  /** The 64 KiB buffers the commit's writes touch. */
+  private readonly bufs = new Set<number>();
 
   constructor(
     private readonly vols: VolumeSet,
     private job: object | null,
-    /** What the thread writes (reads are overlaid with these). */
+    /** Every write of the commit, in order: laid over reads, and written again by a retry. */
     private readonly runs: QueuedRun[],
-    /** What a retry writes: every write of the commit. */
-    private readonly redo: QueuedRun[],
-    private readonly bufs: Set<number>,
     readonly zone: number,
     private readonly raw: Buffer,
-  ) {}
+  ) {
+    for (const r of runs) addBufs(this.bufs, r.loff, r.bytes);
+  }
 
   /** 'running', 'ok' (finish() will not wait), or 'failed' (finish() retries, and may throw). */
   state(): 'running' | 'ok' | 'failed' {
@@ -487,7 +501,7 @@ export class CommitInFlight {
   finish(): void {
     if (this.settled) return;
     if (this.result === null) this.collect();
-    if (this.result !== 0) this.vols.redoCommit(this.redo, this.zone, this.raw); // throws if it fails again
+    if (this.result !== 0) this.vols.redoCommit(this.runs, this.zone, this.raw); // throws if it fails again
     this.result = 0;
     this.settled = true;
     if (this.vols.behind === this) this.vols.behind = null;
@@ -495,8 +509,7 @@ export class CommitInFlight {
 
   /** Whether this commit writes anywhere in [lo, hi) (by 64 KiB buffer). */
   touches(lo: number, hi: number): boolean {
-    for (let b = Math.floor(lo / PHYS_BUFFER); b * PHYS_BUFFER < hi; b++) if (this.bufs.has(b)) return true;
-    return false;
+    return touchesBufs(this.bufs, lo, hi);
   }
 
   /** Put this commit's bytes for [loff, loff+len) over what was read into out at outOff. */
