@@ -1166,6 +1166,27 @@ static napi_value js_hold(napi_env env, napi_callback_info info) {
 	return ret;
 }
 
+/* mallocStats() -> [inUse, free, mmapped] bytes of malloc (every arena), or
+   null where glibc cannot say: RSS alone cannot tell memory in use from
+   memory malloc holds free between its chunks. */
+static napi_value js_malloc_stats(napi_env env, napi_callback_info info) {
+	(void)info;
+	napi_value ret;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	struct mallinfo2 m = mallinfo2();
+	double v[3] = {(double)m.uordblks, (double)m.fordblks, (double)m.hblkhd};
+	napi_create_array_with_length(env, 3, &ret);
+	for (uint32_t i = 0; i < 3; i++) {
+		napi_value x;
+		napi_create_double(env, v[i], &x);
+		napi_set_element(env, ret, i, x);
+	}
+#else
+	napi_get_null(env, &ret);
+#endif
+	return ret;
+}
+
 /* pwriteAligned(fd, buf, pos): the volume header through an O_DIRECT
    descriptor, which needs an aligned buffer. Such a write goes to the
    device as one request that a process kill does not cut short (a buffered
@@ -1210,7 +1231,7 @@ static napi_value js_pwrite_aligned(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
 	static const struct { const char *name; napi_callback fn; } fns[] = {
-		{"trimMemory", js_trim}, {"holdFreedMemory", js_hold}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
+		{"trimMemory", js_trim}, {"holdFreedMemory", js_hold}, {"mallocStats", js_malloc_stats}, {"flock", js_flock}, {"blockDeviceSize", js_blksize},
 		{"peerCred", js_peercred}, {"pipeSize", js_pipe_size}, {"mkfifo", js_mkfifo},
 		{"crc32c", js_crc32c}, {"xxh64", js_xxh64}, {"lz4Compress", js_lz4},
 		{"lz4Decompress", js_lz4d}, {"isZero", js_iszero}, {"pwriteAligned", js_pwrite_aligned},

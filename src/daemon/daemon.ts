@@ -19,7 +19,7 @@ import { Hammer2Fs, Pfs } from '../fs';
 import { FuseSession } from '../fuse/lowlevel';
 import { Hammer2Ops } from '../fuse/ops';
 import { hammer2Session } from '../fuse/session';
-import { holdFreedMemory, trimMemory } from '../store';
+import { holdFreedMemory, mallocStats, trimMemory } from '../store';
 import { nativeShim } from '../store/native';
 import { ParsedOptions, parseOptions, setMountBdi } from './options';
 
@@ -353,7 +353,15 @@ export class ImageDaemon {
   /** Where the daemon's memory is, in bytes (`hammer2 info`): RSS alone cannot say whose it is. */
   private memory(): Record<string, number> {
     const m = process.memoryUsage();
-    return { rss: m.rss, heap: m.heapUsed, buffers: m.arrayBuffers, cache: this.fs.dev.reader.cacheStats.bytes, pending: this.fs.pendingBytes };
+    const ma = mallocStats();
+    return {
+      rss: m.rss,
+      heap: m.heapUsed,
+      buffers: m.arrayBuffers,
+      cache: this.fs.dev.reader.cacheStats.bytes,
+      pending: this.fs.pendingBytes,
+      ...(ma ? { mallocInUse: ma.inUse, mallocFree: ma.free } : {}),
+    };
   }
 
   /** What the control channel answers: the administration table plus mounting. */

@@ -24,6 +24,8 @@ export interface NativeShim {
   ioDone?(job: object): boolean;
   /** Wait for a job; 0 or -errno of the step that failed. Lets go of its buffers. */
   ioWait?(job: object): number;
+  /** malloc's bytes in use, free in its arenas, and in mmapped chunks (mallinfo2; null where glibc lacks it; absent in older builds). */
+  mallocStats?(): [number, number, number] | null;
   /** mallopt M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (absent in older builds). */
   holdFreedMemory?(trimBytes: number, mmapBytes: number): boolean;
 }
@@ -34,6 +36,12 @@ export type IoStep = [0, number, number, Uint8Array[]] | [1, number] | [2, numbe
 /** The name of an errno value (the shim returns -errno), or `fallback`. */
 export function errnoName(n: number, fallback = 'EIO'): string {
   return Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? fallback;
+}
+
+/** malloc's view of the process: bytes in use, free in its arenas (held, not returned), in mmapped chunks; null where unknown. */
+export function mallocStats(): { inUse: number; free: number; mmapped: number } | null {
+  const m = nativeShim()?.mallocStats?.();
+  return m ? { inUse: m[0], free: m[1], mmapped: m[2] } : null;
 }
 
 /** Return memory freed to malloc to the kernel, where the shim can. */

@@ -9,7 +9,7 @@ interface Info {
   writable: boolean;
   socket: string | null;
   /** The daemon's, in bytes (absent without a daemon). */
-  memory?: { rss: number; heap: number; buffers: number; cache: number; pending: number };
+  memory?: { rss: number; heap: number; buffers: number; cache: number; pending: number; mallocInUse?: number; mallocFree?: number };
   mounts: { label: string; mountpoint: string; readonly: boolean }[];
   header: { fsid: string; version: number; volumes: { path: string; size: number }[]; size: string; allocatorSize: string; allocatorFree: string; mirrorTid: string; freemapTid: string };
 }
@@ -62,6 +62,7 @@ const info: Directive = async (ctx, args) => {
       const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
       const m = i.memory;
       ctx.io.out(`    memory          ${mib(m.rss)} resident: JS heap ${mib(m.heap)}, buffers ${mib(m.buffers)} (metadata cache ${mib(m.cache)}, data awaiting commit ${mib(m.pending)})\n`);
+      if (m.mallocInUse !== undefined) ctx.io.out(`    malloc          ${mib(m.mallocInUse)} in use, ${mib(m.mallocFree ?? 0)} free in its arenas\n`);
     }
     for (const m of i.mounts) ctx.io.out(`    mounted         @${m.label} on ${m.mountpoint}${m.readonly ? ' (ro)' : ''}\n`);
   }
