@@ -60,11 +60,17 @@ export class BlockReader {
   /** One logical block, for readDataPart of compressed blocks. */
   private partScratch: Buffer | null = null;
 
+  /** The metadata cache's budget when nothing else asks for room. */
+  private readonly budget: number;
+  /** Room given up to data awaiting commit (see makeRoom). */
+  private given = 0;
+
   constructor(
     readonly vols: VolumeSet,
     private readonly opts: BlockReaderOptions = {},
   ) {
     const budget = opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.budget = budget;
     this.cache = new LruCache(budget);
     this.dataCache = new LruCache(Math.max(1 << 20, Math.floor(budget / 8))); // (>> 3 wraps at 2 GiB)
   }
@@ -76,6 +82,22 @@ export class BlockReader {
   private cacheFor(type: number): LruCache<number, CachedBlock> | null {
     if (type === BrefType.INODE) return null;
     return type === BrefType.DATA ? this.dataCache : this.cache;
+  }
+
+  /**
+   * `bytes` of file data are waiting for their commit: the metadata cache
+   * gives up as much of its budget, down to half of it. A daemon's memory
+   * peaks when much data is written between commits (four tar extractions
+   * at once); the cache is then full of tables the commits just wrote,
+   * while the tables a metadata-heavy workload needs (stat and readdir over
+   * many files) are wanted when little data waits. Changes of less than
+   * 1 MiB are ignored (this is called on every write).
+   */
+  makeRoom(bytes: number): void {
+    const give = Math.min(Math.max(0, bytes), this.budget / 2);
+    if (Math.abs(give - this.given) < 1 << 20 && !(give === 0 && this.given !== 0)) return;
+    this.given = give;
+    this.cache.setBudget(this.budget - give);
   }
 
   /** Validate a bref's data_off before any I/O: radix, alignment, volume bounds. */

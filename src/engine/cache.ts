@@ -21,7 +21,22 @@ export class LruCache<K, V> {
   hits = 0;
   misses = 0;
 
-  constructor(private readonly budget: number) {}
+  constructor(private budget: number) {}
+
+  /** Change the byte budget, evicting the least recently used entries down to it at once. */
+  setBudget(n: number): void {
+    this.budget = n;
+    this.evict();
+  }
+
+  private evict(): void {
+    while (this.bytes > this.budget && this.tail) {
+      const t = this.tail;
+      this.unlink(t);
+      this.map.delete(t.k);
+      this.bytes -= t.size;
+    }
+  }
 
   private unlink(s: Slot<K, V>): void {
     if (s.prev) s.prev.next = s.next;
@@ -65,12 +80,7 @@ export class LruCache<K, V> {
     this.map.set(k, s);
     this.pushFront(s);
     this.bytes += size;
-    while (this.bytes > this.budget && this.tail) {
-      const t = this.tail;
-      this.unlink(t);
-      this.map.delete(t.k);
-      this.bytes -= t.size;
-    }
+    this.evict();
   }
 
   delete(k: K): void {

@@ -437,8 +437,8 @@ export class Hammer2Fs {
       return;
     }
     vs.headerZone = zone;
-    this.applyCommit(p);
     this.behind = { io, tid: p.tid };
+    this.applyCommit(p);
     settleSeals();
   }
 
@@ -460,7 +460,17 @@ export class Hammer2Fs {
       throw asFsError(e);
     }
     this.behind = null;
+    this.makeRoom();
     for (const l of this.commitListeners) l(b.tid);
+  }
+
+  /**
+   * Let the metadata cache give up room to the file data held for commits
+   * (waiting for one, or being written by the one in flight): those are
+   * when a daemon's memory peaks. Cheap: called after every write.
+   */
+  makeRoom(): void {
+    this.dev.reader.makeRoom(this.pendingBytes + (this.behind?.io.bytes ?? 0));
   }
 
   /**
@@ -605,6 +615,7 @@ export class Hammer2Fs {
     this.staged.clear();
     this.headerDirty = false;
     this.lastFlush = { tid: p.tid, blocks: w.blocksWritten - p.b0, bytes: w.bytesWritten - p.y0, ms: Date.now() - p.t0 };
+    this.makeRoom();
   }
 
   // ------------------------------------------------------------ PFS management

@@ -282,7 +282,9 @@ export class Hammer2Ops {
       this.fs.flushBehind();
       this.fs.maybeReclaim();
     }
-    return this.pfs.write(n, off, buf, fromCache ? null : this.now());
+    const done = this.pfs.write(n, off, buf, fromCache ? null : this.now());
+    this.fs.makeRoom();
+    return done;
   }
 
   /**

@@ -472,6 +472,9 @@ export class CommitInFlight {
   /** The 64 KiB buffers the commit's writes touch. */
   private readonly bufs = new Set<number>();
 
+  /** Bytes the commit's writes hold until it is settled. */
+  readonly bytes: number;
+
   constructor(
     private readonly vols: VolumeSet,
     private job: object | null,
@@ -480,7 +483,12 @@ export class CommitInFlight {
     readonly zone: number,
     private readonly raw: Buffer,
   ) {
-    for (const r of runs) addBufs(this.bufs, r.loff, r.bytes);
+    let n = 0;
+    for (const r of runs) {
+      addBufs(this.bufs, r.loff, r.bytes);
+      n += r.bytes;
+    }
+    this.bytes = n;
   }
 
   /** 'running', 'ok' (finish() will not wait), or 'failed' (finish() retries, and may throw). */
