@@ -86,7 +86,7 @@ export class BlockReader {
 
   /**
    * `bytes` of file data are waiting for their commit: the metadata cache
-   * gives up as much of its budget, down to half of it. A daemon's memory
+   * gives up as much of its budget, down to a quarter of it. A daemon's memory
    * peaks when much data is written between commits (four tar extractions
    * at once); the cache is then full of tables the commits just wrote,
    * while the tables a metadata-heavy workload needs (stat and readdir over
@@ -94,7 +94,7 @@ export class BlockReader {
    * 1 MiB are ignored (this is called on every write).
    */
   makeRoom(bytes: number): void {
-    const give = Math.min(Math.max(0, bytes), this.budget / 2);
+    const give = Math.min(Math.max(0, bytes), (this.budget * 3) / 4);
     if (Math.abs(give - this.given) < 1 << 20 && !(give === 0 && this.given !== 0)) return;
     this.given = give;
     this.cache.setBudget(this.budget - give);
