@@ -6,6 +6,7 @@
 // fails too the commit is kept (nothing lost) until a later try succeeds
 // (with a full host disk under a mount: test/faults.test.ts).
 import t from 'tap';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -198,4 +199,30 @@ t.test('SIGKILL while a commit is written behind: the old or the new state, neve
     if (haveRef('fsck_hammer2')) t.equal(refFsck(img).status, 0, 'reference fsck_hammer2 passes');
   }
   t.comment(`${made} of 5 commits were on media at the kill`);
+});
+
+t.test('the metadata cache gives room to what waits for a commit and to the commit in flight, and takes it back', { skip: noThread }, async (t) => {
+  const dir = tempDir(t, 'h2room-');
+  const img = path.join(dir, 'a.img');
+  await formatHammer2({ paths: [img], sizes: [512 * MiB] });
+  const h2 = await Hammer2Fs.open(img, { writable: true, lock: false, cacheBytes: 32 * MiB, allocator: (d) => new FreemapAllocator(d.vols, d.reader, d.header) });
+  t.teardown(() => h2.close());
+  const pfs = h2.pfs('DATA')!;
+  const budget = () => h2.dev.reader.cacheStats.budget;
+  t.equal(budget(), 32 * MiB, 'the whole budget while nothing waits');
+  const f = pfs.create(pfs.root, Buffer.from('f'), ObjType.REGFILE, 0o644, cred, now);
+  // Incompressible: the commit in flight then holds as much as was written.
+  const a = crypto.randomBytes(6 * MiB);
+  const b = crypto.randomBytes(30 * MiB);
+  pfs.write(f, 0, Buffer.from(a), now);
+  h2.makeRoom();
+  t.equal(budget(), 26 * MiB, 'gives up what the data waiting takes');
+  pfs.write(f, 6 * MiB, Buffer.from(b), now);
+  h2.makeRoom();
+  t.equal(budget(), 8 * MiB, 'never below a quarter');
+  h2.flushBehind();
+  t.ok(budget() <= 8 * MiB, 'the commit in flight holds the blocks');
+  h2.settle();
+  t.equal(budget(), 32 * MiB, 'all of it back once the commit is on media');
+  t.ok(pfs.read(f, 6 * MiB - 10, 20).equals(Buffer.concat([a.subarray(-10), b.subarray(0, 10)])), 'data reads back');
 });

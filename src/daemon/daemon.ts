@@ -360,7 +360,7 @@ export class ImageDaemon {
       buffers: m.arrayBuffers,
       cache: this.fs.dev.reader.cacheStats.bytes,
       pending: this.fs.pendingBytes,
-      ...(ma ? { mallocInUse: ma.inUse, mallocFree: ma.free } : {}),
+      ...(ma ? { mallocInUse: ma.inUse + ma.mmapped, mallocFree: ma.free } : {}),
     };
   }
 

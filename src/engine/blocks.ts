@@ -85,13 +85,11 @@ export class BlockReader {
   }
 
   /**
-   * `bytes` of file data are waiting for their commit: the metadata cache
-   * gives up as much of its budget, down to a quarter of it. A daemon's memory
-   * peaks when much data is written between commits (four tar extractions
-   * at once); the cache is then full of tables the commits just wrote,
-   * while the tables a metadata-heavy workload needs (stat and readdir over
-   * many files) are wanted when little data waits. Changes of less than
-   * 1 MiB are ignored (this is called on every write).
+   * `bytes` are held for commits (waiting for one, or being written by the
+   * one in flight): the metadata cache gives up as much of its budget, down
+   * to a quarter, and takes it back as they go. That is when a daemon's
+   * memory peaks; metadata-heavy work holds little. Changes under 1 MiB are
+   * ignored (called on every write).
    */
   makeRoom(bytes: number): void {
     const give = Math.min(Math.max(0, bytes), (this.budget * 3) / 4);
@@ -357,8 +355,8 @@ export class BlockReader {
     this.dataCache.clear();
   }
 
-  get cacheStats(): { hits: number; misses: number; bytes: number } {
-    return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.size };
+  get cacheStats(): { hits: number; misses: number; bytes: number; budget: number } {
+    return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.size, budget: this.budget - this.given };
   }
 }
 

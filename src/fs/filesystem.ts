@@ -465,9 +465,10 @@ export class Hammer2Fs {
   }
 
   /**
-   * Let the metadata cache give up room to the file data held for commits
-   * (waiting for one, or being written by the one in flight): those are
-   * when a daemon's memory peaks. Cheap: called after every write.
+   * Let the metadata cache give up room to what is held for commits: file
+   * data waiting for one (counted as the dirty limit counts it, 64 KiB a
+   * block) and every block of the one in flight. Cheap: called after every
+   * write.
    */
   makeRoom(): void {
     this.dev.reader.makeRoom(this.pendingBytes + (this.behind?.io.bytes ?? 0));
