@@ -62,17 +62,16 @@ export class BlockReader {
 
   /** The metadata cache's budget when nothing else asks for room. */
   private readonly budget: number;
-  /** Room given up to data awaiting commit (see makeRoom). */
+  /** Room given up to what is held for commits (see makeRoom). */
   private given = 0;
 
   constructor(
     readonly vols: VolumeSet,
     private readonly opts: BlockReaderOptions = {},
   ) {
-    const budget = opts.cacheBytes ?? 64 * 1024 * 1024;
-    this.budget = budget;
-    this.cache = new LruCache(budget);
-    this.dataCache = new LruCache(Math.max(1 << 20, Math.floor(budget / 8))); // (>> 3 wraps at 2 GiB)
+    this.budget = opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.cache = new LruCache(this.budget);
+    this.dataCache = new LruCache(Math.max(1 << 20, Math.floor(this.budget / 8))); // (>> 3 wraps at 2 GiB)
   }
 
   /**
